@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what kiln needs on a fresh Debian 12 / Ubuntu machine: QEMU (from bookworm-backports on
+# Debian 12, where qemu-utils may already come from there), mmdebstrap, socat, tmux, ssh client,
+# and a Rust toolchain when cargo is missing. Idempotent: does nothing that is already done.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+for cmd in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
+           socat:socat tmux:tmux ssh-keygen:openssh-client genisoimage:genisoimage \
+           sfdisk:fdisk mkfs.ext4:e2fsprogs zstd:zstd; do
+  bin=${cmd%%:*}; pkg=${cmd##*:}
+  command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  . /etc/os-release
+  if [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    # qemu-utils may come from backports already; qemu-system-x86 must then come from there too.
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "deb http://deb.debian.org/debian bookworm-backports main" |
+        $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq -t bookworm-backports "${need[@]}"
+  else
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${need[@]}"
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi

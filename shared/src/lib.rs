@@ -1,0 +1,13 @@
+//! kiln-shared: the template model and its validation, the wire protocol types, the application
+//! catalog and the async client. Depended on by the daemon and the terminal client alike; no I/O
+//! beyond the client.
+
+pub mod apps;
+pub mod client;
+pub mod paths;
+pub mod protocol;
+pub mod template;
+pub mod validate;
+
+pub use template::Template;
+pub use validate::Violation;

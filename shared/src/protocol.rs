@@ -1,0 +1,320 @@
+//! The wire protocol: JSON-RPC 2.0 envelopes, error kinds and the params/results of each method.
+//!
+//! These types are the IPC boundary: the daemon's internal types never go on the wire.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::template::Template;
+use crate::validate::Violation;
+
+/// Protocol version announced in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// A line longer than this is answered with `too_large` and the connection is closed.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Project used when a request names none.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// A request (with `id`) or a notification (without) sent to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+impl Request {
+    pub fn new(id: u64, method: &str, params: Value) -> Request {
+        Request {
+            jsonrpc: "2.0".into(),
+            id: Some(Value::from(id)),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// A reply to one request: exactly one of `result` and `error`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Response {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+    pub fn err(id: Value, error: RpcError) -> Response {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A message from the daemon that answers no request (`hello`, `build.log`, events).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notification {
+    pub jsonrpc: String,
+    pub method: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+impl Notification {
+    pub fn new(method: &str, params: Value) -> Notification {
+        Notification {
+            jsonrpc: "2.0".into(),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// Any line the daemon sends: a response has an `id`, a notification a `method`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServerMessage {
+    Response(Response),
+    Notification(Notification),
+}
+
+/// The stable, snake_case error kinds in `error.data.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    InvalidTemplate,
+    NotFound,
+    Conflict,
+    Forbidden,
+    TooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The JSON-RPC `code` that goes with each kind.
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorKind::ParseError => -32700,
+            ErrorKind::InvalidRequest => -32600,
+            ErrorKind::MethodNotFound => -32601,
+            ErrorKind::InvalidParams => -32602,
+            ErrorKind::Internal => -32603,
+            ErrorKind::InvalidTemplate => -32001,
+            ErrorKind::NotFound => -32002,
+            ErrorKind::Conflict => -32003,
+            ErrorKind::Forbidden => -32004,
+            ErrorKind::TooLarge => -32005,
+            ErrorKind::Unavailable => -32006,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ParseError => "parse_error",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::MethodNotFound => "method_not_found",
+            ErrorKind::InvalidParams => "invalid_params",
+            ErrorKind::InvalidTemplate => "invalid_template",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// `error.data`: the kind and, for validation failures, every violation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorData {
+    pub kind: ErrorKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+}
+
+/// A JSON-RPC error object; also the error type of daemon request handlers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: ErrorData,
+}
+
+impl RpcError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: kind.code(),
+            message: message.into(),
+            data: ErrorData {
+                kind,
+                violations: Vec::new(),
+            },
+        }
+    }
+
+    pub fn invalid_template(message: impl Into<String>, violations: Vec<Violation>) -> RpcError {
+        let mut e = RpcError::new(ErrorKind::InvalidTemplate, message);
+        e.data.violations = violations;
+        e
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.data.kind
+    }
+}
+
+/// Params of `hello`, the daemon's first line on every connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub server: String,
+    pub version: String,
+    pub protocol: u32,
+}
+
+// ---- template.* ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateParams {
+    pub template: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameParams {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateGetParams {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateUpdateParams {
+    pub name: String,
+    pub template: Value,
+}
+
+/// Result of `template.create` and `template.update`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    pub revision: u64,
+}
+
+/// Result of `template.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    pub template: Template,
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One row of `template.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateSummary {
+    pub name: String,
+    pub os: String,
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub applications: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateSummary>,
+}
+
+/// Result of `template.validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationResult {
+    pub valid: bool,
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionList {
+    pub revisions: Vec<RevisionInfo>,
+}
+
+// ---- project.list / daemon.status ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the caller may act in this project.
+    pub member: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectInfo>,
+}
+
+/// Result of `daemon.status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub socket: String,
+    pub data_dir: String,
+    pub started_at: DateTime<Utc>,
+    pub uptime_seconds: u64,
+    /// Builds waiting in the queue.
+    pub queue: u64,
+    /// Builds running now.
+    pub running: u64,
+    pub max_concurrent_builds: u32,
+    /// The accelerator builds use: `kvm`, `tcg`, or `unknown` until the first boot tried.
+    pub accel: String,
+    pub templates: u64,
+    /// The caller as the daemon sees it from the socket's peer credentials.
+    pub caller: Caller,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gids: Vec<u32>,
+    pub project: String,
+}
