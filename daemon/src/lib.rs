@@ -1,1 +1,106 @@
-pub fn x() {}
+//! kiln-daemon: kilnd's library. `run(config, shutdown)` is the whole server: tests hand it a temp
+//! socket and a shutdown future; `main` only parses flags.
+
+pub mod access;
+pub mod api;
+pub mod config;
+pub mod store;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use interprocess::local_socket::tokio::prelude::*;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("data directory {path} is not usable: {source} (kilnd needs to write there; fix its permissions or pass another --data-dir)")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("system mode needs the group {0:?} to own the socket; create it with `groupadd --system {0}` or set socket_group in kilnd.toml")]
+    NoSocketGroup(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Socket(#[from] api::SocketError),
+}
+
+/// Makes sure the data directory exists and that kilnd can really write into it.
+fn prepare_data_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::DataDir {
+        path: dir.into(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    let probe = dir.join(format!(".kilnd-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok(())
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+/// Runs kilnd until `shutdown` resolves: opens the store, binds the socket, serves connections.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    prepare_data_dir(&config.data_dir)?;
+    let store = Arc::new(store::Store::open(&config.data_dir.join("kiln.redb"))?);
+    let group = if config.system_mode {
+        let name = config
+            .file
+            .socket_group
+            .clone()
+            .unwrap_or_else(|| "kiln".into());
+        Some(group_id(&name).ok_or(DaemonError::NoSocketGroup(name))?)
+    } else {
+        None
+    };
+    let listener = api::bind(&config.socket, config.system_mode, group).await?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        data_dir = %config.data_dir.display(),
+        "kilnd {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    let socket_path = config.socket.clone();
+    let daemon = Arc::new(api::Daemon {
+        access: access::Access::new(&config.file),
+        config,
+        store,
+        apps: kiln_shared::apps::AppCatalog::builtin(),
+        started_at: chrono::Utc::now(),
+    });
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            conn = listener.accept() => match conn {
+                Ok(stream) => {
+                    tokio::spawn(api::serve_connection(daemon.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}

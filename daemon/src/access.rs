@@ -1,0 +1,191 @@
+//! Who is calling and what they may do: peer credentials, project membership from the config.
+
+use std::collections::BTreeSet;
+
+use kiln_shared::protocol::{ErrorKind, ProjectInfo, RpcError, DEFAULT_PROJECT};
+
+use crate::config::FileConfig;
+
+/// The process at the other end of a connection, from the socket's peer credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// Primary and supplementary groups.
+    pub gids: Vec<u32>,
+    pub pid: Option<u32>,
+}
+
+impl Peer {
+    /// Reads the peer's credentials; supplementary groups come from `/proc/PID/status`, since
+    /// Linux's SO_PEERCRED carries only the primary group.
+    pub fn from_creds(uid: u32, gid: u32, pid: Option<u32>) -> Peer {
+        let mut gids = BTreeSet::from([gid]);
+        if let Some(pid) = pid {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
+                    gids.extend(
+                        line["Groups:".len()..]
+                            .split_whitespace()
+                            .filter_map(|g| g.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+        Peer {
+            uid,
+            gids: gids.into_iter().collect(),
+            pid,
+        }
+    }
+}
+
+/// Project membership rules, resolved against the system's user and group databases.
+#[derive(Debug, Clone)]
+pub struct Access {
+    daemon_uid: u32,
+    projects: Vec<ResolvedProject>,
+}
+
+#[derive(Debug, Clone)]
+struct ResolvedProject {
+    name: String,
+    users: Vec<String>,
+    groups: Vec<String>,
+    uids: BTreeSet<u32>,
+    gids: BTreeSet<u32>,
+}
+
+/// Parses `/etc/passwd`- or `/etc/group`-style text into (name, id) pairs.
+fn name_ids(text: &str) -> Vec<(String, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((name.to_string(), id))
+        })
+        .collect()
+}
+
+impl Access {
+    pub fn new(config: &FileConfig) -> Access {
+        let passwd = name_ids(&std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+        let group = name_ids(&std::fs::read_to_string("/etc/group").unwrap_or_default());
+        let lookup = |table: &[(String, u32)], n: &str| {
+            n.parse::<u32>()
+                .ok()
+                .or_else(|| table.iter().find(|(name, _)| name == n).map(|e| e.1))
+        };
+        let projects = config
+            .projects
+            .iter()
+            .map(|p| ResolvedProject {
+                name: p.name.clone(),
+                users: p.users.clone(),
+                groups: p.groups.clone(),
+                uids: p.users.iter().filter_map(|u| lookup(&passwd, u)).collect(),
+                gids: p.groups.iter().filter_map(|g| lookup(&group, g)).collect(),
+            })
+            .collect();
+        Access {
+            daemon_uid: kiln_shared::paths::current_uid(),
+            projects,
+        }
+    }
+
+    /// Whether `peer` may act within `project`. Root and the daemon's own user may act in every
+    /// project; anyone who can reach the socket may use `default`; configured projects admit their
+    /// users and groups. An unconfigured project other than `default` admits only the first two.
+    pub fn is_member(&self, peer: &Peer, project: &str) -> bool {
+        if peer.uid == 0 || peer.uid == self.daemon_uid || project == DEFAULT_PROJECT {
+            return true;
+        }
+        self.projects.iter().any(|p| {
+            p.name == project
+                && (p.uids.contains(&peer.uid) || peer.gids.iter().any(|g| p.gids.contains(g)))
+        })
+    }
+
+    pub fn check(&self, peer: &Peer, project: &str) -> Result<(), RpcError> {
+        if self.is_member(peer, project) {
+            Ok(())
+        } else {
+            Err(RpcError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "uid {} is not a member of project {project:?}; ask an admin to add you to it in kilnd.toml",
+                    peer.uid
+                ),
+            ))
+        }
+    }
+
+    /// Configured projects plus `default` and any named in `extra`, with the caller's membership.
+    pub fn projects(&self, peer: &Peer, extra: &[String]) -> Vec<ProjectInfo> {
+        let mut names: BTreeSet<&str> = self.projects.iter().map(|p| p.name.as_str()).collect();
+        names.insert(DEFAULT_PROJECT);
+        names.extend(extra.iter().map(String::as_str));
+        names
+            .into_iter()
+            .map(|name| {
+                let conf = self.projects.iter().find(|p| p.name == name);
+                ProjectInfo {
+                    name: name.to_string(),
+                    users: conf.map(|p| p.users.clone()).unwrap_or_default(),
+                    groups: conf.map(|p| p.groups.clone()).unwrap_or_default(),
+                    member: self.is_member(peer, name),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::ProjectConfig;
+
+    #[test]
+    fn membership() {
+        let cfg = FileConfig {
+            projects: vec![ProjectConfig {
+                name: "web".into(),
+                users: vec!["12345".into()],
+                groups: vec!["777".into()],
+            }],
+            ..FileConfig::default()
+        };
+        let access = Access::new(&cfg);
+        let stranger = Peer {
+            uid: 4242,
+            gids: vec![4242],
+            pid: None,
+        };
+        let user = Peer {
+            uid: 12345,
+            gids: vec![1],
+            pid: None,
+        };
+        let grouped = Peer {
+            uid: 999,
+            gids: vec![5, 777],
+            pid: None,
+        };
+        assert!(access.is_member(&stranger, "default"));
+        assert!(!access.is_member(&stranger, "web"));
+        assert!(!access.is_member(&stranger, "other"));
+        assert!(access.is_member(&user, "web"));
+        assert!(access.is_member(&grouped, "web"));
+        assert_eq!(
+            access.check(&stranger, "web").unwrap_err().kind(),
+            ErrorKind::Forbidden
+        );
+    }
+
+    #[test]
+    fn reads_group_database() {
+        let ids = name_ids("root:x:0:\nkiln:x:998:alice,bob\nbroken\n");
+        assert_eq!(ids, vec![("root".into(), 0), ("kiln".into(), 998)]);
+    }
+}

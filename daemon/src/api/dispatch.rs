@@ -1,0 +1,260 @@
+//! Request dispatch: decodes a line, checks the caller's project, runs the method.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kiln_shared::apps::AppCatalog;
+use kiln_shared::protocol::{
+    Caller, DaemonStatus, ErrorKind, NameParams, ProjectList, Request, Response, RevisionList,
+    RpcError, TemplateGetParams, TemplateList, TemplateParams, TemplateRef, TemplateUpdateParams,
+    ValidationResult, DEFAULT_PROJECT, PROTOCOL_VERSION,
+};
+use kiln_shared::validate::validate;
+use kiln_shared::Template;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::access::{Access, Peer};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// Everything a request handler can reach.
+pub struct Daemon {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub access: Access,
+    pub apps: AppCatalog,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<StoreError> for RpcError {
+    fn from(e: StoreError) -> RpcError {
+        let kind = match &e {
+            StoreError::TemplateNotFound { .. } | StoreError::RevisionNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            StoreError::TemplateExists { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        };
+        if kind == ErrorKind::Internal {
+            tracing::error!("store: {e}");
+        }
+        RpcError::new(kind, e.to_string())
+    }
+}
+
+fn params<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
+    let value = if value.is_null() {
+        json!({})
+    } else {
+        value.clone()
+    };
+    serde_json::from_value(value).map_err(|e| {
+        RpcError::new(
+            ErrorKind::InvalidParams,
+            format!("invalid params for {method}: {e}"),
+        )
+    })
+}
+
+/// Parses and validates a template from the wire; all violations at once.
+fn checked_template(value: Value, apps: &AppCatalog) -> Result<Template, RpcError> {
+    let template = Template::from_json_value(value)
+        .map_err(|v| RpcError::invalid_template(format!("template is malformed: {v}"), vec![v]))?;
+    let violations = validate(&template, apps);
+    if violations.is_empty() {
+        Ok(template)
+    } else {
+        let n = violations.len();
+        Err(RpcError::invalid_template(
+            format!(
+                "template {:?} is invalid: {n} problem{}",
+                template.name,
+                if n == 1 { "" } else { "s" }
+            ),
+            violations,
+        ))
+    }
+}
+
+impl Daemon {
+    /// Handles one raw line; `None` for a notification (a request without `id`).
+    pub async fn handle_line(&self, peer: &Peer, line: &[u8]) -> Option<Response> {
+        let value: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = RpcError::new(ErrorKind::ParseError, format!("not valid JSON: {e}"));
+                return Some(Response::err(Value::Null, err));
+            }
+        };
+        let id = value.get("id").cloned();
+        let request: Request = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                let err = RpcError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("not a JSON-RPC 2.0 request: {e}"),
+                );
+                return Some(Response::err(id.unwrap_or(Value::Null), err));
+            }
+        };
+        let id = request.id.clone();
+        let result = if request.jsonrpc != "2.0" {
+            Err(RpcError::new(
+                ErrorKind::InvalidRequest,
+                "jsonrpc must be \"2.0\"",
+            ))
+        } else {
+            self.call(peer, &request.method, request.params).await
+        };
+        if let Err(e) = &result {
+            tracing::debug!(method = %request.method, kind = e.kind().as_str(), "{}", e.message);
+        }
+        let id = id?;
+        Some(match result {
+            Ok(v) => Response::ok(id, v),
+            Err(e) => Response::err(id, e),
+        })
+    }
+
+    /// Runs one method for `peer`.
+    pub async fn call(
+        &self,
+        peer: &Peer,
+        method: &str,
+        params_v: Value,
+    ) -> Result<Value, RpcError> {
+        if !params_v.is_null() && !params_v.is_object() {
+            return Err(RpcError::new(
+                ErrorKind::InvalidParams,
+                "params must be an object",
+            ));
+        }
+        let project = match params_v.get("project") {
+            None | Some(Value::Null) => DEFAULT_PROJECT.to_string(),
+            Some(Value::String(p)) if !p.is_empty() => p.clone(),
+            Some(_) => {
+                return Err(RpcError::new(
+                    ErrorKind::InvalidParams,
+                    "project must be a non-empty string",
+                ))
+            }
+        };
+        self.access.check(peer, &project)?;
+        let store = self.store.clone();
+        match method {
+            "template.create" => {
+                let p: TemplateParams = params(method, &params_v)?;
+                let t = checked_template(p.template, &self.apps)?;
+                let revision = blocking(move || store.create_template(&project, &t)).await?;
+                let name = t_name(&params_v);
+                to_value(TemplateRef { name, revision })
+            }
+            "template.get" => {
+                let p: TemplateGetParams = params(method, &params_v)?;
+                to_value(blocking(move || store.get_template(&project, &p.name, p.revision)).await?)
+            }
+            "template.list" => {
+                let templates = blocking(move || store.list_templates(&project)).await?;
+                to_value(TemplateList { templates })
+            }
+            "template.update" => {
+                let p: TemplateUpdateParams = params(method, &params_v)?;
+                let t = checked_template(p.template, &self.apps)?;
+                let name = t.name.clone();
+                let revision =
+                    blocking(move || store.update_template(&project, &p.name, &t)).await?;
+                to_value(TemplateRef { name, revision })
+            }
+            "template.delete" => {
+                let p: NameParams = params(method, &params_v)?;
+                blocking(move || store.delete_template(&project, &p.name)).await?;
+                Ok(json!({}))
+            }
+            "template.validate" => {
+                let p: TemplateParams = params(method, &params_v)?;
+                let violations = match checked_template(p.template, &self.apps) {
+                    Ok(_) => Vec::new(),
+                    Err(e) => e.data.violations,
+                };
+                to_value(ValidationResult {
+                    valid: violations.is_empty(),
+                    violations,
+                })
+            }
+            "template.revisions" => {
+                let p: NameParams = params(method, &params_v)?;
+                let revisions =
+                    blocking(move || store.template_revisions(&project, &p.name)).await?;
+                to_value(RevisionList { revisions })
+            }
+            "project.list" => {
+                let stored = blocking(move || store.list_projects()).await?;
+                let names: Vec<String> = stored.into_iter().map(|p| p.name).collect();
+                to_value(ProjectList {
+                    projects: self.access.projects(peer, &names),
+                })
+            }
+            "daemon.status" => {
+                let templates = blocking(move || store.count_templates()).await?;
+                let now = Utc::now();
+                to_value(DaemonStatus {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    protocol: PROTOCOL_VERSION,
+                    pid: std::process::id(),
+                    socket: self.config.socket.display().to_string(),
+                    data_dir: self.config.data_dir.display().to_string(),
+                    started_at: self.started_at,
+                    uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
+                    queue: 0,
+                    running: 0,
+                    max_concurrent_builds: self.config.max_concurrent_builds(),
+                    accel: "unknown".into(),
+                    templates,
+                    caller: Caller {
+                        uid: peer.uid,
+                        gids: peer.gids.clone(),
+                        project,
+                    },
+                })
+            }
+            m if KNOWN_LATER.iter().any(|k| m.starts_with(k)) => Err(RpcError::new(
+                ErrorKind::MethodNotFound,
+                format!("{m} is not available in this kilnd yet (builds and images are not built)"),
+            )),
+            m => Err(RpcError::new(
+                ErrorKind::MethodNotFound,
+                format!("unknown method {m:?}"),
+            )),
+        }
+    }
+}
+
+/// Method families DESIGN.md promises that this daemon does not serve yet.
+const KNOWN_LATER: &[&str] = &["build.", "image.", "events."];
+
+fn t_name(params: &Value) -> String {
+    params
+        .get("template")
+        .and_then(|t| t.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
+}
+
+/// Runs a store call on the blocking pool (redb does file I/O and fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RpcError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(RpcError::from),
+        Err(e) => Err(RpcError::new(
+            ErrorKind::Internal,
+            format!("store task failed: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,9 @@
+//! The local-socket API: listener setup (permissions, stale sockets), connections, dispatch.
+
+mod conn;
+mod dispatch;
+mod socket;
+
+pub use conn::serve_connection;
+pub use dispatch::Daemon;
+pub use socket::{bind, SocketError};
