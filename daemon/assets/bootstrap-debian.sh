@@ -25,9 +25,12 @@ if [[ "${1:-}" == "__customize" ]]; then
     # cloud-init: NoCloud only (plus None so a missing seed does not hang the boot)
     cat > "$ROOT/etc/cloud/cloud.cfg.d/01_kiln_datasource.cfg" <<CFG
 datasource_list: [ NoCloud, None ]
+# Debian's cloud.cfg runs cc_locale with en_US.UTF-8, which is not generated in this image
+# (no locales package) -> "update-locale: Error: invalid locale settings" -> status error.
+# C.UTF-8 is built into libc.
+locale: C.UTF-8
 CFG
-    # fstab, hostname, hosts
-    printf 'UUID=%s / ext4 errors=remount-ro,discard 0 1\n' "$UUID" > "$ROOT/etc/fstab"
+    # hostname, hosts (fstab was written by the essential hook, before the initramfs was built)
     echo debian > "$ROOT/etc/hostname"
     printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
     # networking: ifupdown + cloud-init's eni renderer (writes interfaces.d/50-cloud-init)
@@ -138,6 +141,7 @@ mmdebstrap --mode="$MODE" --variant=important --include="$PKGS" \
     --aptopt='Acquire::Languages "none"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --essential-hook="printf 'UUID=%s / ext4 errors=remount-ro,discard 0 1\\n' $UUID > \"\$1/etc/fstab\"" \
     --customize-hook="\"$SELF\" __customize \"\$1\" \"$WORK\" $UUID $SUITE" \
     "$SUITE" /dev/null \
     "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \

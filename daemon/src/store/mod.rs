@@ -119,6 +119,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Test hook: opens without the schema check, to repair what `set_schema_version` did.
+    #[doc(hidden)]
+    pub fn open_unchecked_for_tests(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store { db: Database::create(path).map_err(db_err)?, path: path.to_path_buf() })
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(db_err)?;
         {

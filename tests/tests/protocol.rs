@@ -1,0 +1,229 @@
+//! Raw protocol lines against a real kilnd, with the exact replies checked.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+
+use kiln_tests::{template, Kilnd};
+use serde_json::json;
+
+#[test]
+fn hello_is_the_first_line() {
+    let k = Kilnd::start();
+    let stream = std::os::unix::net::UnixStream::connect(&k.socket).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line).unwrap();
+    let hello: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(hello["jsonrpc"], "2.0");
+    assert_eq!(hello["method"], "hello");
+    assert_eq!(hello["params"]["server"], "kilnd");
+    assert_eq!(hello["params"]["protocol"], 1);
+    assert!(hello.get("id").is_none());
+}
+
+#[test]
+fn template_lifecycle() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    assert_eq!(
+        c.call("template.create", json!({"template": template("web")})),
+        json!({"name": "web", "revision": 1})
+    );
+    let (kind, _) = c.call_err("template.create", json!({"template": template("web")}));
+    assert_eq!(kind, "conflict");
+
+    let got = c.call("template.get", json!({"name": "web"}));
+    assert_eq!(got["revision"], 1);
+    assert_eq!(got["template"]["name"], "web");
+    assert_eq!(got["template"]["applications"], json!(["nginx"]));
+
+    let list = c.call("template.list", json!({}));
+    assert_eq!(list["templates"].as_array().unwrap().len(), 1);
+    assert_eq!(list["templates"][0]["name"], "web");
+    assert_eq!(list["templates"][0]["os"], "debian-12");
+
+    let mut t2 = template("web");
+    t2["description"] = json!("second");
+    assert_eq!(
+        c.call("template.update", json!({"name": "web", "template": t2})),
+        json!({"name": "web", "revision": 2})
+    );
+    assert_eq!(c.call("template.get", json!({"name": "web"}))["template"]["description"], "second");
+    assert_eq!(
+        c.call("template.get", json!({"name": "web", "revision": 1}))["template"]["description"],
+        "test template"
+    );
+    let revs = c.call("template.revisions", json!({"name": "web"}));
+    let numbers: Vec<u64> =
+        revs["revisions"].as_array().unwrap().iter().map(|r| r["revision"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![1, 2]);
+    assert_eq!(c.call_err("template.get", json!({"name": "web", "revision": 9})).0, "not_found");
+
+    assert_eq!(c.call("template.delete", json!({"name": "web"})), json!({}));
+    assert_eq!(c.call_err("template.get", json!({"name": "web"})).0, "not_found");
+    assert_eq!(c.call_err("template.delete", json!({"name": "web"})).0, "not_found");
+    assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
+}
+
+#[test]
+fn invalid_template_reports_every_violation() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    let mut bad = template("x");
+    bad["vm"] = json!({"cpus": 0});
+    bad["build_timeout_minutes"] = json!(3);
+    bad["distribute"] = json!([]);
+    let (kind, err) = c.call_err("template.create", json!({"template": bad}));
+    assert_eq!(kind, "invalid_template");
+    assert_eq!(err["code"], -32001);
+    let paths: Vec<&str> = err["data"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    for p in ["vm.cpus", "build_timeout_minutes", "distribute"] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    // Nothing invalid is stored.
+    assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
+
+    let v = c.call("template.validate", json!({"template": bad}));
+    assert_eq!(v["valid"], false);
+    assert!(v["violations"].as_array().unwrap().len() >= 3);
+    assert_eq!(c.call("template.validate", json!({"template": template("ok")})), json!({"valid": true, "violations": []}));
+
+    // A shape error (wrong type) names the field.
+    let mut wrong = template("y");
+    wrong["vm"] = json!({"cpus": "two"});
+    let (kind, err) = c.call_err("template.create", json!({"template": wrong}));
+    assert_eq!(kind, "invalid_template");
+    assert_eq!(err["data"]["violations"][0]["path"], "vm.cpus");
+}
+
+#[test]
+fn malformed_lines_keep_the_connection() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    c.send_raw(b"{not json\n");
+    let r = c.read();
+    assert_eq!(r["id"], serde_json::Value::Null);
+    assert_eq!(r["error"]["code"], -32700);
+    assert_eq!(r["error"]["data"]["kind"], "parse_error");
+
+    c.send_raw(b"[1,2]\n");
+    assert_eq!(c.read()["error"]["data"]["kind"], "invalid_request");
+    c.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":5,\"method\":\"template.list\"}\n");
+    let r = c.read();
+    assert_eq!((r["id"].clone(), r["error"]["data"]["kind"].clone()), (json!(5), json!("invalid_request")));
+
+    let (kind, err) = c.call_err("no.such.method", json!({}));
+    assert_eq!((kind.as_str(), err["code"].clone()), ("method_not_found", json!(-32601)));
+    assert_eq!(c.call_err("template.get", json!({"nom": "x"})).0, "invalid_params");
+
+    // Still usable after all of that.
+    assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
+}
+
+#[test]
+fn oversized_line_is_refused_and_closed() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    // The daemon may close before we finish writing; that is the point.
+    let _ = c.stream.write_all(&big);
+    let r = c.read();
+    assert_eq!(r["error"]["data"]["kind"], "too_large", "{r}");
+    assert!(c.read().is_null(), "connection should be closed");
+    // The daemon itself is fine.
+    let mut c2 = k.connect();
+    assert_eq!(c2.call("template.list", json!({})), json!({"templates": []}));
+}
+
+#[test]
+fn requests_in_flight_on_one_connection() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    let mut lines = String::new();
+    for i in 0..20 {
+        let t = template(&format!("t{i}"));
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"jsonrpc":"2.0","id": i,"method":"template.create","params":{"template": t}})
+        ));
+    }
+    // All twenty are written before any reply is read.
+    c.send_raw(lines.as_bytes());
+    let mut ids: Vec<u64> = (0..20).map(|_| c.read()["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    assert_eq!(c.call("template.list", json!({}))["templates"].as_array().unwrap().len(), 20);
+}
+
+#[test]
+fn client_hanging_up_mid_reply_harms_nothing() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    for i in 0..200 {
+        c.call("template.create", json!({"template": template(&format!("tpl-{i:03}"))}));
+    }
+    // Ask for large replies many times and vanish without reading them.
+    for _ in 0..20 {
+        let mut c = k.connect();
+        for id in 0..50 {
+            c.send_raw(format!("{}\n", json!({"jsonrpc":"2.0","id":id,"method":"template.list"})).as_bytes());
+        }
+        c.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let mut c2 = k.connect();
+    assert_eq!(c2.call("template.list", json!({}))["templates"].as_array().unwrap().len(), 200);
+    assert_eq!(c2.call("daemon.status", json!({}))["templates"], 200);
+}
+
+#[test]
+fn notifications_get_no_reply() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    c.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"template.list\"}\n");
+    // The next reply on the wire is for the request below, not for the notification.
+    let r = c.request("daemon.status", json!({}));
+    assert_eq!(r["result"]["protocol"], 1);
+}
+
+#[test]
+fn daemon_status_and_projects() {
+    let k = Kilnd::start_with_config(Some(
+        "max_concurrent_builds = 3\n[[project]]\nname = \"web\"\nusers = [\"root\"]\n\
+         [[project]]\nname = \"closed\"\nusers = [\"nobody-here-4242\"]\n",
+    ));
+    let mut c = k.connect();
+    let s = c.call("daemon.status", json!({}));
+    assert_eq!(s["max_concurrent_builds"], 3);
+    assert_eq!(s["protocol"], 1);
+    assert_eq!(s["caller"]["project"], "default");
+    assert_eq!(s["socket"], k.socket.display().to_string());
+    let p = c.call("project.list", json!({}));
+    let names: Vec<&str> =
+        p["projects"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["closed", "default", "web"]);
+
+    // Projects keep their templates apart.
+    c.call("template.create", json!({"template": template("same"), "project": "web"}));
+    c.call("template.create", json!({"template": template("same")}));
+    assert_eq!(c.call("template.list", json!({"project": "web"}))["templates"].as_array().unwrap().len(), 1);
+    assert_eq!(c.call_err("template.get", json!({"name": "same", "project": "closed"})).0, "not_found");
+}
+
+#[test]
+fn socket_and_directory_are_private() {
+    use std::os::unix::fs::{MetadataExt, FileTypeExt};
+    let k = Kilnd::start();
+    let sock = std::fs::metadata(&k.socket).unwrap();
+    assert!(sock.file_type().is_socket());
+    assert_eq!(sock.mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(k.socket.parent().unwrap()).unwrap();
+    assert_eq!(dir.mode() & 0o777, 0o700);
+    // A file path, never the abstract namespace.
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
+    assert!(unix.contains(&k.socket.display().to_string()));
+    assert!(!unix.lines().any(|l| l.ends_with("@kiln.sock")));
+}
