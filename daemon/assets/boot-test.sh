@@ -8,7 +8,8 @@
 #   every 250 ms with the pinned host key, `cloud-init status --wait`, `sudo apt-get update`,
 #   QMP system_powerdown, time to QEMU exit. Prints a timing for every phase.
 # Env: KILN_ACCEL=auto|kvm|tcg (default auto), KILN_PORT (default: a free port), KILN_MEM=2048,
-#      KILN_CPUS=2, KILN_DISK=20G, KILN_KVM_PROBE_SECS=10, KILN_BOOT_TIMEOUT=600, KILN_KEEP=1 keeps WORK.
+#      KILN_CPUS=2, KILN_DISK=20G, KILN_KVM_PROBE_SECS=10, KILN_BOOT_TIMEOUT=600, KILN_KEEP=1 keeps WORK,
+#      KILN_GENERALIZE=OUT.qcow2 deprovisions the guest before shutdown and keeps the overlay as OUT.
 set -euo pipefail
 
 [[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 BASE.qcow2 [WORKDIR]" >&2; exit 2; }
@@ -43,6 +44,7 @@ printf 'instance-id: %s\nlocal-hostname: kiln-build\n' "$IID" > "$WORK/seed/meta
     echo 'ssh_authorized_keys:'
     echo "  - $(cat "$WORK/client_key.pub")"
     echo 'ssh_pwauth: false'
+    echo 'manage_etc_hosts: localhost'  # else sudo warns "unable to resolve host kiln-build"
     echo 'ssh_deletekeys: true'
     echo 'ssh_genkeytypes: []'          # no RSA/ECDSA generation (slow under TCG, not needed)
     echo 'ssh_keys:'
@@ -157,6 +159,18 @@ else
     echo "    sudo apt-get update FAILED in $(since "$t")s:"; tail -5 "$WORK/apt.log" | sed 's/^/    | /'
 fi
 
+if [[ -n ${KILN_GENERALIZE:-} ]]; then
+    # KILN_GENERALIZE=OUT.qcow2: deprovision like a build would, then keep the overlay as OUT
+    # (a qcow2 whose backing file is BASE) so a second boot-test run can verify regeneration.
+    echo "==> generalize"
+    t=$(now)
+    "${SSH[@]}" 'sudo cloud-init clean --logs --seed && sudo rm -f /etc/ssh/ssh_host_* &&
+        sudo truncate -s 0 /etc/machine-id && sudo rm -f /var/lib/dbus/machine-id &&
+        sudo apt-get clean && sudo rm -rf /var/lib/apt/lists/* /tmp/* /var/tmp/* &&
+        sudo rm -f /home/debian/.ssh/authorized_keys && sudo fstrim -v / && sync' 2>&1 | sed 's/^/    | /'
+    echo "    generalize: $(since "$t")s"
+fi
+
 echo "==> shutdown (QMP system_powerdown)"
 t=$(now)
 qmp '{"execute":"system_powerdown"}' > /dev/null
@@ -167,4 +181,5 @@ fi
 wait "$QPID" 2>/dev/null; qrc=$?; QPID=
 echo "    qemu exited rc=$qrc after $(since "$t")s"
 echo "    overlay grew to $(du -h "$WORK/overlay.qcow2" | cut -f1)"
+if [[ -n ${KILN_GENERALIZE:-} ]]; then mv "$WORK/overlay.qcow2" "$KILN_GENERALIZE"; echo "    generalized overlay saved as $KILN_GENERALIZE (backing: $BASE)"; fi
 echo "==> total $(since "$T0")s (accel=$USED, ssh at +${T_SSH}s)"

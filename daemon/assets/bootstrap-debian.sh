@@ -14,6 +14,8 @@
 #                       grows it further when the overlay is bigger)
 #   KILN_COMPRESS=none|zlib|zstd (default zstd: qcow2 compression_type=zstd; needs qemu >= 5.1 readers)
 #   KILN_MIRROR=http://deb.debian.org/debian
+# dbus is required: without it systemd-logind does not run and the ACPI power button (QMP
+# system_powerdown) is ignored.
 set -euo pipefail
 
 SELF=$(readlink -f "$0")
@@ -29,6 +31,8 @@ datasource_list: [ NoCloud, None ]
 # (no locales package) -> "update-locale: Error: invalid locale settings" -> status error.
 # C.UTF-8 is built into libc.
 locale: C.UTF-8
+# keep /etc/hosts in step with the hostname from meta-data (else sudo warns "unable to resolve host")
+manage_etc_hosts: localhost
 CFG
     # hostname, hosts (fstab was written by the essential hook, before the initramfs was built)
     echo debian > "$ROOT/etc/hostname"
@@ -136,7 +140,7 @@ chmod 666 "$WORK/disk.raw" "$WORK/part_kib"
 
 echo "==> mmdebstrap $SUITE (mode=$MODE, kernel=$KERNEL)"
 t=$(date +%s.%N)
-PKGS="$KERNEL,grub-pc,cloud-init,cloud-guest-utils,openssh-server,sudo,ca-certificates,curl,qemu-guest-agent,ifupdown,isc-dhcp-client,systemd-sysv"
+PKGS="$KERNEL,grub-pc,cloud-init,cloud-guest-utils,openssh-server,sudo,ca-certificates,curl,qemu-guest-agent,ifupdown,isc-dhcp-client,systemd-sysv,dbus"
 mmdebstrap --mode="$MODE" --variant=important --include="$PKGS" \
     --aptopt='Acquire::Languages "none"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \

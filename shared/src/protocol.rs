@@ -218,6 +218,10 @@ pub struct TemplateGetParams {
 pub struct TemplateUpdateParams {
     pub name: String,
     pub template: Value,
+    /// When set, the update is refused with `conflict` unless this is still the latest revision
+    /// (so an edit never silently overwrites one stored meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_revision: Option<u64>,
 }
 
 /// Result of `template.create` and `template.update`.

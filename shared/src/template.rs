@@ -59,22 +59,23 @@ impl Template {
 
     /// Parses a template from TOML; a shape error names the field path and the line.
     pub fn from_toml(text: &str) -> Result<Template, Violation> {
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let with_line = |message: &str, line: Option<usize>| match line {
+            Some(l) => format!("{message} (line {l})"),
+            None => message.to_string(),
+        };
         let de = toml::Deserializer::parse(text).map_err(|e| Violation {
             path: String::new(),
-            message: format!("invalid TOML: {}", e.message()),
+            message: with_line(&format!("invalid TOML: {}", e.message()), line_of(e.span())),
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             Violation {
                 path: if path == "." { String::new() } else { path },
-                message: match line {
-                    Some(l) => format!("{} (line {l})", inner.message()),
-                    None => inner.message().to_string(),
-                },
+                message: with_line(inner.message(), line_of(inner.span())),
             }
         })
     }

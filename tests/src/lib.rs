@@ -14,13 +14,20 @@ use serde_json::{json, Value};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/test-xxxx -> target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, with a clear message when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` before the tests", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        p.display()
+    );
     p
 }
 
@@ -47,7 +54,13 @@ impl Kilnd {
         if let Some(c) = config {
             std::fs::write(dir.path().join("kilnd.toml"), c).unwrap();
         }
-        let mut k = Kilnd { dir, socket, data_dir, child: None, log };
+        let mut k = Kilnd {
+            dir,
+            socket,
+            data_dir,
+            child: None,
+            log,
+        };
         k.spawn();
         k
     }
@@ -55,7 +68,10 @@ impl Kilnd {
     /// The command line kilnd runs with, without spawning it.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(bin("kilnd"));
-        cmd.arg("--socket").arg(&self.socket).arg("--data-dir").arg(&self.data_dir);
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(&self.data_dir);
         let config = self.dir.path().join("kilnd.toml");
         if config.exists() {
             cmd.arg("--config").arg(config);
@@ -66,7 +82,11 @@ impl Kilnd {
 
     /// Spawns the daemon and waits until its socket answers.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = self
             .command()
             .stdout(Stdio::null())
@@ -101,8 +121,14 @@ impl Kilnd {
 
     /// SIGTERM and wait for a clean exit; returns the exit status's success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
-        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
         c.wait().unwrap().success()
     }
 
@@ -117,7 +143,9 @@ impl Kilnd {
 
     pub fn kiln_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("kiln"));
-        cmd.args(args).env("KILN_SOCKET", &self.socket).env("NO_COLOR", "1");
+        cmd.args(args)
+            .env("KILN_SOCKET", &self.socket)
+            .env("NO_COLOR", "1");
         cmd.env_remove("KILN_PROJECT").stdin(Stdio::null());
         cmd
     }
@@ -142,9 +170,15 @@ pub struct Conn {
 impl Conn {
     pub fn open(socket: &Path) -> Conn {
         let stream = UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        let mut c = Conn { stream, reader, next_id: 1000 };
+        let mut c = Conn {
+            stream,
+            reader,
+            next_id: 1000,
+        };
         let hello = c.read();
         assert_eq!(hello["method"], "hello", "{hello}");
         c
@@ -171,7 +205,10 @@ impl Conn {
         self.send_raw(format!("{line}\n").as_bytes());
         loop {
             let msg = self.read();
-            assert!(!msg.is_null(), "connection closed while waiting for {method}");
+            assert!(
+                !msg.is_null(),
+                "connection closed while waiting for {method}"
+            );
             if msg["id"] == json!(id) {
                 return msg;
             }
@@ -188,7 +225,9 @@ impl Conn {
     /// Sends a request that must fail and returns `error.data.kind`.
     pub fn call_err(&mut self, method: &str, params: Value) -> (String, Value) {
         let r = self.request(method, params);
-        let kind = r["error"]["data"]["kind"].as_str().unwrap_or_else(|| panic!("{method} should fail: {r}"));
+        let kind = r["error"]["data"]["kind"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} should fail: {r}"));
         (kind.to_string(), r["error"].clone())
     }
 }

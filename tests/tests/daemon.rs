@@ -12,7 +12,10 @@ fn everything_survives_kill_9() {
     let mut k = Kilnd::start();
     let mut c = k.connect();
     for i in 0..25 {
-        c.call("template.create", json!({"template": template(&format!("t{i}"))}));
+        c.call(
+            "template.create",
+            json!({"template": template(&format!("t{i}"))}),
+        );
     }
     let mut t = template("t0");
     t["description"] = json!("edited");
@@ -23,17 +26,39 @@ fn everything_survives_kill_9() {
     assert!(k.socket.exists());
     k.spawn();
     let mut c = k.connect();
-    assert_eq!(c.call("template.list", json!({}))["templates"].as_array().unwrap().len(), 25);
+    assert_eq!(
+        c.call("template.list", json!({}))["templates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        25
+    );
     let got = c.call("template.get", json!({"name": "t0"}));
-    assert_eq!((got["revision"].clone(), got["template"]["description"].clone()), (json!(2), json!("edited")));
-    assert_eq!(c.call("template.revisions", json!({"name": "t0"}))["revisions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (
+            got["revision"].clone(),
+            got["template"]["description"].clone()
+        ),
+        (json!(2), json!("edited"))
+    );
+    assert_eq!(
+        c.call("template.revisions", json!({"name": "t0"}))["revisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(k.log_text().contains("replacing stale socket"));
 }
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let mut k = Kilnd::start();
-    assert!(k.terminate(), "kilnd should exit 0 on SIGTERM: {}", k.log_text());
+    assert!(
+        k.terminate(),
+        "kilnd should exit 0 on SIGTERM: {}",
+        k.log_text()
+    );
     assert!(!k.socket.exists(), "socket removed on shutdown");
 }
 
@@ -47,7 +72,10 @@ fn second_daemon(k: &Kilnd, socket: &std::path::Path, data: &std::path::Path) ->
         .output()
         .unwrap();
     let _ = k;
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -63,7 +91,10 @@ fn one_daemon_per_data_dir_and_per_socket() {
     assert!(!ok);
     assert!(err.contains("already listening"), "{err}");
     // The first daemon is untouched.
-    assert_eq!(k.connect().call("template.list", json!({})), json!({"templates": []}));
+    assert_eq!(
+        k.connect().call("template.list", json!({})),
+        json!({"templates": []})
+    );
 }
 
 #[test]
@@ -71,10 +102,19 @@ fn unusable_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
-    let k = Kilnd { dir, socket: Default::default(), data_dir: Default::default(), child: None, log: Default::default() };
+    let k = Kilnd {
+        dir,
+        socket: Default::default(),
+        data_dir: Default::default(),
+        child: None,
+        log: Default::default(),
+    };
     let (ok, err) = second_daemon(&k, &k.dir.path().join("s/k.sock"), &file.join("data"));
     assert!(!ok);
-    assert!(err.contains("data directory") && err.contains("plain-file"), "{err}");
+    assert!(
+        err.contains("data directory") && err.contains("plain-file"),
+        "{err}"
+    );
 
     if kiln_shared::paths::current_uid() != 0 {
         use std::os::unix::fs::PermissionsExt;
@@ -94,7 +134,13 @@ fn insecure_socket_directory_is_refused() {
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let k = Kilnd { dir, socket: Default::default(), data_dir: Default::default(), child: None, log: Default::default() };
+    let k = Kilnd {
+        dir,
+        socket: Default::default(),
+        data_dir: Default::default(),
+        child: None,
+        log: Default::default(),
+    };
     let (ok, err) = second_daemon(&k, &open.join("k.sock"), &k.dir.path().join("d"));
     assert!(!ok);
     assert!(err.contains("chmod 700"), "{err}");
@@ -103,15 +149,28 @@ fn insecure_socket_directory_is_refused() {
 #[test]
 fn newer_schema_is_refused_without_damage() {
     let mut k = Kilnd::start();
-    k.connect().call("template.create", json!({"template": template("keep")}));
+    k.connect()
+        .call("template.create", json!({"template": template("keep")}));
     k.terminate();
     let db = k.data_dir.join("kiln.redb");
-    kiln_daemon::store::Store::open(&db).unwrap().set_schema_version(99).unwrap();
+    kiln_daemon::store::Store::open(&db)
+        .unwrap()
+        .set_schema_version(99)
+        .unwrap();
     let (ok, err) = second_daemon(&k, &k.socket, &k.data_dir);
     assert!(!ok);
-    assert!(err.contains("newer kilnd") && err.contains("schema 99"), "{err}");
+    assert!(
+        err.contains("newer kilnd") && err.contains("schema 99"),
+        "{err}"
+    );
     // Put the version back: the template is still there.
-    kiln_daemon::store::Store::open_unchecked_for_tests(&db).unwrap().set_schema_version(1).unwrap();
+    kiln_daemon::store::Store::open_unchecked_for_tests(&db)
+        .unwrap()
+        .set_schema_version(1)
+        .unwrap();
     k.spawn();
-    assert_eq!(k.connect().call("template.get", json!({"name": "keep"}))["revision"], 1);
+    assert_eq!(
+        k.connect().call("template.get", json!({"name": "keep"}))["revision"],
+        1
+    );
 }

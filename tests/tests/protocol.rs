@@ -47,20 +47,37 @@ fn template_lifecycle() {
         c.call("template.update", json!({"name": "web", "template": t2})),
         json!({"name": "web", "revision": 2})
     );
-    assert_eq!(c.call("template.get", json!({"name": "web"}))["template"]["description"], "second");
+    assert_eq!(
+        c.call("template.get", json!({"name": "web"}))["template"]["description"],
+        "second"
+    );
     assert_eq!(
         c.call("template.get", json!({"name": "web", "revision": 1}))["template"]["description"],
         "test template"
     );
     let revs = c.call("template.revisions", json!({"name": "web"}));
-    let numbers: Vec<u64> =
-        revs["revisions"].as_array().unwrap().iter().map(|r| r["revision"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = revs["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![1, 2]);
-    assert_eq!(c.call_err("template.get", json!({"name": "web", "revision": 9})).0, "not_found");
+    assert_eq!(
+        c.call_err("template.get", json!({"name": "web", "revision": 9}))
+            .0,
+        "not_found"
+    );
 
     assert_eq!(c.call("template.delete", json!({"name": "web"})), json!({}));
-    assert_eq!(c.call_err("template.get", json!({"name": "web"})).0, "not_found");
-    assert_eq!(c.call_err("template.delete", json!({"name": "web"})).0, "not_found");
+    assert_eq!(
+        c.call_err("template.get", json!({"name": "web"})).0,
+        "not_found"
+    );
+    assert_eq!(
+        c.call_err("template.delete", json!({"name": "web"})).0,
+        "not_found"
+    );
     assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
 }
 
@@ -90,7 +107,10 @@ fn invalid_template_reports_every_violation() {
     let v = c.call("template.validate", json!({"template": bad}));
     assert_eq!(v["valid"], false);
     assert!(v["violations"].as_array().unwrap().len() >= 3);
-    assert_eq!(c.call("template.validate", json!({"template": template("ok")})), json!({"valid": true, "violations": []}));
+    assert_eq!(
+        c.call("template.validate", json!({"template": template("ok")})),
+        json!({"valid": true, "violations": []})
+    );
 
     // A shape error (wrong type) names the field.
     let mut wrong = template("y");
@@ -114,11 +134,20 @@ fn malformed_lines_keep_the_connection() {
     assert_eq!(c.read()["error"]["data"]["kind"], "invalid_request");
     c.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":5,\"method\":\"template.list\"}\n");
     let r = c.read();
-    assert_eq!((r["id"].clone(), r["error"]["data"]["kind"].clone()), (json!(5), json!("invalid_request")));
+    assert_eq!(
+        (r["id"].clone(), r["error"]["data"]["kind"].clone()),
+        (json!(5), json!("invalid_request"))
+    );
 
     let (kind, err) = c.call_err("no.such.method", json!({}));
-    assert_eq!((kind.as_str(), err["code"].clone()), ("method_not_found", json!(-32601)));
-    assert_eq!(c.call_err("template.get", json!({"nom": "x"})).0, "invalid_params");
+    assert_eq!(
+        (kind.as_str(), err["code"].clone()),
+        ("method_not_found", json!(-32601))
+    );
+    assert_eq!(
+        c.call_err("template.get", json!({"nom": "x"})).0,
+        "invalid_params"
+    );
 
     // Still usable after all of that.
     assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
@@ -136,7 +165,10 @@ fn oversized_line_is_refused_and_closed() {
     assert!(c.read().is_null(), "connection should be closed");
     // The daemon itself is fine.
     let mut c2 = k.connect();
-    assert_eq!(c2.call("template.list", json!({})), json!({"templates": []}));
+    assert_eq!(
+        c2.call("template.list", json!({})),
+        json!({"templates": []})
+    );
 }
 
 #[test]
@@ -156,7 +188,13 @@ fn requests_in_flight_on_one_connection() {
     let mut ids: Vec<u64> = (0..20).map(|_| c.read()["id"].as_u64().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..20).collect::<Vec<_>>());
-    assert_eq!(c.call("template.list", json!({}))["templates"].as_array().unwrap().len(), 20);
+    assert_eq!(
+        c.call("template.list", json!({}))["templates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
 }
 
 #[test]
@@ -164,18 +202,33 @@ fn client_hanging_up_mid_reply_harms_nothing() {
     let k = Kilnd::start();
     let mut c = k.connect();
     for i in 0..200 {
-        c.call("template.create", json!({"template": template(&format!("tpl-{i:03}"))}));
+        c.call(
+            "template.create",
+            json!({"template": template(&format!("tpl-{i:03}"))}),
+        );
     }
     // Ask for large replies many times and vanish without reading them.
     for _ in 0..20 {
         let mut c = k.connect();
         for id in 0..50 {
-            c.send_raw(format!("{}\n", json!({"jsonrpc":"2.0","id":id,"method":"template.list"})).as_bytes());
+            c.send_raw(
+                format!(
+                    "{}\n",
+                    json!({"jsonrpc":"2.0","id":id,"method":"template.list"})
+                )
+                .as_bytes(),
+            );
         }
         c.stream.shutdown(std::net::Shutdown::Both).unwrap();
     }
     let mut c2 = k.connect();
-    assert_eq!(c2.call("template.list", json!({}))["templates"].as_array().unwrap().len(), 200);
+    assert_eq!(
+        c2.call("template.list", json!({}))["templates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        200
+    );
     assert_eq!(c2.call("daemon.status", json!({}))["templates"], 200);
 }
 
@@ -202,20 +255,37 @@ fn daemon_status_and_projects() {
     assert_eq!(s["caller"]["project"], "default");
     assert_eq!(s["socket"], k.socket.display().to_string());
     let p = c.call("project.list", json!({}));
-    let names: Vec<&str> =
-        p["projects"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = p["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["closed", "default", "web"]);
 
     // Projects keep their templates apart.
-    c.call("template.create", json!({"template": template("same"), "project": "web"}));
+    c.call(
+        "template.create",
+        json!({"template": template("same"), "project": "web"}),
+    );
     c.call("template.create", json!({"template": template("same")}));
-    assert_eq!(c.call("template.list", json!({"project": "web"}))["templates"].as_array().unwrap().len(), 1);
-    assert_eq!(c.call_err("template.get", json!({"name": "same", "project": "closed"})).0, "not_found");
+    assert_eq!(
+        c.call("template.list", json!({"project": "web"}))["templates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.call_err("template.get", json!({"name": "same", "project": "closed"}))
+            .0,
+        "not_found"
+    );
 }
 
 #[test]
 fn socket_and_directory_are_private() {
-    use std::os::unix::fs::{MetadataExt, FileTypeExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let k = Kilnd::start();
     let sock = std::fs::metadata(&k.socket).unwrap();
     assert!(sock.file_type().is_socket());

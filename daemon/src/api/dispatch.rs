@@ -33,7 +33,9 @@ impl From<StoreError> for RpcError {
             StoreError::TemplateNotFound { .. } | StoreError::RevisionNotFound { .. } => {
                 ErrorKind::NotFound
             }
-            StoreError::TemplateExists { .. } => ErrorKind::Conflict,
+            StoreError::TemplateExists { .. } | StoreError::StaleRevision { .. } => {
+                ErrorKind::Conflict
+            }
             _ => ErrorKind::Internal,
         };
         if kind == ErrorKind::Internal {
@@ -162,8 +164,10 @@ impl Daemon {
                 let p: TemplateUpdateParams = params(method, &params_v)?;
                 let t = checked_template(p.template, &self.apps)?;
                 let name = t.name.clone();
-                let revision =
-                    blocking(move || store.update_template(&project, &p.name, &t)).await?;
+                let revision = blocking(move || {
+                    store.update_template(&project, &p.name, &t, p.expected_revision)
+                })
+                .await?;
                 to_value(TemplateRef { name, revision })
             }
             "template.delete" => {

@@ -43,6 +43,12 @@ pub enum StoreError {
     },
     #[error("template {name:?} already exists in project {project:?}; use `kiln template edit` (template.update) to change it")]
     TemplateExists { project: String, name: String },
+    #[error("template {name:?} is at revision {current}, not {expected}: it was changed meanwhile; look at the new revision and try again")]
+    StaleRevision {
+        name: String,
+        expected: u64,
+        current: u64,
+    },
     #[error("stored record {what} is unreadable: {message}")]
     Corrupt { what: String, message: String },
     #[error("store error: {0}")]
@@ -122,7 +128,10 @@ impl Store {
     /// Test hook: opens without the schema check, to repair what `set_schema_version` did.
     #[doc(hidden)]
     pub fn open_unchecked_for_tests(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store { db: Database::create(path).map_err(db_err)?, path: path.to_path_buf() })
+        Ok(Store {
+            db: Database::create(path).map_err(db_err)?,
+            path: path.to_path_buf(),
+        })
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -202,12 +211,13 @@ impl Store {
     }
 
     /// Stores `template` as the next revision of `name`; a changed name renames the template and
-    /// carries its revisions along.
+    /// carries its revisions along. With `expected`, refuses unless that is the latest revision.
     pub fn update_template(
         &self,
         project: &str,
         name: &str,
         template: &Template,
+        expected: Option<u64>,
     ) -> Result<u64, StoreError> {
         let now = Utc::now();
         let tx = self.db.begin_write().map_err(db_err)?;
@@ -218,6 +228,13 @@ impl Store {
                 Some(v) => decode(v.value(), || format!("template {project}/{name}"))?,
                 None => return Err(not_found(project, name)),
             };
+            if let Some(expected) = expected.filter(|e| *e != head.revision) {
+                return Err(StoreError::StaleRevision {
+                    name: name.into(),
+                    expected,
+                    current: head.revision,
+                });
+            }
             let mut revs = tx.open_table(REVISIONS).map_err(db_err)?;
             let new_name = template.name.as_str();
             if new_name != name {
@@ -461,7 +478,7 @@ mod tests {
         assert_eq!(store.create_template("q", &template("a")).unwrap(), 1);
         let mut t = template("a");
         t.description = Some("two".into());
-        assert_eq!(store.update_template("p", "a", &t).unwrap(), 2);
+        assert_eq!(store.update_template("p", "a", &t, Some(1)).unwrap(), 2);
         assert_eq!(
             store
                 .get_template("p", "a", Some(1))
@@ -471,7 +488,12 @@ mod tests {
             None
         );
         assert_eq!(store.template_revisions("p", "a").unwrap().len(), 2);
-        assert_eq!(store.update_template("p", "a", &template("b")).unwrap(), 3);
+        assert_eq!(
+            store
+                .update_template("p", "a", &template("b"), None)
+                .unwrap(),
+            3
+        );
         assert!(store.get_template("p", "a", None).is_err());
         assert_eq!(store.template_revisions("p", "b").unwrap().len(), 3);
         assert_eq!(store.list_templates("p").unwrap().len(), 1);
