@@ -25,6 +25,8 @@ pub struct FileConfig {
     /// Members may manage public images.
     pub admin_group: Option<String>,
     pub cache_max_gb: Option<u64>,
+    /// Caps every build's timeout, in seconds (tests use it to reach `timed_out` quickly).
+    pub build_timeout_cap_seconds: Option<u64>,
     /// Group that owns the socket in system mode (default `kiln`).
     pub socket_group: Option<String>,
     #[serde(default, rename = "project")]

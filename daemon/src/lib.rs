@@ -3,7 +3,12 @@
 
 pub mod access;
 pub mod api;
+pub mod catalog;
 pub mod config;
+pub mod driver;
+pub mod guest;
+pub mod logs;
+pub mod queue;
 pub mod store;
 
 use std::future::Future;
@@ -26,6 +31,8 @@ pub enum DaemonError {
     NoSocketGroup(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Catalog(catalog::CatalogError),
     #[error(transparent)]
     Socket(#[from] api::SocketError),
 }
@@ -76,9 +83,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         env!("CARGO_PKG_VERSION")
     );
     let socket_path = config.socket.clone();
+    let data_err = |source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    let logs = Arc::new(logs::Logs::new(config.data_dir.join("logs")).map_err(data_err)?);
+    let catalog = Arc::new(
+        catalog::Catalog::open(store.clone(), config.data_dir.join("images"))
+            .map_err(DaemonError::Catalog)?,
+    );
+    let queue = queue::Queue::new(
+        store.clone(),
+        logs,
+        catalog.clone(),
+        config.data_dir.join("builds"),
+        queue::Limits {
+            max_concurrent: config.max_concurrent_builds() as usize,
+            timeout_cap_secs: config.file.build_timeout_cap_seconds,
+        },
+    );
+    queue.recover()?;
+    queue.spawn_scheduler();
     let daemon = Arc::new(api::Daemon {
         access: access::Access::new(&config.file),
         config,
+        catalog,
+        queue: queue.clone(),
         store,
         apps: kiln_shared::apps::AppCatalog::builtin(),
         started_at: chrono::Utc::now(),
@@ -101,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("shutting down");
     drop(listener);
+    queue.shutdown().await;
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! beyond the client.
 
 pub mod apps;
+pub mod build;
 pub mod client;
 pub mod paths;
 pub mod protocol;

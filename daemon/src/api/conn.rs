@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::builds::Sink;
 use super::dispatch::Daemon;
 use crate::access::Peer;
 
@@ -65,6 +66,16 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
     );
     let _ = tx.send(Outgoing::Line(to_line(&hello))).await;
 
+    let sink = {
+        let tx = tx.clone();
+        Sink {
+            send: Arc::new(move |n: Notification| {
+                let tx = tx.clone();
+                Box::pin(async move { tx.send(Outgoing::Line(to_line(&n))).await.is_ok() })
+            }),
+            next_sub: Arc::default(),
+        }
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut line = Vec::new();
@@ -94,15 +105,22 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
         let daemon = daemon.clone();
         let peer = peer.clone();
         let tx = tx.clone();
+        let sink = sink.clone();
         let request = std::mem::take(&mut line);
         tokio::spawn(async move {
-            if let Some(response) = daemon.handle_line(&peer, &request).await {
+            let (response, follow_up) = daemon.handle_line(&peer, &request, &sink).await;
+            if let Some(response) = response {
                 // The client may be gone; that is its business.
                 let _ = tx.send(Outgoing::Line(to_line(&response))).await;
             }
             drop(permit);
+            // Streams (build.logs) start after their reply, so `sub` is known first.
+            if let Some(f) = follow_up {
+                f.await;
+            }
         });
     }
+    drop(sink);
     drop(tx);
     let _ = writer.await;
     tracing::debug!(uid = peer.uid, "client disconnected");

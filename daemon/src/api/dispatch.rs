@@ -14,6 +14,7 @@ use kiln_shared::Template;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::builds::{FollowUp, Sink};
 use crate::access::{Access, Peer};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -22,6 +23,8 @@ use crate::store::{Store, StoreError};
 pub struct Daemon {
     pub config: Config,
     pub store: Arc<Store>,
+    pub catalog: Arc<crate::catalog::Catalog>,
+    pub queue: Arc<crate::queue::Queue>,
     pub access: Access,
     pub apps: AppCatalog,
     pub started_at: DateTime<Utc>,
@@ -45,7 +48,7 @@ impl From<StoreError> for RpcError {
     }
 }
 
-fn params<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
+pub(super) fn params<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
     let value = if value.is_null() {
         json!({})
     } else {
@@ -81,7 +84,24 @@ fn checked_template(value: Value, apps: &AppCatalog) -> Result<Template, RpcErro
 
 impl Daemon {
     /// Handles one raw line; `None` for a notification (a request without `id`).
-    pub async fn handle_line(&self, peer: &Peer, line: &[u8]) -> Option<Response> {
+    pub async fn handle_line(
+        &self,
+        peer: &Peer,
+        line: &[u8],
+        sink: &Sink,
+    ) -> (Option<Response>, Option<FollowUp>) {
+        let mut follow_up = None;
+        let response = self.handle_request(peer, line, sink, &mut follow_up).await;
+        (response, follow_up)
+    }
+
+    async fn handle_request(
+        &self,
+        peer: &Peer,
+        line: &[u8],
+        sink: &Sink,
+        follow_up: &mut Option<FollowUp>,
+    ) -> Option<Response> {
         let value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => {
@@ -107,7 +127,8 @@ impl Daemon {
                 "jsonrpc must be \"2.0\"",
             ))
         } else {
-            self.call(peer, &request.method, request.params).await
+            self.call(peer, &request.method, request.params, sink, follow_up)
+                .await
         };
         if let Err(e) = &result {
             tracing::debug!(method = %request.method, kind = e.kind().as_str(), "{}", e.message);
@@ -125,6 +146,8 @@ impl Daemon {
         peer: &Peer,
         method: &str,
         params_v: Value,
+        sink: &Sink,
+        follow_up: &mut Option<FollowUp>,
     ) -> Result<Value, RpcError> {
         if !params_v.is_null() && !params_v.is_object() {
             return Err(RpcError::new(
@@ -144,6 +167,14 @@ impl Daemon {
         };
         self.access.check(peer, &project)?;
         let store = self.store.clone();
+        if let Some(r) = super::images::call(self, peer, &project, method, &params_v).await {
+            return r;
+        }
+        if let Some(r) =
+            super::builds::call(self, &project, method, &params_v, sink, follow_up).await
+        {
+            return r;
+        }
         match method {
             "template.create" => {
                 let p: TemplateParams = params(method, &params_v)?;
@@ -210,10 +241,15 @@ impl Daemon {
                     data_dir: self.config.data_dir.display().to_string(),
                     started_at: self.started_at,
                     uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
-                    queue: 0,
-                    running: 0,
+                    queue: self.queue.counts().0 as u64,
+                    running: self.queue.counts().1 as u64,
                     max_concurrent_builds: self.config.max_concurrent_builds(),
-                    accel: "unknown".into(),
+                    accel: self
+                        .queue
+                        .accel
+                        .current()
+                        .map_or("unknown", |a| a.as_str())
+                        .into(),
                     templates,
                     caller: Caller {
                         uid: peer.uid,
@@ -224,7 +260,7 @@ impl Daemon {
             }
             m if KNOWN_LATER.iter().any(|k| m.starts_with(k)) => Err(RpcError::new(
                 ErrorKind::MethodNotFound,
-                format!("{m} is not available in this kilnd yet (builds and images are not built)"),
+                format!("{m} is not available in this kilnd yet"),
             )),
             m => Err(RpcError::new(
                 ErrorKind::MethodNotFound,
@@ -235,7 +271,7 @@ impl Daemon {
 }
 
 /// Method families DESIGN.md promises that this daemon does not serve yet.
-const KNOWN_LATER: &[&str] = &["build.", "image.", "events."];
+const KNOWN_LATER: &[&str] = &["events."];
 
 fn t_name(params: &Value) -> String {
     params
@@ -246,7 +282,7 @@ fn t_name(params: &Value) -> String {
         .to_string()
 }
 
-fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+pub(super) fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
 }
 

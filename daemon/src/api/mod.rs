@@ -1,7 +1,9 @@
 //! The local-socket API: listener setup (permissions, stale sockets), connections, dispatch.
 
+mod builds;
 mod conn;
 mod dispatch;
+mod images;
 mod socket;
 
 pub use conn::serve_connection;

@@ -3,6 +3,11 @@
 //! Values are JSON documents of the records below (internal types, not wire types). Every write is
 //! one redb transaction, so a daemon killed at any moment leaves either the old or the new state.
 
+mod builds;
+mod images;
+
+pub use builds::BuildRecord;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};

@@ -1,8 +1,10 @@
 //! The scripting CLI: the argument grammar, dispatch to one module per noun, and the contract every
 //! command keeps (one JSON document on stdout with `--json`, errors on stderr, exit codes 0/1/2).
 
+pub mod build;
 pub mod daemon;
 pub mod editor;
+pub mod image;
 pub mod output;
 pub mod project;
 pub mod template;
@@ -59,6 +61,12 @@ pub enum Command {
     /// Create, show, list, edit, export, validate and delete image templates
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Start builds, list them, show one, read its logs, wait for it, cancel it
+    #[command(subcommand)]
+    Build(build::BuildCommand),
+    /// List, show, share, delete, import and bootstrap images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Ask kilnd about itself
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
@@ -198,6 +206,8 @@ pub fn run(settings: &Settings, command: Command) -> ExitCode {
         // Needs neither a runtime nor the daemon.
         Command::Completions { shell } => completions(shell),
         Command::Template(cmd) => block_on(template::run(settings, cmd)),
+        Command::Image(cmd) => block_on(image::run(settings, cmd)),
+        Command::Build(cmd) => block_on(build::run(settings, cmd)),
         Command::Daemon(cmd) => block_on(daemon::run(settings, cmd)),
         Command::Project(cmd) => block_on(project::run(settings, cmd)),
     };

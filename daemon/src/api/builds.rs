@@ -1,0 +1,181 @@
+//! `build.*` methods, and the log streams `build.logs` opens on a connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_shared::build::{
+    BuildIdParams, BuildList, BuildListParams, BuildLogsParams, BuildReply, BuildStartParams,
+    BuildState, LogLine, SubReply,
+};
+use kiln_shared::protocol::{Notification, RpcError};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::dispatch::{params, to_value, Daemon};
+use crate::queue::Queue;
+
+/// Work to start once the reply has been written: it sends notifications through `Sink`.
+pub type FollowUp = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Sends one notification; resolves to false once the client is gone.
+pub type SendNote =
+    dyn Fn(Notification) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+
+/// Where a connection's notifications go.
+#[derive(Clone)]
+pub struct Sink {
+    pub send: Arc<SendNote>,
+    pub next_sub: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink {
+    async fn note(&self, method: &str, params: Value) -> bool {
+        (self.send)(Notification::new(method, params)).await
+    }
+}
+
+/// Runs a `build.*` method; `None` when `method` is not one.
+pub async fn call(
+    daemon: &Daemon,
+    project: &str,
+    method: &str,
+    p: &Value,
+    sink: &Sink,
+    follow_up: &mut Option<FollowUp>,
+) -> Option<Result<Value, RpcError>> {
+    let queue = daemon.queue.clone();
+    let r = match method {
+        "build.start" => match params::<BuildStartParams>(method, p) {
+            Ok(sp) => queue
+                .submit(project, sp)
+                .await
+                .and_then(|build| to_value(BuildReply { build })),
+            Err(e) => Err(e),
+        },
+        "build.get" => params::<BuildIdParams>(method, p)
+            .and_then(|ip| queue.get(project, ip.id))
+            .and_then(|build| to_value(BuildReply { build })),
+        "build.list" => params::<BuildListParams>(method, p)
+            .and_then(|lp| queue.list(project, &lp))
+            .and_then(|builds| to_value(BuildList { builds })),
+        "build.cancel" => match params::<BuildIdParams>(method, p) {
+            Ok(ip) => queue
+                .cancel(project, ip.id)
+                .await
+                .and_then(|build| to_value(BuildReply { build })),
+            Err(e) => Err(e),
+        },
+        "build.wait" => match params::<BuildIdParams>(method, p) {
+            Ok(ip) => queue
+                .wait(project, ip.id)
+                .await
+                .and_then(|build| to_value(BuildReply { build })),
+            Err(e) => Err(e),
+        },
+        "build.logs" => match params::<BuildLogsParams>(method, p) {
+            Ok(lp) => match queue.get(project, lp.id) {
+                Ok(_) => {
+                    let sub = sink
+                        .next_sub
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *follow_up = Some(Box::pin(stream_logs(queue, lp, sub, sink.clone())));
+                    to_value(SubReply { sub })
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn log_params(sub: u64, line: &LogLine) -> Value {
+    let mut v = serde_json::to_value(line).unwrap_or_default();
+    if let Value::Object(m) = &mut v {
+        m.insert("sub".into(), json!(sub));
+    }
+    v
+}
+
+fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
+    queue.store_build_state(id)
+}
+
+/// Sends a build's log (or serial console) from `from_line`, then, with `follow`, every new line
+/// until the build ends; then `build.log.end`. Stops quietly when the client goes away.
+async fn stream_logs(queue: Arc<Queue>, p: BuildLogsParams, sub: u64, sink: Sink) {
+    let mut next = p.from_line.unwrap_or(0);
+    let id = p.id;
+    macro_rules! send {
+        ($line:expr) => {{
+            let line: &LogLine = $line;
+            if line.seq >= next {
+                if !sink.note("build.log", log_params(sub, line)).await {
+                    return;
+                }
+                next = line.seq + 1;
+            }
+        }};
+    }
+    if p.serial {
+        loop {
+            let done = state_of(&queue, id).is_none_or(BuildState::is_terminal);
+            for line in crate::logs::read_text_lines(&queue.serial_path(id), next) {
+                send!(&line);
+            }
+            if done || !p.follow {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    } else if p.follow {
+        let mut changes = queue.changes();
+        loop {
+            // Subscribe before reading the file, so no line falls between the two.
+            let rx = queue.logs.subscribe(id);
+            for line in queue.logs.read_from(id, next) {
+                send!(&line);
+            }
+            if let Some(mut rx) = rx {
+                loop {
+                    match rx.recv().await {
+                        Ok(line) => send!(&line),
+                        // Too slow for the live channel: catch up from the file.
+                        Err(RecvError::Lagged(_)) => {
+                            for line in queue.logs.read_from(id, next) {
+                                send!(&line);
+                            }
+                        }
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+                for line in queue.logs.read_from(id, next) {
+                    send!(&line);
+                }
+                break;
+            }
+            if state_of(&queue, id).is_none_or(BuildState::is_terminal) {
+                for line in queue.logs.read_from(id, next) {
+                    send!(&line);
+                }
+                break;
+            }
+            // Queued: wait for the build to start.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
+        }
+    } else {
+        for line in queue.logs.read_from(id, next) {
+            send!(&line);
+        }
+    }
+    let state = state_of(&queue, id).map(|s| s.as_str());
+    let _ = sink
+        .note(
+            "build.log.end",
+            json!({"sub": sub, "state": state, "lines": next}),
+        )
+        .await;
+}

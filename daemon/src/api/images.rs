@@ -1,0 +1,132 @@
+//! The `image.*` methods: the image catalog over the socket, each call acting as a
+//! [`Requester`] (the caller's project, and whether they may manage public images).
+
+use std::sync::{Arc, Mutex};
+
+use kiln_shared::protocol::{
+    ErrorKind, ImageBootstrapParams, ImageBootstrapResult, ImageImportParams, ImageList,
+    ImageListParams, ImageParams, ImageResult, ImageShareParams, RpcError,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::Daemon;
+use crate::access::Peer;
+use crate::catalog::Requester;
+
+const METHODS: &str = "image.list, image.get, image.delete, image.share, image.unshare, \
+                       image.bootstrap, image.import";
+
+/// Runs an `image.*` method; `None` when `method` is not one. Bootstrap progress goes to the
+/// log and into the result.
+pub async fn call(
+    daemon: &Daemon,
+    peer: &Peer,
+    project: &str,
+    method: &str,
+    params: &Value,
+) -> Option<Result<Value, RpcError>> {
+    call_with_progress(daemon, peer, project, method, params, &|_| {}).await
+}
+
+/// [`call`], also handing each bootstrap progress line to `progress` as it happens (for an
+/// `image.progress` notification to the caller).
+pub async fn call_with_progress(
+    daemon: &Daemon,
+    peer: &Peer,
+    project: &str,
+    method: &str,
+    params: &Value,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Option<Result<Value, RpcError>> {
+    let name = method.strip_prefix("image.")?;
+    let who = Requester::new(peer, project, daemon.config.file.admin_group.as_deref());
+    Some(run(daemon, &who, method, name, params, progress).await)
+}
+
+async fn run(
+    daemon: &Daemon,
+    who: &Requester,
+    method: &str,
+    name: &str,
+    params: &Value,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<Value, RpcError> {
+    let catalog = &daemon.catalog;
+    match name {
+        "list" => {
+            let p: ImageListParams = parse(method, params)?;
+            let images = catalog.list(who, p.visibility).await?;
+            to_value(ImageList { images })
+        }
+        "get" => {
+            let p: ImageParams = parse(method, params)?;
+            let image = catalog.get(who, &p.image).await?;
+            to_value(ImageResult { image })
+        }
+        "delete" => {
+            let p: ImageParams = parse(method, params)?;
+            catalog.delete(who, &p.image).await?;
+            Ok(json!({}))
+        }
+        "share" | "unshare" => {
+            let p: ImageShareParams = parse(method, params)?;
+            let image = if name == "share" {
+                catalog.share(who, &p.image, &p.projects).await?
+            } else {
+                catalog.unshare(who, &p.image, &p.projects).await?
+            };
+            to_value(ImageResult { image })
+        }
+        "bootstrap" => {
+            let p: ImageBootstrapParams = parse(method, params)?;
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let kept = lines.clone();
+            let os = p.os.clone();
+            let image = catalog
+                .bootstrap(who, &p.os, move |line| {
+                    tracing::info!(os = %os, "bootstrap: {line}");
+                    progress(line.clone());
+                    kept.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(line);
+                })
+                .await?;
+            let progress = std::mem::take(
+                &mut *lines
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            to_value(ImageBootstrapResult { image, progress })
+        }
+        "import" => {
+            let p: ImageImportParams = parse(method, params)?;
+            let image = catalog
+                .import(who, &p.path, &p.name, &p.os, p.public)
+                .await?;
+            to_value(ImageResult { image })
+        }
+        _ => Err(RpcError::new(
+            ErrorKind::MethodNotFound,
+            format!("unknown method {method:?}; the image methods are {METHODS}"),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
+    let value = if value.is_null() {
+        json!({})
+    } else {
+        value.clone()
+    };
+    serde_json::from_value(value).map_err(|e| {
+        RpcError::new(
+            ErrorKind::InvalidParams,
+            format!("invalid params for {method}: {e}"),
+        )
+    })
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
+}

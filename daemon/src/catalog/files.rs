@@ -1,0 +1,268 @@
+//! Image files on disk: sealing a finished file into place (hash, fsync, rename, fsync the
+//! directory), removing files, sweeping leftovers of work a dead daemon left behind, and the
+//! permission check for files a caller asks kilnd to read.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Suffix of a file that is still being written; never a finished image.
+pub const PARTIAL: &str = ".partial";
+/// Prefix of the bootstrap script written next to the images while it runs.
+pub const SCRIPT_PREFIX: &str = ".bootstrap-";
+/// Prefix of the bootstrap script's work directories (`mktemp -d kiln-bootstrap.XXXXXX`).
+pub const WORK_PREFIX: &str = "kiln-bootstrap.";
+
+/// `path` with `.partial` appended: where a file is written before it is sealed as `path`.
+pub fn partial_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(PARTIAL);
+    PathBuf::from(s)
+}
+
+/// Size and lowercase hex SHA-256 of a file, read in 1 MiB chunks.
+pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(path)?;
+    hash(&mut file)
+}
+
+fn hash(file: &mut File) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Flushes a directory's entries (a rename into it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Makes `written` the file `dest` so that a crash at any moment leaves `dest` either absent
+/// (or as it was) or whole: hashes it, fsyncs it, renames it and fsyncs the directory.
+/// Returns the file's size and SHA-256.
+pub fn seal(written: &Path, dest: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(written)?;
+    let (size, sha256) = hash(&mut file)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(written, dest)?;
+    sync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+    Ok((size, sha256))
+}
+
+/// Removes a file; one that is not there is fine.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes an image's file and every temporary file of its id (`ID.*.partial*`).
+pub fn remove_image_files(dir: &Path, id: &str, path: &Path) -> io::Result<()> {
+    remove_file(path)?;
+    remove_file(&partial_of(path))?;
+    let prefix = format!("{id}.");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with(&prefix) && name.contains(PARTIAL))
+                || name == format!("{SCRIPT_PREFIX}{id}.sh")
+            {
+                remove_file(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir`, from /proc/self/mountinfo (octal escapes undone).
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first, so nested mounts come off in order.
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(char::from(b)),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Removes what unfinished work left in the images directory: `*.partial*` files, bootstrap
+/// scripts and bootstrap work directories (unmounting what a killed bootstrap left mounted
+/// there first; a directory that still has a mount inside is left alone). Only call this while
+/// no catalog work runs. Returns what was removed.
+pub fn sweep(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && name.starts_with(WORK_PREFIX) {
+            for mount in mounts_below(&path) {
+                let _ = std::process::Command::new("umount").arg(&mount).status();
+            }
+            if !mounts_below(&path).is_empty() {
+                tracing::warn!(
+                    "not removing {}: something is still mounted inside it",
+                    path.display()
+                );
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        } else if !is_dir && (name.contains(PARTIAL) || name.starts_with(SCRIPT_PREFIX)) {
+            match remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+    removed
+}
+
+/// Whether the user `uid` with groups `gids` may read `path` by its permission bits, including
+/// search permission on every directory above it. Root may read everything.
+pub fn may_read(path: &Path, uid: u32, gids: &[u32]) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let allowed = |p: &Path, bits: u32| {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return false;
+        };
+        let mode = meta.permissions().mode();
+        let shift = if meta.uid() == uid {
+            6
+        } else if gids.contains(&meta.gid()) {
+            3
+        } else {
+            0
+        };
+        (mode >> shift) & bits == bits
+    };
+    path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(path, 0o4)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn seal_hashes_and_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("a.qcow2.partial");
+        std::fs::write(&written, b"abc").unwrap();
+        let dest = dir.path().join("a.qcow2");
+        let (size, sha) = seal(&written, &dest).unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(
+            sha,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(dest.exists() && !written.exists());
+        assert_eq!(partial_of(&dest), written);
+    }
+
+    #[test]
+    fn sweep_removes_leftovers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "img-1.qcow2",
+            "img-2.qcow2.partial",
+            "img-3.bootstrap.partial.tmp",
+            ".bootstrap-img-3.sh",
+        ] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        std::fs::create_dir_all(d.join("kiln-bootstrap.abc123/snap")).unwrap();
+        let mut removed: Vec<String> = sweep(d)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![
+                ".bootstrap-img-3.sh",
+                "img-2.qcow2.partial",
+                "img-3.bootstrap.partial.tmp",
+                "kiln-bootstrap.abc123"
+            ]
+        );
+        assert!(d.join("img-1.qcow2").exists());
+    }
+
+    #[test]
+    fn permission_bits_decide_who_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("disk.img");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let owner = std::fs::metadata(&f).unwrap().uid();
+        let stranger = owner.wrapping_add(4242).max(1);
+        assert!(owner == 0 || may_read(&f, owner, &[]));
+        assert!(!may_read(&f, stranger, &[]));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(may_read(&f, stranger, &[]));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(
+            !may_read(&f, stranger, &[]),
+            "the directory is closed to others"
+        );
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

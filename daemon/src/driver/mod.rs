@@ -1,0 +1,314 @@
+//! VM drivers: the QEMU driver, its cloud-init seed, accel detection.
+//!
+//! A build's VM goes through [`prepare`] (overlay, keys, seed: files only, nothing running), then
+//! [`Vm::boot`], [`Vm::wait_ready`] (which hands out the SSH [`Guest`](crate::guest::Guest)),
+//! and [`Vm::powerdown`] or [`Vm::kill`]. Every file lives in the build's work directory, so
+//! cleanup is removing that directory after the process is gone; [`kill_stale`] ends a qemu a
+//! dead daemon left behind.
+
+pub mod qemu;
+mod qmp;
+pub mod seed;
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+pub use qemu::{kill_stale, Accel, AccelProbe, Vm};
+
+use crate::guest::GuestError;
+
+/// Longest path a Unix socket address can hold (sun_path is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{tool} is not installed or not on PATH ({source}); run scripts/install-deps")]
+    ToolMissing {
+        tool: &'static str,
+        source: io::Error,
+    },
+    #[error("{tool} failed ({status}) while {doing}: {stderr}")]
+    Tool {
+        tool: &'static str,
+        doing: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("base image {path}: {reason}")]
+    BaseImage { path: PathBuf, reason: String },
+    #[error("work directory {path}: {reason}")]
+    WorkDir { path: PathBuf, reason: String },
+    #[error("{doing} {path}: {source}")]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("no free TCP port on 127.0.0.1 for the SSH forward: {0}")]
+    NoPort(io::Error),
+    #[error("qemu-system-x86_64 ({accel}) exited {phase} with {status}; its stderr ({work_dir}/qemu.stderr): {stderr}\nlast serial console lines ({work_dir}/serial.log):\n{serial}")]
+    QemuExited {
+        accel: Accel,
+        phase: &'static str,
+        status: String,
+        stderr: String,
+        serial: String,
+        work_dir: PathBuf,
+    },
+    #[error("QMP on {socket}: {message}")]
+    Qmp { socket: PathBuf, message: String },
+    #[error("the VM was not ready within {secs} s ({phase}; last SSH error: {last_error})\nlast serial console lines ({serial_file}):\n{serial}")]
+    ReadyTimeout {
+        phase: &'static str,
+        secs: u64,
+        last_error: String,
+        serial: String,
+        serial_file: PathBuf,
+    },
+    #[error("cloud-init finished with errors in the guest (`cloud-init status --wait --long` exit {code}); see /var/log/cloud-init.log in the guest or the serial log:\n{output}")]
+    CloudInit { code: i32, output: String },
+    #[error("the guest did not power off within {secs} s of the ACPI power button; qemu was killed, so the disk may not be clean\nlast serial console lines ({serial_file}):\n{serial}")]
+    PowerdownTimeout {
+        secs: u64,
+        serial: String,
+        serial_file: PathBuf,
+    },
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+}
+
+/// What to boot and how big; the build pipeline fills it from the template and the request.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// qcow2 base image; never modified, only used as the backing file of an overlay.
+    pub base_image: PathBuf,
+    /// The build's own directory, existing and empty: everything [`prepare`] makes goes here.
+    pub work_dir: PathBuf,
+    /// Virtual size of the overlay in GiB; 0 = same as the base. Never smaller than the base.
+    pub disk_gb: u64,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// The image's default cloud-init user, who gets the build key ("debian").
+    pub user: String,
+}
+
+/// Everything created before boot; all paths inside the work directory. Serializable so the
+/// daemon can record it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Prepared {
+    pub overlay: PathBuf,
+    pub seed: PathBuf,
+    /// The build's SSH client private key (its `.pub` sits beside it).
+    pub client_key: PathBuf,
+    /// The guest's pinned host key, "ssh-ed25519 AAAA...".
+    pub host_public_key: String,
+    pub serial_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub user: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+}
+
+impl Prepared {
+    /// The work directory every other path lives in.
+    pub fn work_dir(&self) -> &Path {
+        self.overlay.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+/// Runs an external tool to completion; a failure names the tool, what it was doing and its
+/// stderr.
+pub(crate) async fn run_tool(
+    tool: &'static str,
+    args: &[&OsStr],
+    doing: impl FnOnce() -> String,
+) -> Result<Vec<u8>, DriverError> {
+    let output = tokio::process::Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| DriverError::ToolMissing { tool, source })?;
+    if !output.status.success() {
+        return Err(DriverError::Tool {
+            tool,
+            doing: doing(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output.stdout)
+}
+
+fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {
+    let path = path.to_owned();
+    move |source| DriverError::Io {
+        doing,
+        path,
+        source,
+    }
+}
+
+/// Creates the overlay, the client and host keys and the NoCloud seed in `spec.work_dir`.
+/// Nothing runs afterwards; the host private key ends up only inside the seed ISO.
+pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
+    let started = Instant::now();
+    let work_dir = std::fs::canonicalize(&spec.work_dir).map_err(|e| DriverError::WorkDir {
+        path: spec.work_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    if !work_dir.is_dir() {
+        return Err(DriverError::WorkDir {
+            path: work_dir,
+            reason: "not a directory".into(),
+        });
+    }
+    let qmp_socket = work_dir.join("qmp.sock");
+    if qmp_socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(DriverError::WorkDir {
+            path: work_dir,
+            reason: format!(
+                "too long for the QMP socket inside it (a Unix socket path holds at most {MAX_SOCKET_PATH} bytes); use a shorter data directory"
+            ),
+        });
+    }
+    let base = std::fs::canonicalize(&spec.base_image).map_err(|e| DriverError::BaseImage {
+        path: spec.base_image.clone(),
+        reason: e.to_string(),
+    })?;
+
+    let overlay = work_dir.join("overlay.qcow2");
+    let size = overlay_size(&base, spec.disk_gb).await?;
+    run_tool(
+        "qemu-img",
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            overlay.as_os_str(),
+            size.to_string().as_ref(),
+        ],
+        || format!("creating the overlay {}", overlay.display()),
+    )
+    .await?;
+
+    let client_key = work_dir.join("client_key");
+    let host_key = work_dir.join("host_key");
+    tokio::try_join!(keygen(&client_key), keygen(&host_key))?;
+    let read = |path: PathBuf| async move {
+        tokio::fs::read_to_string(&path)
+            .await
+            .map_err(io_err("reading the key", &path))
+    };
+    let client_public = read(client_key.with_extension("pub")).await?;
+    let host_private = read(host_key.clone()).await?;
+    let host_public_line = read(host_key.with_extension("pub")).await?;
+    let host_public_key = host_public_line
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let seed = seed::write(
+        &work_dir,
+        &seed::Seed {
+            instance_id: seed::instance_id(),
+            hostname: "kiln-build".into(),
+            client_public_key: client_public.trim().to_owned(),
+            host_private_key: host_private,
+            host_public_key: host_public_key.clone(),
+        },
+    )
+    .await?;
+    // The seed carries the host key now; no second copy stays on disk.
+    tokio::fs::remove_file(&host_key)
+        .await
+        .map_err(io_err("removing the host private key", &host_key))?;
+
+    tracing::info!(
+        work_dir = %work_dir.display(),
+        base = %base.display(),
+        size_bytes = size,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "prepared overlay, keys and cloud-init seed"
+    );
+    Ok(Prepared {
+        overlay,
+        seed,
+        client_key,
+        host_public_key,
+        serial_log: work_dir.join("serial.log"),
+        qmp_socket,
+        user: spec.user.clone(),
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+    })
+}
+
+/// The overlay's virtual size in bytes: the request, but never less than the base.
+async fn overlay_size(base: &Path, disk_gb: u64) -> Result<u64, DriverError> {
+    let info = run_tool(
+        "qemu-img",
+        &[
+            "info".as_ref(),
+            "--force-share".as_ref(),
+            "--output=json".as_ref(),
+            base.as_os_str(),
+        ],
+        || format!("reading the base image {}", base.display()),
+    )
+    .await?;
+    let bad = |reason: String| DriverError::BaseImage {
+        path: base.to_owned(),
+        reason,
+    };
+    let info: serde_json::Value = serde_json::from_slice(&info)
+        .map_err(|e| bad(format!("unreadable `qemu-img info` output: {e}")))?;
+    let format = info["format"].as_str().unwrap_or("unknown");
+    if format != "qcow2" {
+        return Err(bad(format!(
+            "is {format}, not qcow2; convert it with `qemu-img convert -O qcow2`"
+        )));
+    }
+    let base_size = info["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| bad("`qemu-img info` reports no virtual size".into()))?;
+    let requested = disk_gb.saturating_mul(1 << 30);
+    if disk_gb > 0 && requested < base_size {
+        tracing::warn!(
+            requested_gb = disk_gb,
+            base_bytes = base_size,
+            "requested disk is smaller than the base image; using the base image's size (disks only grow)"
+        );
+    }
+    Ok(requested.max(base_size))
+}
+
+async fn keygen(path: &Path) -> Result<(), DriverError> {
+    run_tool(
+        "ssh-keygen",
+        &[
+            "-t".as_ref(),
+            "ed25519".as_ref(),
+            "-N".as_ref(),
+            "".as_ref(),
+            "-q".as_ref(),
+            "-C".as_ref(),
+            "kiln-build".as_ref(),
+            "-f".as_ref(),
+            path.as_os_str(),
+        ],
+        || format!("generating the key {}", path.display()),
+    )
+    .await
+    .map(drop)
+}

@@ -1,0 +1,388 @@
+//! The build queue: build records, FIFO scheduling with a concurrency limit, cancellation,
+//! timeouts, and restart recovery. The pipeline of one build lives in `pipeline`.
+
+mod pipeline;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, Step, StepState};
+use kiln_shared::protocol::{ErrorKind, RpcError};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::driver::AccelProbe;
+use crate::logs::Logs;
+use crate::store::{BuildRecord, Store, StoreError};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn internal(e: StoreError) -> RpcError {
+    tracing::error!("store: {e}");
+    RpcError::new(ErrorKind::Internal, e.to_string())
+}
+
+/// Limits that tests shorten.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_concurrent: usize,
+    /// Caps every build's timeout (seconds); for tests that cannot wait six minutes.
+    pub timeout_cap_secs: Option<u64>,
+}
+
+/// A VM kept running after a failed step (`on_customizer_error = "abort"`), until canceled.
+type Kept = pipeline::KeptVm;
+
+pub struct Queue {
+    store: Arc<Store>,
+    pub logs: Arc<Logs>,
+    catalog: Arc<Catalog>,
+    pub accel: Arc<AccelProbe>,
+    builds_dir: PathBuf,
+    limits: Limits,
+    state: Mutex<QueueState>,
+    wake: Notify,
+    /// Sends a build id whenever that build changes.
+    changes: broadcast::Sender<u64>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: VecDeque<u64>,
+    running: HashMap<u64, CancellationToken>,
+    kept: HashMap<u64, Kept>,
+}
+
+impl Queue {
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<Logs>,
+        catalog: Arc<Catalog>,
+        builds_dir: PathBuf,
+        limits: Limits,
+    ) -> Arc<Queue> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Queue {
+            store,
+            logs,
+            catalog,
+            accel: Arc::new(AccelProbe::default()),
+            builds_dir,
+            limits,
+            state: Mutex::default(),
+            wake: Notify::new(),
+            changes,
+        })
+    }
+
+    /// Ends every build a dead daemon left unfinished: `interrupted`, qemu killed, work removed.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        for mut rec in self.store.list_builds()? {
+            if rec.build.state.is_terminal() && rec.work_dir.is_none() {
+                continue;
+            }
+            if let (Some(pid), Some(dir)) = (rec.qemu_pid, rec.work_dir.as_ref()) {
+                if crate::driver::kill_stale(pid, dir) {
+                    tracing::info!(
+                        build = rec.build.id,
+                        pid,
+                        "killed qemu left by a previous kilnd"
+                    );
+                }
+            }
+            if let Some(dir) = rec.work_dir.take() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            rec.qemu_pid = None;
+            if !rec.build.state.is_terminal() {
+                let was = rec.build.state;
+                rec.build.state = BuildState::Interrupted;
+                rec.build.sub_state = None;
+                rec.build.finished_at = Some(Utc::now());
+                rec.build.message = format!(
+                    "kilnd stopped while this build was {}; its VM and files were removed",
+                    was.as_str()
+                );
+                for s in &mut rec.build.steps {
+                    if matches!(s.state, StepState::Running | StepState::Pending) {
+                        s.state = StepState::Canceled;
+                    }
+                }
+            }
+            rec.build.attach_command = None;
+            self.store.put_build(&rec)?;
+            tracing::info!(
+                build = rec.build.id,
+                "recovered build: {}",
+                rec.build.message
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the scheduler until the process ends.
+    pub fn spawn_scheduler(self: &Arc<Self>) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = queue.wake.notified();
+                queue.schedule();
+                notified.await;
+            }
+        });
+    }
+
+    fn schedule(self: &Arc<Self>) {
+        let mut st = lock(&self.state);
+        while st.running.len() < self.limits.max_concurrent {
+            let Some(id) = st.waiting.pop_front() else {
+                break;
+            };
+            let token = CancellationToken::new();
+            st.running.insert(id, token.clone());
+            let queue = self.clone();
+            tokio::spawn(async move {
+                pipeline::run(queue.clone(), id, token).await;
+                lock(&queue.state).running.remove(&id);
+                queue.wake.notify_one();
+            });
+        }
+    }
+
+    /// Saves a changed record and tells waiters.
+    fn save(&self, rec: &BuildRecord) {
+        if let Err(e) = self.store.put_build(rec) {
+            tracing::error!(build = rec.build.id, "cannot store build: {e}");
+        }
+        let _ = self.changes.send(rec.build.id);
+    }
+
+    /// Queues a build of `params.template` in `project`, pinning its latest revision.
+    pub async fn submit(&self, project: &str, params: BuildStartParams) -> Result<Build, RpcError> {
+        if params.image_name.is_empty()
+            || params.image_name.len() > 255
+            || !params.image_name.bytes().all(|b| b.is_ascii_graphic())
+            || params.image_name.contains('/')
+        {
+            return Err(RpcError::new(
+                ErrorKind::InvalidParams,
+                "image_name must be 1 to 255 printable ASCII characters without spaces or '/'",
+            ));
+        }
+        let record = self
+            .store
+            .get_template(project, &params.template, None)
+            .map_err(RpcError::from)?;
+        let template = record.template;
+        let base_name = params
+            .base_image
+            .clone()
+            .unwrap_or_else(|| template.source.image.clone());
+        // The base image must exist, be visible to the project and match the template's OS.
+        let base = self
+            .catalog
+            .resolve_base(project, &base_name, &template.os)?;
+        let id = self.store.next_build_id().map_err(internal)?;
+        let mut steps: Vec<Step> = Vec::new();
+        let pending = |name: String, kind: &str| Step {
+            name,
+            kind: kind.into(),
+            state: StepState::Pending,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+        };
+        for app in &template.applications {
+            steps.push(pending(format!("app-{app}"), "application"));
+        }
+        for c in &template.customize {
+            steps.push(pending(c.name().to_string(), c.kind()));
+        }
+        if template.user_script.is_some() {
+            steps.push(pending("user_script".into(), "user_script"));
+        }
+        let build = Build {
+            id,
+            project: project.into(),
+            template: template.name.clone(),
+            revision: record.revision,
+            image_name: params.image_name,
+            base_image: base,
+            state: BuildState::Queued,
+            sub_state: None,
+            step: None,
+            steps,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            message: String::new(),
+            run_outputs: Vec::new(),
+            queue_position: None,
+            attach_command: None,
+            accel: None,
+        };
+        let rec = BuildRecord {
+            build,
+            template_body: template,
+            work_dir: None,
+            qemu_pid: None,
+        };
+        self.save(&rec);
+        lock(&self.state).waiting.push_back(id);
+        self.wake.notify_one();
+        Ok(self.view(rec.build))
+    }
+
+    /// Adds the live queue position.
+    fn view(&self, mut build: Build) -> Build {
+        if build.state == BuildState::Queued {
+            let st = lock(&self.state);
+            build.queue_position = st
+                .waiting
+                .iter()
+                .position(|&w| w == build.id)
+                .map(|p| p + 1);
+        }
+        build
+    }
+
+    fn record(&self, project: &str, id: u64) -> Result<BuildRecord, RpcError> {
+        match self.store.get_build(id).map_err(internal)? {
+            Some(r) if r.build.project == project => Ok(r),
+            _ => Err(RpcError::new(
+                ErrorKind::NotFound,
+                format!("build {id} not found in project {project:?}"),
+            )),
+        }
+    }
+
+    pub fn get(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+        Ok(self.view(self.record(project, id)?.build))
+    }
+
+    pub fn list(&self, project: &str, filter: &BuildListParams) -> Result<Vec<Build>, RpcError> {
+        let all = self.store.list_builds().map_err(internal)?;
+        Ok(all
+            .into_iter()
+            .map(|r| r.build)
+            .filter(|b| b.project == project)
+            .filter(|b| filter.template.as_ref().is_none_or(|t| &b.template == t))
+            .filter(|b| filter.state.is_none_or(|s| b.state == s))
+            .map(|b| self.view(b))
+            .collect())
+    }
+
+    /// The stored state of a build, whatever its project (for log streams already authorized).
+    pub fn store_build_state(&self, id: u64) -> Option<BuildState> {
+        self.store
+            .get_build(id)
+            .ok()
+            .flatten()
+            .map(|r| r.build.state)
+    }
+
+    /// Number of builds waiting and running.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.waiting.len(), st.running.len())
+    }
+
+    /// Cancels a build in any state; a kept VM is ended too. Returns once the build is terminal.
+    pub async fn cancel(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+        let mut rec = self.record(project, id)?;
+        let (was_waiting, token, kept) = {
+            let mut st = lock(&self.state);
+            let waiting = st
+                .waiting
+                .iter()
+                .position(|&w| w == id)
+                .map(|p| st.waiting.remove(p));
+            (
+                waiting.is_some(),
+                st.running.get(&id).cloned(),
+                st.kept.remove(&id),
+            )
+        };
+        if was_waiting {
+            rec.build.state = BuildState::Canceled;
+            rec.build.finished_at = Some(Utc::now());
+            rec.build.message = "canceled while queued".into();
+            self.save(&rec);
+            return Ok(rec.build);
+        }
+        if let Some(token) = token {
+            token.cancel();
+            return self.wait(project, id).await;
+        }
+        if let Some(kept) = kept {
+            kept.end(&self.logs).await;
+            rec.qemu_pid = None;
+            if let Some(dir) = rec.work_dir.take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            rec.build.attach_command = None;
+            rec.build.message = format!("{} (kept VM ended by cancel)", rec.build.message);
+            self.save(&rec);
+        }
+        Ok(rec.build)
+    }
+
+    /// Waits until the build is in a terminal state.
+    pub async fn wait(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+        let mut rx = self.changes.subscribe();
+        loop {
+            let b = self.get(project, id)?;
+            if b.state.is_terminal() {
+                return Ok(b);
+            }
+            match rx.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(b),
+            }
+        }
+    }
+
+    /// Resolves once the build changes (for followers of a running build's serial log).
+    pub fn changes(&self) -> broadcast::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Ends every running build and kept VM (daemon shutdown).
+    pub async fn shutdown(&self) {
+        let (tokens, kept): (Vec<_>, Vec<_>) = {
+            let mut st = lock(&self.state);
+            (
+                st.running.values().cloned().collect(),
+                st.kept.drain().collect(),
+            )
+        };
+        for t in tokens {
+            t.cancel();
+        }
+        for (_, k) in kept {
+            k.end(&self.logs).await;
+        }
+        // Give pipelines a moment to clean up; a restarted daemon finishes what remains.
+        for _ in 0..100 {
+            if lock(&self.state).running.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The work directory of a build's serial console while it runs, else the kept copy.
+    pub fn serial_path(&self, id: u64) -> PathBuf {
+        let live = self.builds_dir.join(id.to_string()).join("serial.log");
+        if live.exists() {
+            live
+        } else {
+            self.logs.serial_path(id)
+        }
+    }
+}

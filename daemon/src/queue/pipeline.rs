@@ -1,0 +1,793 @@
+//! The pipeline of one build: prepare, boot, connect, customize, generalize, shut down,
+//! distribute, and always clean up. Cancellation and the timeout drop the pipeline future; every
+//! resource it made is held in `Run`, so cleanup finds it whatever the moment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kiln_shared::build::{BuildState, LogStream, RunOutput, StepState, SubState};
+use kiln_shared::template::{Customizer, Distribute, OnError};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, Queue};
+use crate::driver::{self, Vm, VmSpec};
+use crate::guest::{Guest, Stream};
+use crate::logs::{BuildLog, Logs};
+use crate::store::BuildRecord;
+
+/// Files a `file` customizer may upload.
+const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
+/// First boot, cloud-init included; TCG on a busy machine needs minutes.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The login user of Debian's cloud images.
+const USER: &str = "debian";
+
+/// A VM kept after a failed step so a person can look; ended by `build.cancel`.
+pub struct KeptVm {
+    vm: Vm,
+    work_dir: PathBuf,
+    id: u64,
+}
+
+impl KeptVm {
+    pub async fn end(mut self, logs: &Logs) {
+        self.vm.kill().await;
+        let _ = std::fs::copy(self.work_dir.join("serial.log"), logs.serial_path(self.id));
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// Why a pipeline stopped early.
+enum Failure {
+    /// A step or phase failed; the message names it.
+    Failed {
+        message: String,
+        customizer: bool,
+    },
+    Canceled,
+    TimedOut(u64),
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure::Failed {
+        message: message.into(),
+        customizer: false,
+    }
+}
+
+struct Run {
+    queue: Arc<Queue>,
+    rec: BuildRecord,
+    log: Arc<BuildLog>,
+    token: CancellationToken,
+    vm: Option<Vm>,
+    guest: Option<Guest>,
+    work_dir: PathBuf,
+}
+
+/// Runs build `id` to a terminal state.
+pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) {
+    let rec = match queue.store.get_build(id) {
+        Ok(Some(r)) if !r.build.state.is_terminal() => r,
+        _ => return,
+    };
+    let log = queue.logs.open(id);
+    let work_dir = queue.builds_dir.join(id.to_string());
+    let mut run = Run {
+        queue: queue.clone(),
+        rec,
+        log,
+        token: token.clone(),
+        vm: None,
+        guest: None,
+        work_dir,
+    };
+    run.rec.build.state = BuildState::Running;
+    run.rec.build.started_at = Some(Utc::now());
+    let minutes = run.rec.template_body.effective_build_timeout_minutes() as u64;
+    let limit = queue
+        .limits
+        .timeout_cap_secs
+        .map_or(minutes * 60, |cap| cap.min(minutes * 60));
+    run.log.kiln(&format!(
+        "==> build {id}: template {} revision {}, image {:?}, base {}, timeout {}",
+        run.rec.build.template,
+        run.rec.build.revision,
+        run.rec.build.image_name,
+        run.rec.build.base_image,
+        human_secs(limit)
+    ));
+    run.set_sub(SubState::Preparing);
+    let outcome = {
+        let pipeline = run.pipeline();
+        tokio::select! {
+            r = pipeline => r,
+            _ = token.cancelled() => Err(Failure::Canceled),
+            _ = tokio::time::sleep(Duration::from_secs(limit)) => Err(Failure::TimedOut(limit)),
+        }
+    };
+    run.finish(outcome).await;
+}
+
+fn human_secs(s: u64) -> String {
+    if s.is_multiple_of(60) {
+        format!("{} minutes", s / 60)
+    } else {
+        format!("{s} seconds")
+    }
+}
+
+impl Run {
+    fn save(&self) {
+        self.queue.save(&self.rec);
+    }
+
+    fn set_sub(&mut self, sub: SubState) {
+        self.rec.build.sub_state = Some(sub);
+        self.save();
+        self.log.kiln(&format!(
+            "==> {}",
+            serde_json::to_value(sub)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ));
+    }
+
+    async fn pipeline(&mut self) -> Result<bool, Failure> {
+        let template = self.rec.template_body.clone();
+        // prepare: the work directory is recorded before it exists, so a restart can remove it.
+        self.rec.work_dir = Some(self.work_dir.clone());
+        self.save();
+        std::fs::create_dir_all(&self.work_dir)
+            .map_err(|e| failed(format!("cannot create {}: {e}", self.work_dir.display())))?;
+        let base = self
+            .queue
+            .catalog
+            .base_path(&self.rec.build.base_image)
+            .map_err(|e| failed(format!("base image {}: {e}", self.rec.build.base_image)))?;
+        let spec = VmSpec {
+            base_image: base,
+            work_dir: self.work_dir.clone(),
+            disk_gb: u64::from(template.min_disk_gb.max(template.vm.os_disk_gb)),
+            cpus: template.vm.cpus,
+            memory_mb: template.vm.memory_mb,
+            user: USER.into(),
+        };
+        let prepared = driver::prepare(&spec)
+            .await
+            .map_err(|e| failed(format!("prepare: {e}")))?;
+
+        self.set_sub(SubState::Booting);
+        let vm = Vm::boot(&prepared, &self.queue.accel)
+            .await
+            .map_err(|e| failed(format!("boot: {e}")))?;
+        self.rec.qemu_pid = Some(vm.pid());
+        self.rec.build.accel = Some(vm.accel().as_str().to_string());
+        self.log.kiln(&format!(
+            "qemu pid {} ({}), ssh on 127.0.0.1:{}",
+            vm.pid(),
+            vm.accel().as_str(),
+            vm.ssh_port()
+        ));
+        self.save();
+        let vm = self.vm.insert(vm);
+        let guest = vm
+            .wait_ready(BOOT_TIMEOUT)
+            .await
+            .map_err(|e| failed(format!("boot: {e}")))?;
+        self.log
+            .kiln("guest ready (ssh with the pinned host key, cloud-init finished)");
+        self.guest = Some(guest);
+
+        self.set_sub(SubState::Customizing);
+        self.customize(&template).await?;
+
+        self.set_sub(SubState::Generalizing);
+        self.generalize(&template).await?;
+        self.guest = None;
+        if let Some(vm) = self.vm.as_mut() {
+            self.log.kiln("powering off (ACPI over QMP)");
+            vm.powerdown(SHUTDOWN_TIMEOUT)
+                .await
+                .map_err(|e| failed(format!("shutdown: {e}")))?;
+        }
+        self.vm = None;
+        self.rec.qemu_pid = None;
+        self.save();
+
+        if template.validate.boot_test {
+            self.log
+                .kiln("validate: boot_test is not supported yet; skipped");
+        }
+
+        self.set_sub(SubState::Distributing);
+        Ok(self.distribute(&template).await)
+    }
+
+    async fn customize(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
+        let apps = kiln_shared::apps::AppCatalog::builtin();
+        let mut index = 0;
+        for app in &template.applications {
+            let script = apps.get(app).map(|a| a.install.clone()).unwrap_or_default();
+            self.step(index, |run, name| {
+                Box::pin(run.run_script(name, script.into_bytes()))
+            })
+            .await?;
+            index += 1;
+        }
+        for c in &template.customize {
+            let c = c.clone();
+            self.step(index, move |run, name| {
+                Box::pin(run.run_customizer(name, c))
+            })
+            .await?;
+            index += 1;
+        }
+        if let Some(script) = &template.user_script {
+            let script = script.clone();
+            self.step(index, |run, name| {
+                Box::pin(run.run_script(name, script.into_bytes()))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs step `index` with its markers, timing and exit code recorded.
+    async fn step<F>(&mut self, index: usize, f: F) -> Result<(), Failure>
+    where
+        F: for<'a> FnOnce(
+            &'a mut Run,
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<i32, String>> + Send + 'a>,
+        >,
+    {
+        let Some(step) = self.rec.build.steps.get_mut(index) else {
+            return Ok(());
+        };
+        let name = step.name.clone();
+        let kind = step.kind.clone();
+        step.state = StepState::Running;
+        step.started_at = Some(Utc::now());
+        self.rec.build.step = Some(index);
+        self.save();
+        let total = self.rec.build.steps.len();
+        self.log.write(
+            LogStream::Kiln,
+            Some(&name),
+            &format!("==> step {}/{total}: {name} ({kind})", index + 1),
+        );
+        let started = std::time::Instant::now();
+        let result = f(self, name.clone()).await;
+        let step = &mut self.rec.build.steps[index];
+        step.finished_at = Some(Utc::now());
+        let secs = started.elapsed().as_secs_f64();
+        let outcome = match result {
+            Ok(0) => {
+                step.state = StepState::Succeeded;
+                step.exit_code = Some(0);
+                self.log.write(
+                    LogStream::Kiln,
+                    Some(&name),
+                    &format!("<== step {name} succeeded in {secs:.1} s"),
+                );
+                Ok(())
+            }
+            Ok(code) => {
+                step.state = StepState::Failed;
+                step.exit_code = Some(code);
+                let message = format!("step {} {name:?} failed with exit code {code}", index + 1);
+                self.log.write(
+                    LogStream::Kiln,
+                    Some(&name),
+                    &format!("<== {message} after {secs:.1} s"),
+                );
+                Err(Failure::Failed {
+                    message,
+                    customizer: true,
+                })
+            }
+            Err(e) => {
+                step.state = StepState::Failed;
+                let message = format!("step {} {name:?} failed: {e}", index + 1);
+                self.log
+                    .write(LogStream::Kiln, Some(&name), &format!("<== {message}"));
+                Err(Failure::Failed {
+                    message,
+                    customizer: true,
+                })
+            }
+        };
+        self.save();
+        outcome
+    }
+
+    fn guest(&self) -> Result<Guest, String> {
+        self.guest
+            .clone()
+            .ok_or_else(|| "no connection to the guest".to_string())
+    }
+
+    /// Runs `command` in the guest, streaming its lines into the log under `step`.
+    async fn exec(&self, step: &str, command: &str) -> Result<i32, String> {
+        let guest = self.guest()?;
+        let log = self.log.clone();
+        let step_name = step.to_string();
+        guest
+            .exec(
+                command,
+                move |stream, line| {
+                    let s = match stream {
+                        Stream::Stdout => LogStream::Stdout,
+                        Stream::Stderr => LogStream::Stderr,
+                    };
+                    log.write(s, Some(&step_name), line);
+                },
+                &self.token,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Uploads `script` and runs it; its shebang picks the interpreter.
+    async fn run_script(&mut self, step: String, script: Vec<u8>) -> Result<i32, String> {
+        let remote = format!("/tmp/kiln-step-{}.sh", sanitize(&step));
+        self.guest()?
+            .upload_bytes(script, &remote, 0o755)
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = self.exec(&step, &remote).await?;
+        let _ = self.exec(&step, &format!("rm -f {remote}")).await;
+        Ok(code)
+    }
+
+    async fn run_customizer(&mut self, step: String, c: Customizer) -> Result<i32, String> {
+        match c {
+            Customizer::Shell {
+                inline: Some(lines),
+                ..
+            } => {
+                let script = format!("#!/bin/bash\nset -e\n{}\n", lines.join("\n"));
+                self.run_script(step, script.into_bytes()).await
+            }
+            Customizer::Shell {
+                script: Some(src),
+                sha256,
+                ..
+            } => {
+                if is_url(&src) {
+                    let remote = format!("/tmp/kiln-step-{}.sh", sanitize(&step));
+                    let fetch = fetch_in_guest(&src, &remote, sha256.as_deref(), None);
+                    let code = self
+                        .exec(&step, &format!("{fetch} && chmod 755 {remote} && {remote}"))
+                        .await?;
+                    Ok(code)
+                } else {
+                    let data = read_local(&src, sha256.as_deref(), None)?;
+                    self.run_script(step, data).await
+                }
+            }
+            Customizer::Shell { .. } => Err("shell step has neither inline nor script".into()),
+            Customizer::File {
+                source,
+                destination,
+                sha256,
+                ..
+            } => {
+                if is_url(&source) {
+                    let fetch = fetch_in_guest(
+                        &source,
+                        &destination,
+                        sha256.as_deref(),
+                        Some(MAX_FILE_BYTES),
+                    );
+                    self.exec(&step, &fetch).await
+                } else {
+                    let data = read_local(&source, sha256.as_deref(), Some(MAX_FILE_BYTES))?;
+                    let n = data.len();
+                    self.guest()?
+                        .upload_bytes(data, &destination, 0o644)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.log.write(
+                        LogStream::Kiln,
+                        Some(&step),
+                        &format!("uploaded {source} to {destination} ({n} bytes)"),
+                    );
+                    Ok(0)
+                }
+            }
+            Customizer::Reboot { timeout, .. } => {
+                let limit = timeout
+                    .as_deref()
+                    .and_then(kiln_shared::validate::parse_duration)
+                    .unwrap_or(DEFAULT_REBOOT_TIMEOUT);
+                self.reboot(&step, limit).await
+            }
+        }
+    }
+
+    /// Reboots the guest and waits until it is back with a new boot id.
+    async fn reboot(&mut self, step: &str, limit: Duration) -> Result<i32, String> {
+        let guest = self.guest()?;
+        let before = capture(&guest, BOOT_ID, &self.token).await?;
+        self.log.write(
+            LogStream::Kiln,
+            Some(step),
+            &format!(
+                "rebooting (boot id {before}); waiting up to {}",
+                human_secs(limit.as_secs())
+            ),
+        );
+        // The connection drops while the command runs: that is the reboot, not a failure.
+        let _ = guest
+            .exec("sudo systemctl reboot", |_, _| {}, &self.token)
+            .await;
+        self.guest = None;
+        drop(guest);
+        let deadline = tokio::time::Instant::now() + limit;
+        let vm = self.vm.as_mut().ok_or("the VM is gone")?;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the guest did not come back within {}",
+                    human_secs(limit.as_secs())
+                ));
+            }
+            let guest = vm
+                .wait_ready(left)
+                .await
+                .map_err(|e| format!("after reboot: {e}"))?;
+            let after = capture(&guest, BOOT_ID, &self.token).await?;
+            if !after.is_empty() && after != before {
+                self.log.write(
+                    LogStream::Kiln,
+                    Some(step),
+                    &format!("back up (boot id {after})"),
+                );
+                self.guest = Some(guest);
+                return Ok(0);
+            }
+            // Still the old system on its way down.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn generalize(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
+        let custom = "test -f /tmp/DeprovisioningScript.sh";
+        let has_custom = self
+            .exec("generalize", custom)
+            .await
+            .map_err(|e| failed(format!("generalize: {e}")))?
+            == 0;
+        if template.generalize.skip {
+            self.log.kiln(
+                "generalize: skipped by the template (build key and host keys are removed anyway)",
+            );
+        } else if has_custom {
+            self.log
+                .kiln("generalize: running /tmp/DeprovisioningScript.sh");
+            let code = self
+                .exec("generalize", "sudo bash /tmp/DeprovisioningScript.sh && sudo rm -f /tmp/DeprovisioningScript.sh")
+                .await
+                .map_err(|e| failed(format!("generalize: {e}")))?;
+            if code != 0 {
+                return Err(failed(format!(
+                    "generalize: /tmp/DeprovisioningScript.sh failed with exit code {code}"
+                )));
+            }
+        } else {
+            let code = self
+                .exec("generalize", DEPROVISION)
+                .await
+                .map_err(|e| failed(format!("generalize: {e}")))?;
+            if code != 0 {
+                return Err(failed(format!(
+                    "generalize: deprovisioning failed with exit code {code}"
+                )));
+            }
+        }
+        // Whatever the template says, the build's keys never reach the image.
+        let code = self
+            .exec("generalize", REMOVE_BUILD_KEYS)
+            .await
+            .map_err(|e| failed(format!("generalize: {e}")))?;
+        if code != 0 {
+            return Err(failed(format!(
+                "generalize: removing the build keys failed with exit code {code}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes every target; true when all succeeded.
+    async fn distribute(&mut self, template: &kiln_shared::Template) -> bool {
+        let Some(overlay) = self.work_dir.join("overlay.qcow2").canonicalize().ok() else {
+            self.log.kiln("distribute: the build disk is missing");
+            return false;
+        };
+        let mut all_ok = true;
+        for target in &template.distribute {
+            let name = target.run_output_name().to_string();
+            let result = match target {
+                Distribute::Image { .. } => {
+                    self.log.kiln(&format!(
+                        "distribute {name}: image {:?} into the catalog (zstd qcow2)",
+                        self.rec.build.image_name
+                    ));
+                    self.queue
+                        .catalog
+                        .publish_build(&overlay, &self.rec.build, template)
+                        .await
+                        .map(|img| RunOutput {
+                            run_output_name: name.clone(),
+                            kind: "image".into(),
+                            artifact_id: img.id,
+                            path: img.path,
+                            size: img.file_size,
+                            sha256: img.sha256,
+                            error: None,
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                Distribute::Export { format, path, .. } => {
+                    self.log
+                        .kiln(&format!("distribute {name}: export {format} to {path}"));
+                    self.queue
+                        .catalog
+                        .export(&overlay, format, std::path::Path::new(path))
+                        .await
+                        .map(|(p, size, sha256)| RunOutput {
+                            run_output_name: name.clone(),
+                            kind: "export".into(),
+                            artifact_id: p.display().to_string(),
+                            path: p.display().to_string(),
+                            size,
+                            sha256,
+                            error: None,
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                Distribute::Gallery { .. } => {
+                    Err("gallery targets are not supported yet".to_string())
+                }
+            };
+            let output = match result {
+                Ok(o) => {
+                    self.log.kiln(&format!(
+                        "distribute {name}: {} ({} bytes, sha256 {})",
+                        o.path, o.size, o.sha256
+                    ));
+                    o
+                }
+                Err(e) => {
+                    all_ok = false;
+                    self.log.kiln(&format!("distribute {name}: failed: {e}"));
+                    RunOutput {
+                        run_output_name: name.clone(),
+                        kind: match target {
+                            Distribute::Image { .. } => "image",
+                            Distribute::Gallery { .. } => "gallery",
+                            Distribute::Export { .. } => "export",
+                        }
+                        .into(),
+                        artifact_id: String::new(),
+                        path: String::new(),
+                        size: 0,
+                        sha256: String::new(),
+                        error: Some(e),
+                    }
+                }
+            };
+            self.rec.build.run_outputs.push(output);
+            self.save();
+        }
+        all_ok
+    }
+
+    /// Records the outcome, then cleans up: always, idempotently.
+    async fn finish(mut self, outcome: Result<bool, Failure>) {
+        let id = self.rec.build.id;
+        let abort = self.rec.template_body.error_handling.on_customizer_error == OnError::Abort;
+        let (state, message, keep) = match outcome {
+            Ok(true) => (BuildState::Succeeded, "image built".to_string(), false),
+            Ok(false) => {
+                let any = self.rec.build.run_outputs.iter().any(|o| o.error.is_none());
+                let state = if any {
+                    BuildState::PartiallySucceeded
+                } else {
+                    BuildState::Failed
+                };
+                (
+                    state,
+                    "some distribute targets failed; see run_outputs".to_string(),
+                    false,
+                )
+            }
+            Err(Failure::Failed {
+                message,
+                customizer,
+            }) => (
+                BuildState::Failed,
+                message,
+                customizer && abort && self.vm.is_some(),
+            ),
+            Err(Failure::Canceled) => (BuildState::Canceled, "canceled".to_string(), false),
+            Err(Failure::TimedOut(secs)) => (
+                BuildState::TimedOut,
+                format!(
+                    "build exceeded its timeout of {} (build_timeout_minutes)",
+                    human_secs(secs)
+                ),
+                false,
+            ),
+        };
+        if matches!(state, BuildState::Canceled | BuildState::TimedOut) {
+            self.rec.build.sub_state = Some(SubState::Canceling);
+            self.save();
+            self.log.kiln(&format!("==> canceling: {message}"));
+        }
+        for s in &mut self.rec.build.steps {
+            if s.state == StepState::Running {
+                s.state = StepState::Canceled;
+                s.finished_at = Some(Utc::now());
+            } else if s.state == StepState::Pending && state != BuildState::Succeeded {
+                s.state = StepState::Skipped;
+            }
+        }
+        self.guest = None;
+        if keep {
+            if let Some(vm) = self.vm.take() {
+                let attach = vm.attach_command();
+                self.log.kiln(&format!(
+                    "on_customizer_error = \"abort\": the VM is kept; attach with: {attach}"
+                ));
+                self.log
+                    .kiln(&format!("end it with: kiln build cancel {id}"));
+                self.rec.build.attach_command = Some(attach);
+                lock(&self.queue.state).kept.insert(
+                    id,
+                    KeptVm {
+                        vm,
+                        work_dir: self.work_dir.clone(),
+                        id,
+                    },
+                );
+            }
+        } else {
+            if let Some(mut vm) = self.vm.take() {
+                vm.kill().await;
+            }
+            let _ = std::fs::copy(
+                self.work_dir.join("serial.log"),
+                self.queue.logs.serial_path(id),
+            );
+            if self.work_dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&self.work_dir) {
+                    tracing::warn!(build = id, "cannot remove {}: {e}", self.work_dir.display());
+                }
+            }
+            self.rec.work_dir = None;
+            self.rec.qemu_pid = None;
+        }
+        self.rec.build.state = state;
+        self.rec.build.sub_state = None;
+        self.rec.build.finished_at = Some(Utc::now());
+        self.rec.build.message = message.clone();
+        self.log
+            .kiln(&format!("==> build {id} {}: {message}", state.as_str()));
+        self.save();
+        self.queue.logs.close(id);
+    }
+}
+
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// Runs `command` and returns its trimmed stdout.
+async fn capture(
+    guest: &Guest,
+    command: &str,
+    token: &CancellationToken,
+) -> Result<String, String> {
+    let out = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = out.clone();
+    guest
+        .exec(
+            command,
+            move |stream, line| {
+                if matches!(stream, Stream::Stdout) {
+                    lock(&sink).push_str(line.trim());
+                }
+            },
+            token,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = lock(&out).clone();
+    Ok(text)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn is_url(s: &str) -> bool {
+    s.to_ascii_lowercase().starts_with("https://")
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A guest command that downloads `url` to `dest` and checks its hash and size.
+fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>) -> String {
+    let mut cmd = "curl -fsSL --proto =https".to_string();
+    if let Some(max) = max {
+        cmd.push_str(&format!(" --max-filesize {max}"));
+    }
+    cmd.push_str(&format!(" -o {} {}", shell_quote(dest), shell_quote(url)));
+    if let Some(h) = sha256 {
+        cmd.push_str(&format!(
+            " && echo {}  {} | sha256sum -c -",
+            h.to_ascii_lowercase(),
+            shell_quote(dest)
+        ));
+    }
+    cmd
+}
+
+/// Reads a local file a template names, checking its size and hash.
+fn read_local(path: &str, sha256: Option<&str>, max: Option<u64>) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if let Some(max) = max.filter(|m| meta.len() > *m) {
+        return Err(format!(
+            "{path} is {} bytes; the limit is {max} bytes (20 MB)",
+            meta.len()
+        ));
+    }
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if let Some(want) = sha256 {
+        let got = format!("{:x}", Sha256::digest(&data));
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!(
+                "{path}: sha256 is {got}, the template expects {want}"
+            ));
+        }
+    }
+    Ok(data)
+}
+
+/// The default deprovisioning: what makes a VM an image others can boot as their own.
+const DEPROVISION: &str = r#"set -e
+sudo cloud-init clean --logs --seed
+sudo rm -rf /var/lib/cloud/instances /var/lib/cloud/instance
+sudo truncate -s 0 /etc/machine-id
+sudo rm -f /var/lib/dbus/machine-id
+sudo rm -f /root/.bash_history "$HOME/.bash_history"
+sudo apt-get clean
+sudo rm -f /tmp/kiln-step-*.sh
+sudo fstrim -a >/dev/null 2>&1 || true
+"#;
+
+/// Removes the per-build SSH host keys and the build's client key; the session stays open.
+const REMOVE_BUILD_KEYS: &str = r#"set -e
+sudo rm -f /etc/ssh/ssh_host_*
+rm -f "$HOME/.ssh/authorized_keys"
+sudo sync
+"#;

@@ -1,0 +1,71 @@
+//! Build records in the store: the build as clients see it plus what the daemon must remember to
+//! clean up after it (work directory, qemu pid), and the pinned template revision.
+
+use std::path::PathBuf;
+
+use kiln_shared::build::Build;
+use kiln_shared::Template;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::{db_err, decode, encode, Store, StoreError, BUILDS, META};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub build: Build,
+    /// The template revision the build pinned when it started.
+    pub template_body: Template,
+    /// Resources recorded before they are created, so a restarted daemon can remove them.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub qemu_pid: Option<u32>,
+}
+
+impl Store {
+    /// Allocates the next build id (1, 2, ...), durable across restarts.
+    pub fn next_build_id(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let id;
+        {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            id = meta
+                .get("next_build_id")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            meta.insert("next_build_id", id + 1).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    pub fn put_build(&self, record: &BuildRecord) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(BUILDS)
+            .map_err(db_err)?
+            .insert(record.build.id, encode(record).as_slice())
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    pub fn get_build(&self, id: u64) -> Result<Option<BuildRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(BUILDS).map_err(db_err)?;
+        let row = table.get(id).map_err(db_err)?;
+        row.map(|v| decode(v.value(), || format!("build {id}")))
+            .transpose()
+    }
+
+    /// Every build, oldest first.
+    pub fn list_builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(BUILDS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push(decode(v.value(), || format!("build {}", k.value()))?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,433 @@
+//! Real builds: real QEMU guests booted from a bootstrapped Debian 12 base image, real SSH, real
+//! images. Needs `KILN_TEST_BASE_IMAGE` (scripts/test.sh prepares it); skipped without it.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{Conn, Kilnd};
+use serde_json::{json, Value};
+
+fn base_image() -> Option<PathBuf> {
+    match std::env::var_os("KILN_TEST_BASE_IMAGE") {
+        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            eprintln!("KILN_TEST_BASE_IMAGE is not set: skipping a test that boots VMs (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// A daemon with the base image imported as public `debian-12`.
+fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
+    let base = base_image()?;
+    let k = Kilnd::start_with_config(config);
+    let out = k.kiln(&[
+        "image",
+        "import",
+        base.to_str().unwrap(),
+        "--name",
+        "debian-12",
+        "--os",
+        "debian-12",
+        "--public",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(k)
+}
+
+fn create(c: &mut Conn, template: Value) {
+    c.call("template.create", json!({"template": template}));
+}
+
+fn start(c: &mut Conn, template: &str, image: &str) -> u64 {
+    c.call(
+        "build.start",
+        json!({"template": template, "image_name": image}),
+    )["build"]["id"]
+        .as_u64()
+        .unwrap()
+}
+
+fn wait(c: &mut Conn, id: u64) -> Value {
+    c.call("build.wait", json!({"id": id}))["build"].clone()
+}
+
+fn log_lines(c: &mut Conn, id: u64) -> Vec<String> {
+    let sub = c.call("build.logs", json!({"id": id, "follow": false}))["sub"].clone();
+    let mut lines = Vec::new();
+    loop {
+        let n = c.read();
+        if n["method"] == "build.log.end" && n["params"]["sub"] == sub {
+            return lines;
+        }
+        if n["method"] == "build.log" && n["params"]["sub"] == sub {
+            lines.push(n["params"]["line"].as_str().unwrap_or_default().to_string());
+        }
+    }
+}
+
+/// Waits until the build reaches `sub_state` (or a step of `step_name` is running).
+fn wait_for(c: &mut Conn, id: u64, pred: impl Fn(&Value) -> bool, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let b = c.call("build.get", json!({"id": id}))["build"].clone();
+        if pred(&b) {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build never reached the expected point: {b}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// No qemu runs with a path under `dir`, and no build work directory remains.
+fn assert_nothing_left(k: &Kilnd, id: u64) {
+    let needle = k.data_dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !(cmdline.contains("qemu-system") && cmdline.contains(&needle)),
+            "qemu left running: {cmdline}"
+        );
+    }
+    let work = k.data_dir.join("builds").join(id.to_string());
+    assert!(!work.exists(), "work dir left behind: {}", work.display());
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const MOTD: &str = "built by kiln\n";
+
+#[test]
+fn full_build_then_boot_the_output_image() {
+    let Some(k) = daemon_with_base(None) else {
+        return;
+    };
+    let mut c = k.connect();
+    let dir = k.dir.path();
+    std::fs::write(dir.join("motd"), MOTD).unwrap();
+    let sha = sh(&["sha256sum", dir.join("motd").to_str().unwrap()]);
+    let sha = sha.split_whitespace().next().unwrap().to_string();
+    let exports = dir.join("exports");
+    std::fs::create_dir(&exports).unwrap();
+    let export = |f: &str| json!({"type": "export", "run_output_name": format!("x-{f}"), "format": f, "path": exports.join(format!("out.{f}")).display().to_string()});
+    create(
+        &mut c,
+        json!({
+            "name": "full",
+            "os": "debian-12",
+            "applications": ["nginx"],
+            "build_timeout_minutes": 60,
+            "source": {"image": "debian-12"},
+            "vm": {"cpus": 2, "memory_mb": 1024},
+            "customize": [
+                {"type": "shell", "name": "marker", "inline": ["echo shell-step-ran | sudo tee /etc/kiln-marker"]},
+                {"type": "file", "name": "motd", "source": dir.join("motd").display().to_string(), "destination": "/tmp/motd", "sha256": sha},
+                {"type": "shell", "name": "install-motd", "inline": ["sudo cp /tmp/motd /etc/motd"]},
+                {"type": "reboot", "name": "reboot", "timeout": "10m"},
+                {"type": "shell", "name": "after-reboot", "inline": ["systemctl is-active nginx", "cat /etc/machine-id", "sudo ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"]}
+            ],
+            "user_script": "#!/bin/bash -e\necho user-script-ran | sudo tee /etc/kiln-user-script\n",
+            "distribute": [{"type": "image", "run_output_name": "local"}, export("qcow2"), export("raw"), export("vhd"), export("vmdk")]
+        }),
+    );
+    let id = start(&mut c, "full", "full-image");
+    let b = wait(&mut c, id);
+    let log = log_lines(&mut c, id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{}", log.join("\n"));
+    for step in b["steps"].as_array().unwrap() {
+        assert_eq!(step["state"], "succeeded", "{step}");
+        assert_eq!(step["exit_code"], 0);
+    }
+    assert!(log.iter().any(|l| l.contains("shell-step-ran")));
+    assert!(log.iter().any(|l| l.contains("user-script-ran")));
+    assert_nothing_left(&k, id);
+
+    // Export formats: each file is what was asked for.
+    for (f, want) in [
+        ("qcow2", "qcow2"),
+        ("raw", "raw"),
+        ("vhd", "vpc"),
+        ("vmdk", "vmdk"),
+    ] {
+        let info: Value = serde_json::from_str(&sh(&[
+            "qemu-img",
+            "info",
+            "--output=json",
+            exports.join(format!("out.{f}")).to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(info["format"], want, "{f}");
+        let out = b["run_outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["run_output_name"] == format!("x-{f}"))
+            .unwrap()
+            .clone();
+        assert_eq!(
+            out["size"].as_u64().unwrap(),
+            std::fs::metadata(exports.join(format!("out.{f}")))
+                .unwrap()
+                .len()
+        );
+        assert_eq!(out["sha256"].as_str().unwrap().len(), 64);
+    }
+
+    // The build's machine-id and host key fingerprint, printed by the after-reboot step.
+    let build_machine_id = log
+        .iter()
+        .find(|l| l.len() == 32 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("machine-id in the log")
+        .clone();
+    let build_host_fp = log
+        .iter()
+        .find(|l| l.contains("SHA256:"))
+        .expect("host key fingerprint in the log")
+        .clone();
+
+    // Boot the published image in a fresh VM and check every change, and that the build's
+    // identity is gone.
+    let image = b["run_outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["run_output_name"] == "local")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info: Value =
+        serde_json::from_str(&sh(&["qemu-img", "info", "--output=json", &image])).unwrap();
+    assert!(
+        info.get("backing-filename").is_none(),
+        "published image must stand alone: {info}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use kiln_daemon::driver::{prepare, AccelProbe, Vm, VmSpec};
+        let work = dir.join("verify");
+        std::fs::create_dir(&work).unwrap();
+        let spec = VmSpec {
+            base_image: image.clone().into(),
+            work_dir: work.clone(),
+            disk_gb: 0,
+            cpus: 2,
+            memory_mb: 1024,
+            user: "debian".into(),
+        };
+        let prepared = prepare(&spec).await.unwrap();
+        let accel = AccelProbe::default();
+        let mut vm = Vm::boot(&prepared, &accel).await.unwrap();
+        let guest = vm.wait_ready(Duration::from_secs(1200)).await.unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let run = |cmd: &'static str| {
+            let guest = guest.clone();
+            let token = token.clone();
+            async move {
+                let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+                let sink = out.clone();
+                let code = guest
+                    .exec(
+                        cmd,
+                        move |_, l| sink.lock().unwrap().push(l.to_string()),
+                        &token,
+                    )
+                    .await
+                    .unwrap();
+                let lines = out.lock().unwrap().clone();
+                (code, lines.join("\n"))
+            }
+        };
+        assert_eq!(run("cat /etc/motd").await.1.trim(), MOTD.trim());
+        assert_eq!(run("cat /etc/kiln-marker").await.1.trim(), "shell-step-ran");
+        assert_eq!(
+            run("cat /etc/kiln-user-script").await.1.trim(),
+            "user-script-ran"
+        );
+        assert_eq!(run("systemctl is-active nginx").await.1.trim(), "active");
+        let machine_id = run("cat /etc/machine-id").await.1;
+        assert_ne!(
+            machine_id.trim(),
+            build_machine_id,
+            "machine-id must be regenerated"
+        );
+        let fp = run("sudo ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+            .await
+            .1;
+        assert!(
+            !build_host_fp.contains(fp.split_whitespace().nth(1).unwrap()),
+            "host key must not be the build's"
+        );
+        // Only this boot's key is authorized: the build's key is gone.
+        let keys = run("cat ~/.ssh/authorized_keys").await.1;
+        assert_eq!(
+            keys.lines().filter(|l| l.starts_with("ssh-")).count(),
+            1,
+            "{keys}"
+        );
+        assert_eq!(
+            run("ls /tmp/kiln-step-* 2>/dev/null | wc -l")
+                .await
+                .1
+                .trim(),
+            "0"
+        );
+        vm.powerdown(Duration::from_secs(120)).await.unwrap();
+    });
+}
+
+#[test]
+fn failing_step_fails_the_build_and_leaves_nothing() {
+    let Some(k) = daemon_with_base(None) else {
+        return;
+    };
+    let mut c = k.connect();
+    create(
+        &mut c,
+        json!({
+            "name": "broken", "os": "debian-12", "source": {"image": "debian-12"},
+            "vm": {"cpus": 2, "memory_mb": 1024},
+            "customize": [
+                {"type": "shell", "name": "ok", "inline": ["echo fine"]},
+                {"type": "shell", "name": "bad", "inline": ["echo about-to-fail", "exit 7"]},
+                {"type": "shell", "name": "never", "inline": ["echo never"]}
+            ],
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let id = start(&mut c, "broken", "broken-image");
+    let b = wait(&mut c, id);
+    assert_eq!(b["state"], "failed", "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("exit code 7"),
+        "{b}"
+    );
+    let steps = b["steps"].as_array().unwrap();
+    assert_eq!(
+        (
+            steps[0]["state"].clone(),
+            steps[1]["state"].clone(),
+            steps[2]["state"].clone()
+        ),
+        (json!("succeeded"), json!("failed"), json!("skipped"))
+    );
+    assert_eq!(steps[1]["exit_code"], 7);
+    let log = log_lines(&mut c, id);
+    assert!(log.iter().any(|l| l == "about-to-fail"), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("exit code 7")), "{log:?}");
+    assert!(!log.iter().any(|l| l == "never"));
+    assert_nothing_left(&k, id);
+    let images = c.call("image.list", json!({}))["images"].clone();
+    assert!(
+        !images
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "broken-image"),
+        "{images}"
+    );
+}
+
+#[test]
+fn cancel_queued_and_customizing_timeout_and_kill_9() {
+    let Some(mut k) = daemon_with_base(Some("max_concurrent_builds = 1\n")) else {
+        return;
+    };
+    let mut c = k.connect();
+    create(
+        &mut c,
+        json!({
+            "name": "slow", "os": "debian-12", "source": {"image": "debian-12"},
+            "vm": {"cpus": 2, "memory_mb": 1024},
+            "customize": [{"type": "shell", "name": "sleep", "inline": ["echo sleeping", "sleep 3600"]}],
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let first = start(&mut c, "slow", "a");
+    let queued = start(&mut c, "slow", "b");
+    let q = c.call("build.get", json!({"id": queued}))["build"].clone();
+    assert_eq!(
+        (q["state"].clone(), q["queue_position"].clone()),
+        (json!("queued"), json!(1))
+    );
+    let q = c.call("build.cancel", json!({"id": queued}))["build"].clone();
+    assert_eq!(q["state"], "canceled");
+
+    // Cancel while customizing: the step is running `sleep 3600`.
+    wait_for(
+        &mut c,
+        first,
+        |b| b["sub_state"] == "customizing" && b["steps"][0]["state"] == "running",
+        Duration::from_secs(1200),
+    );
+    let b = c.call("build.cancel", json!({"id": first}))["build"].clone();
+    assert_eq!(b["state"], "canceled", "{b}");
+    assert_nothing_left(&k, first);
+
+    // kill -9 of kilnd while a build boots: the restarted daemon marks it interrupted and
+    // removes its qemu and overlay.
+    let third = start(&mut c, "slow", "c");
+    wait_for(
+        &mut c,
+        third,
+        |b| b["sub_state"] == "booting",
+        Duration::from_secs(300),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    drop(c);
+    k.kill9();
+    k.spawn();
+    let mut c = k.connect();
+    let b = c.call("build.get", json!({"id": third}))["build"].clone();
+    assert_eq!(b["state"], "interrupted", "{b}");
+    assert_nothing_left(&k, third);
+    let images = c.call("image.list", json!({}))["images"].clone();
+    assert!(
+        !images.as_array().unwrap().iter().any(|i| i["name"] == "c"),
+        "{images}"
+    );
+}
+
+#[test]
+fn timeout_ends_the_build() {
+    // The template asks for 6 minutes (the smallest allowed); the daemon caps it at 20 s here.
+    let Some(k) = daemon_with_base(Some("build_timeout_cap_seconds = 20\n")) else {
+        return;
+    };
+    let mut c = k.connect();
+    create(
+        &mut c,
+        json!({
+            "name": "forever", "os": "debian-12", "source": {"image": "debian-12"}, "build_timeout_minutes": 6,
+            "vm": {"cpus": 1, "memory_mb": 512},
+            "customize": [{"type": "shell", "name": "sleep", "inline": ["sleep 3600"]}],
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let id = start(&mut c, "forever", "never");
+    let b = wait(&mut c, id);
+    assert_eq!(b["state"], "timed_out", "{b}");
+    assert!(b["message"].as_str().unwrap().contains("20 seconds"), "{b}");
+    assert_nothing_left(&k, id);
+}

@@ -1,0 +1,453 @@
+//! The image catalog end to end: `kiln image ...` and raw `image.*` calls against a real kilnd,
+//! with real qcow2 files made by qemu-img, and recovery after a restart.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_daemon::catalog::{sha256_file, ImageRecord, State};
+use kiln_daemon::store::Store;
+use kiln_tests::Kilnd;
+use serde_json::{json, Value};
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "kiln failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `qemu-img ARGS` and insists it worked.
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img is installed");
+    assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
+}
+
+/// A fresh 64 MiB qcow2 (or raw) image at `dir/name`.
+fn disk(dir: &Path, name: &str, format: &str) -> String {
+    let p = dir.join(name).display().to_string();
+    qemu_img(&["create", "-q", "-f", format, &p, "64M"]);
+    p
+}
+
+/// The image files in the catalog directory, sorted.
+fn catalog_files(k: &Kilnd) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(k.data_dir.join("images"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Checks one `kiln image import` refusal: exit 1, kind `invalid_params`, a message naming the
+/// file and what is wrong with it, and nothing left in the catalog.
+fn check_refused(k: &Kilnd, file: &str, what: &str) {
+    let out = k.kiln(&[
+        "image",
+        "import",
+        file,
+        "--name",
+        "x",
+        "--os",
+        "debian-12",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err: Value = serde_json::from_str(&stderr(&out)).unwrap();
+    assert_eq!(err["error"]["kind"], "invalid_params", "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(file) && msg.contains(what), "{msg}");
+    assert!(catalog_files(k).is_empty(), "{:?}", catalog_files(k));
+}
+
+#[test]
+fn import_list_show_delete() {
+    let k = Kilnd::start();
+    let dir = k.dir.path();
+    let qcow2 = disk(dir, "base.qcow2", "qcow2");
+    let raw = disk(dir, "mine.img", "raw");
+
+    let public = json_out(&k.kiln(&[
+        "image",
+        "import",
+        &qcow2,
+        "--name",
+        "base",
+        "--os",
+        "debian-12",
+        "--public",
+        "--json",
+    ]))["image"]
+        .clone();
+    assert_eq!(public["visibility"], "public");
+    assert_eq!(public["owner_project"], Value::Null);
+    assert_eq!(public["state"], "available");
+    assert_eq!(public["format"], "qcow2");
+    assert_eq!(public["virtual_size"], 64 << 20);
+    assert_eq!(public["min_disk_gb"], 1);
+    let path = PathBuf::from(public["path"].as_str().unwrap());
+    let (size, sha) = sha256_file(&path).unwrap();
+    assert_eq!(public["file_size"], size);
+    assert_eq!(public["sha256"], sha);
+
+    // A relative path is resolved by kiln, in its own working directory.
+    let out = k
+        .kiln_cmd(&[
+            "image",
+            "import",
+            "mine.img",
+            "--name",
+            "mine",
+            "--os",
+            "debian-12",
+            "--json",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let private = json_out(&out)["image"].clone();
+    assert_eq!(private["visibility"], "private");
+    assert_eq!(private["owner_project"], "default");
+    assert!(Path::new(&raw).exists(), "the source file is left alone");
+
+    let out = k.kiln(&[
+        "image",
+        "import",
+        &raw,
+        "--name",
+        "mine",
+        "--os",
+        "debian-12",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+
+    let list = json_out(&k.kiln(&["image", "list", "--json"]));
+    let names: Vec<&str> = list["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["base", "mine"]);
+    let list = json_out(&k.kiln(&["image", "list", "--visibility", "public", "--json"]));
+    assert_eq!(list["images"].as_array().unwrap().len(), 1);
+    let table = String::from_utf8_lossy(&k.kiln(&["image", "list"]).stdout).into_owned();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("VISIBILITY"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("base ") && lines[1].contains("public"),
+        "{table}"
+    );
+    assert!(lines.iter().all(|l| l.len() <= 80), "{table}");
+
+    let shown = json_out(&k.kiln(&["image", "show", "base", "--json"]));
+    assert_eq!(shown["image"], public);
+    let text = String::from_utf8_lossy(&k.kiln(&["image", "show", "mine"]).stdout).into_owned();
+    assert!(text.contains("visibility:   private"), "{text}");
+
+    let out = k.kiln(&["image", "delete", "mine"]);
+    assert_eq!(out.status.code(), Some(2), "no --yes and no terminal");
+    let private_path = private["path"].as_str().unwrap().to_string();
+    assert_eq!(
+        json_out(&k.kiln(&["image", "delete", "mine", "--yes", "--json"])),
+        json!({})
+    );
+    assert!(!Path::new(&private_path).exists());
+    let out = k.kiln(&["image", "show", "mine", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+
+    json_out(&k.kiln(&[
+        "image",
+        "delete",
+        public["id"].as_str().unwrap(),
+        "--yes",
+        "--json",
+    ]));
+    assert!(catalog_files(&k).is_empty(), "{:?}", catalog_files(&k));
+}
+
+#[test]
+fn refuses_backing_and_data_files() {
+    let k = Kilnd::start();
+    let dir = k.dir.path();
+    let base = disk(dir, "base.qcow2", "qcow2");
+    let overlay = dir.join("overlay.qcow2").display().to_string();
+    qemu_img(&[
+        "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &base, &overlay,
+    ]);
+    check_refused(&k, &overlay, "backing file");
+
+    let external = dir.join("external.qcow2").display().to_string();
+    let data = dir.join("external.data").display().to_string();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={data}"),
+        &external,
+        "64M",
+    ]);
+    check_refused(&k, &external, "external data file");
+
+    let vdi = disk(dir, "disk.vdi", "vdi");
+    check_refused(&k, &vdi, "kiln imports qcow2 or raw");
+
+    let out = k.kiln(&[
+        "image",
+        "import",
+        "/no/such.qcow2",
+        "--name",
+        "x",
+        "--os",
+        "debian-12",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/no/such.qcow2"), "{}", stderr(&out));
+    let list = json_out(&k.kiln(&["image", "list", "--json"]));
+    assert_eq!(list["images"], json!([]));
+}
+
+#[test]
+fn projects_see_public_own_and_shared_images() {
+    let k = Kilnd::start();
+    let file = disk(k.dir.path(), "a.qcow2", "qcow2");
+    let mut c = k.connect();
+    let import = |c: &mut kiln_tests::Conn, name: &str, project: &str, public: bool| {
+        c.call(
+            "image.import",
+            json!({"path": file, "name": name, "os": "debian-12", "public": public, "project": project}),
+        )["image"]
+            .clone()
+    };
+    let secret = import(&mut c, "secret", "a", false);
+    let id = secret["id"].as_str().unwrap().to_string();
+    import(&mut c, "base", "a", true);
+
+    let names = |c: &mut kiln_tests::Conn, project: &str| -> Vec<(String, String)> {
+        c.call("image.list", json!({"project": project}))["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_string(),
+                    i["visibility"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        names(&mut c, "a"),
+        vec![pair("base", "public"), pair("secret", "private")]
+    );
+    assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
+
+    // Another project's private image does not exist for b, by name or by id.
+    for key in ["secret", id.as_str()] {
+        for (method, extra) in [
+            ("image.get", json!({})),
+            ("image.delete", json!({})),
+            ("image.share", json!({"projects": ["b"]})),
+        ] {
+            let mut params = json!({"image": key, "project": "b"});
+            params
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let (kind, err) = c.call_err(method, params);
+            assert_eq!(kind, "not_found", "{method} {key}: {err}");
+        }
+    }
+
+    let shared = c.call(
+        "image.share",
+        json!({"image": "secret", "projects": ["b", "c"], "project": "a"}),
+    );
+    assert_eq!(shared["image"]["shared_with"], json!(["b", "c"]));
+    assert_eq!(
+        names(&mut c, "b"),
+        vec![pair("base", "public"), pair("secret", "shared")]
+    );
+    let seen = c.call("image.get", json!({"image": id, "project": "b"}))["image"].clone();
+    assert_eq!(seen["visibility"], "shared");
+    assert_eq!(seen["owner_project"], "a");
+    assert_eq!(
+        seen["shared_with"],
+        json!([]),
+        "only the owner sees the share list"
+    );
+    let (kind, _) = c.call_err("image.delete", json!({"image": "secret", "project": "b"}));
+    assert_eq!(kind, "forbidden");
+    let (kind, _) = c.call_err(
+        "image.unshare",
+        json!({"image": "secret", "projects": ["b"], "project": "b"}),
+    );
+    assert_eq!(kind, "forbidden");
+    let (kind, _) = c.call_err(
+        "image.share",
+        json!({"image": "base", "projects": ["b"], "project": "a"}),
+    );
+    assert_eq!(kind, "invalid_params", "public images need no sharing");
+
+    // The CLI shows the same through --project.
+    let out = k.kiln(&[
+        "image",
+        "list",
+        "--project",
+        "b",
+        "--visibility",
+        "shared",
+        "--json",
+    ]);
+    assert_eq!(json_out(&out)["images"][0]["name"], "secret");
+    let out = k.kiln(&[
+        "image",
+        "unshare",
+        "secret",
+        "b",
+        "--project",
+        "a",
+        "--json",
+    ]);
+    assert_eq!(json_out(&out)["image"]["shared_with"], json!(["c"]));
+    assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
+
+    let (kind, _) = c.call_err("image.get", json!({"project": "a"}));
+    assert_eq!(kind, "invalid_params");
+}
+
+#[test]
+fn restart_repairs_unfinished_images() {
+    let mut k = Kilnd::start();
+    let file = disk(k.dir.path(), "a.qcow2", "qcow2");
+    let kept = k.connect().call(
+        "image.import",
+        json!({"path": file, "name": "kept", "os": "debian-12"}),
+    )["image"]
+        .clone();
+    assert!(k.terminate());
+
+    // What a daemon killed mid-publish and mid-delete leaves behind.
+    let images = k.data_dir.join("images");
+    {
+        let store = Store::open(&k.data_dir.join("kiln.redb")).unwrap();
+        let creating = ImageRecord::new(
+            "img-creating",
+            "half",
+            "debian-12",
+            Some("default"),
+            images.join("img-creating.qcow2"),
+        );
+        std::fs::write(images.join("img-creating.qcow2.partial"), b"half written").unwrap();
+        store.put_image(&creating).unwrap();
+        let mut deleting = ImageRecord::new(
+            "img-deleting",
+            "going",
+            "debian-12",
+            Some("default"),
+            images.join("img-deleting.qcow2"),
+        );
+        deleting.state = State::Deleting;
+        std::fs::write(&deleting.path, b"old").unwrap();
+        store.put_image(&deleting).unwrap();
+    }
+    std::fs::create_dir_all(images.join("kiln-bootstrap.Ab12Cd/snap")).unwrap();
+    std::fs::write(images.join(".bootstrap-img-x.sh"), b"#!/bin/sh\n").unwrap();
+
+    k.spawn();
+    let list = k.connect().call("image.list", json!({}))["images"].clone();
+    let states: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, vec![("half", "failed"), ("kept", "available")]);
+    let half = &list[0];
+    assert!(
+        half["message"].as_str().unwrap().contains("kilnd stopped"),
+        "{half}"
+    );
+    let kept_file = format!("{}.qcow2", kept["id"].as_str().unwrap());
+    assert_eq!(catalog_files(&k), vec![kept_file], "leftovers were removed");
+
+    // A failed image can be deleted like any other.
+    k.connect().call("image.delete", json!({"image": "half"}));
+}
+
+#[test]
+fn bootstrap_refuses_unknown_os() {
+    let k = Kilnd::start();
+    let out = k.kiln(&["image", "bootstrap", "plan9-4", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_str(&stderr(&out)).unwrap();
+    assert_eq!(err["error"]["kind"], "invalid_params");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("debian-12"),
+        "{err}"
+    );
+}
+
+/// Builds a real Debian 12 image from the mirror: minutes, root and network. Run with
+/// `KILN_TEST_BOOTSTRAP=1 cargo test -p kiln-tests --test images bootstrap_debian -- --nocapture`.
+#[test]
+fn bootstrap_debian_12() {
+    if std::env::var_os("KILN_TEST_BOOTSTRAP").is_none_or(|v| v != "1") {
+        eprintln!(
+            "skipped: set KILN_TEST_BOOTSTRAP=1 to bootstrap debian-12 (minutes, root, network)"
+        );
+        return;
+    }
+    let k = Kilnd::start();
+    let out = k.kiln(&["image", "bootstrap", "debian-12", "--json"]);
+    let result = json_out(&out);
+    let image = &result["image"];
+    assert_eq!(image["name"], "debian-12");
+    assert_eq!(image["visibility"], "public");
+    assert_eq!(image["state"], "available");
+    assert_eq!(image["virtual_size"], 3u64 << 30);
+    let progress = result["progress"].to_string();
+    assert!(progress.contains("==> mmdebstrap"), "{progress}");
+    let path = PathBuf::from(image["path"].as_str().unwrap());
+    assert_eq!(
+        sha256_file(&path).unwrap().1,
+        image["sha256"].as_str().unwrap()
+    );
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd");
+    assert_eq!(catalog_files(&k).len(), 1, "{:?}", catalog_files(&k));
+}

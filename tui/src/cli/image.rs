@@ -1,0 +1,505 @@
+//! `kiln image ...`: list, show, delete, share and unshare catalog images; import image files;
+//! bootstrap public base images.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Local, Utc};
+use clap::{Subcommand, ValueEnum};
+use kiln_shared::client::Client;
+use kiln_shared::protocol::{
+    ImageBootstrapResult, ImageInfo, ImageList, ImageProgress, ImageResult, Visibility,
+};
+use serde_json::{json, Value};
+
+use super::output::{self, Align, Column, Table};
+use super::template::is_yes;
+use super::{call, CmdResult, Failure, Settings};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images the project sees: public ones, its own and those shared with it
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only images of this visibility
+        #[arg(long, value_enum)]
+        visibility: Option<VisibilityArg>,
+    },
+    /// Show one image (by id or name) in full
+    Show { image: String },
+    /// Delete an image (its file and its catalog entry)
+    #[command(visible_alias = "rm")]
+    Delete {
+        image: String,
+        /// Do not ask for confirmation (needed when stdin is not a terminal)
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Let other projects see and build from one of your project's images
+    Share {
+        image: String,
+        #[arg(required = true, value_name = "PROJECT")]
+        projects: Vec<String>,
+    },
+    /// Stop sharing an image with projects
+    Unshare {
+        image: String,
+        #[arg(required = true, value_name = "PROJECT")]
+        projects: Vec<String>,
+    },
+    /// Import a qcow2 or raw file as an image (copied into the catalog as zstd qcow2)
+    ///
+    /// kilnd reads the file itself, so it must be on kilnd's host and readable by you. Images
+    /// with a backing file or an external data file are refused: flatten them first with
+    /// `qemu-img convert -O qcow2 FILE flat.qcow2`.
+    Import {
+        /// The image file (qcow2 or raw)
+        file: PathBuf,
+        /// The image's name
+        #[arg(long)]
+        name: String,
+        /// Its OS as distribution-version, e.g. debian-12
+        #[arg(long)]
+        os: String,
+        /// Make it a public image every project sees (needs kilnd's admin group)
+        #[arg(long)]
+        public: bool,
+    },
+    /// Build a public base image from the distribution's mirror (takes minutes)
+    ///
+    /// Needs kilnd running as root with mmdebstrap installed, and kilnd's admin group.
+    /// Replaces an older image of the same name once the new one is available.
+    Bootstrap {
+        /// The OS to bootstrap: debian-12
+        os: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VisibilityArg {
+    Public,
+    Private,
+    Shared,
+}
+
+impl VisibilityArg {
+    fn wire(self) -> Visibility {
+        match self {
+            VisibilityArg::Public => Visibility::Public,
+            VisibilityArg::Private => Visibility::Private,
+            VisibilityArg::Shared => Visibility::Shared,
+        }
+    }
+}
+
+pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
+    match command {
+        ImageCommand::List { visibility } => list(settings, visibility).await,
+        ImageCommand::Show { image } => show(settings, &image).await,
+        ImageCommand::Delete { image, yes } => delete(settings, &image, yes).await,
+        ImageCommand::Share { image, projects } => share(settings, &image, &projects, true).await,
+        ImageCommand::Unshare { image, projects } => {
+            share(settings, &image, &projects, false).await
+        }
+        ImageCommand::Import {
+            file,
+            name,
+            os,
+            public,
+        } => import(settings, &file, &name, &os, public).await,
+        ImageCommand::Bootstrap { os } => bootstrap(settings, &os).await,
+    }
+}
+
+fn local_time(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn local_time_long(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// A size the way `ls -h` shows it: `512B`, `1.5K`, `177M`, `3.0G`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
+    }
+}
+
+/// The `image list` table (fitted to the terminal, 80 columns when piped).
+pub fn image_table(images: &[ImageInfo]) -> Table {
+    let mut table = Table::new(vec![
+        Column::flexible("NAME", 12),
+        Column::fixed("VISIBILITY", Align::Left),
+        Column::flexible("OS", 9),
+        Column::fixed("SIZE", Align::Right),
+        Column::fixed("STATE", Align::Left),
+        Column::fixed("CREATED", Align::Left),
+    ]);
+    for i in images {
+        table.push(vec![
+            i.name.clone(),
+            i.visibility.as_str().to_string(),
+            i.os.clone(),
+            if i.file_size == 0 {
+                "-".to_string()
+            } else {
+                human_size(i.file_size)
+            },
+            i.state.as_str().to_string(),
+            local_time(&i.created_at),
+        ]);
+    }
+    table
+}
+
+async fn list(settings: &Settings, visibility: Option<VisibilityArg>) -> CmdResult {
+    let client = settings.connect().await?;
+    let params = match visibility {
+        Some(v) => json!({ "visibility": v.wire() }),
+        None => json!({}),
+    };
+    let (value, list): (Value, ImageList) = call(&client, "image.list", params).await?;
+    if settings.json {
+        output::print_json(&value);
+    } else if list.images.is_empty() {
+        eprintln!(
+            "no images visible to project {}; bootstrap one with `kiln image bootstrap debian-12` \
+             or import one with `kiln image import FILE --name NAME --os OS`",
+            settings.project
+        );
+    } else {
+        output::print_table(&image_table(&list.images));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `image show` prints: one `field: value` line per field.
+pub fn image_details(i: &ImageInfo) -> String {
+    let dash = |s: Option<String>| s.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let size = |b: u64| {
+        if b == 0 {
+            "-".to_string()
+        } else {
+            format!("{} ({b} bytes)", human_size(b))
+        }
+    };
+    let built_from = i.template.as_ref().map(|t| {
+        let mut s = t.clone();
+        if let Some(r) = i.template_revision {
+            s.push_str(&format!(" revision {r}"));
+        }
+        if let Some(b) = i.build {
+            s.push_str(&format!(", build {b}"));
+        }
+        s
+    });
+    let mut rows = vec![
+        ("id", i.id.clone()),
+        ("name", i.name.clone()),
+        ("visibility", i.visibility.as_str().to_string()),
+        ("owner", dash(i.owner_project.clone())),
+        ("os", i.os.clone()),
+        ("state", i.state.as_str().to_string()),
+        ("format", i.format.clone()),
+        ("virtual size", size(i.virtual_size)),
+        ("file size", size(i.file_size)),
+        ("min disk", format!("{} GB", i.min_disk_gb)),
+        ("sha256", dash(Some(i.sha256.clone()))),
+        ("built from", dash(built_from)),
+        ("path", i.path.clone()),
+        ("created", local_time_long(&i.created_at)),
+        ("shared with", dash(Some(i.shared_with.join(", ")))),
+    ];
+    if let Some(m) = &i.message {
+        rows.push(("message", m.clone()));
+    }
+    rows.iter()
+        .map(|(k, v)| {
+            let clean = output::truncate(v, usize::MAX);
+            format!("{:<13} {clean}\n", format!("{k}:"))
+        })
+        .collect()
+}
+
+async fn get(client: &Client, image: &str) -> Result<(Value, ImageInfo), Failure> {
+    let (value, result): (Value, ImageResult) =
+        call(client, "image.get", json!({ "image": image })).await?;
+    Ok((value, result.image))
+}
+
+async fn show(settings: &Settings, image: &str) -> CmdResult {
+    let client = settings.connect().await?;
+    let (value, info) = get(&client, image).await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        output::print(&image_details(&info));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The confirmation question of `image delete`.
+pub fn delete_question(i: &ImageInfo) -> String {
+    format!(
+        "Delete {} image {} ({}, {})? [y/N] ",
+        i.visibility.as_str(),
+        i.name,
+        i.id,
+        human_size(i.file_size)
+    )
+}
+
+async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
+    if !yes && !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(format!(
+            "not deleting image {image}: stdin is not a terminal to confirm on; pass --yes"
+        )));
+    }
+    let client = settings.connect().await?;
+    // Resolve the name once, so the image asked about is the one deleted.
+    let (_, info) = get(&client, image).await?;
+    if !yes {
+        eprint!("{}", delete_question(&info));
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| Failure::io(format!("cannot read the answer: {e}")))?;
+        if !is_yes(&answer) {
+            return Err(Failure::new(
+                "declined",
+                format!("image {image} not deleted"),
+            ));
+        }
+    }
+    let value = client
+        .call_value("image.delete", json!({ "image": info.id }))
+        .await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        output::println(&format!("deleted image {} ({})", info.name, info.id));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn share(settings: &Settings, image: &str, projects: &[String], add: bool) -> CmdResult {
+    let client = settings.connect().await?;
+    let method = if add { "image.share" } else { "image.unshare" };
+    let (value, result): (Value, ImageResult) = call(
+        &client,
+        method,
+        json!({ "image": image, "projects": projects }),
+    )
+    .await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        let i = &result.image;
+        let now = if i.shared_with.is_empty() {
+            "no project".to_string()
+        } else {
+            i.shared_with.join(", ")
+        };
+        output::println(&format!(
+            "{} {} {} {}; now shared with {now}",
+            if add { "shared" } else { "unshared" },
+            i.name,
+            if add { "with" } else { "from" },
+            projects.join(", ")
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The file as kilnd must see it: absolute, symlinks resolved (kilnd runs elsewhere).
+fn absolute(file: &Path) -> Result<PathBuf, Failure> {
+    std::fs::canonicalize(file)
+        .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))
+}
+
+async fn import(settings: &Settings, file: &Path, name: &str, os: &str, public: bool) -> CmdResult {
+    let path = absolute(file)?;
+    if !path.is_file() {
+        return Err(Failure::io(format!("{} is not a file", file.display())));
+    }
+    let client = settings.connect().await?;
+    let (value, result): (Value, ImageResult) = call(
+        &client,
+        "image.import",
+        json!({ "path": path, "name": name, "os": os, "public": public }),
+    )
+    .await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        let i = &result.image;
+        output::println(&format!(
+            "imported {} as {} image {} ({}, {})",
+            file.display(),
+            i.visibility.as_str(),
+            i.name,
+            i.id,
+            human_size(i.file_size)
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bootstrap(settings: &Settings, os: &str) -> CmdResult {
+    // Progress arrives as `image.progress` notifications when kilnd streams it, else with the
+    // result. People see it on stderr; with --json it is only in the result's `progress`, so
+    // that stderr holds nothing but a JSON error when there is one.
+    let (client, mut notes) = Client::connect(&settings.socket, Some(settings.project.clone()))
+        .await
+        .map_err(Failure::from)?;
+    let show = !settings.json;
+    if show {
+        eprintln!("kiln: bootstrapping {os} on kilnd; this takes a few minutes");
+    }
+    let mut streamed = 0usize;
+    let call = call::<ImageBootstrapResult>(&client, "image.bootstrap", json!({ "os": os }));
+    tokio::pin!(call);
+    let (value, result) = loop {
+        tokio::select! {
+            done = &mut call => break done?,
+            Some(note) = notes.recv() => {
+                if note.method == "image.progress" {
+                    if let Ok(p) = serde_json::from_value::<ImageProgress>(note.params) {
+                        if show {
+                            eprintln!("{}", output::truncate(&p.line, usize::MAX));
+                        }
+                        streamed += 1;
+                    }
+                }
+            }
+        }
+    };
+    if show && streamed == 0 {
+        for line in &result.progress {
+            eprintln!("{}", output::truncate(line, usize::MAX));
+        }
+    }
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        let i = &result.image;
+        output::println(&format!(
+            "bootstrapped public image {} ({}, {}, min disk {} GB)",
+            i.name,
+            i.id,
+            human_size(i.file_size),
+            i.min_disk_gb
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_shared::protocol::ImageState;
+
+    fn info(name: &str, visibility: Visibility, size: u64) -> ImageInfo {
+        ImageInfo {
+            id: "img-0123456789abcdef".into(),
+            name: name.into(),
+            os: "debian-12".into(),
+            visibility,
+            owner_project: None,
+            template: Some("web".into()),
+            template_revision: Some(3),
+            build: Some(12),
+            path: "/var/lib/kiln/images/img-0123456789abcdef.qcow2".into(),
+            format: "qcow2".into(),
+            virtual_size: 3 << 30,
+            file_size: size,
+            sha256: "ab".repeat(32),
+            min_disk_gb: 3,
+            created_at: "2024-05-01T12:00:00Z".parse().expect("a time"),
+            state: ImageState::Available,
+            shared_with: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn sizes_read_like_ls() {
+        for (bytes, shown) in [
+            (0, "0B"),
+            (512, "512B"),
+            (1536, "1.5K"),
+            (177 * 1024 * 1024, "177M"),
+            (3 << 30, "3.0G"),
+            (1023 * 1024 + 1000, "1.0M"),
+        ] {
+            assert_eq!(human_size(bytes), shown, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn image_list_fits_80_columns() {
+        let long = "n".repeat(255);
+        let hangul = "웹".repeat(85);
+        let rows = vec![
+            info(&long, Visibility::Public, 185_000_000),
+            info(&hangul, Visibility::Shared, 0),
+            info("web", Visibility::Private, 1536),
+        ];
+        let out = image_table(&rows).render(80, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].starts_with("NAME ") && lines[0].contains("VISIBILITY"),
+            "{}",
+            lines[0]
+        );
+        for line in &lines {
+            assert!(unicode_width::UnicodeWidthStr::width(*line) <= 80, "{line}");
+        }
+        assert!(
+            lines[1].contains('…') && lines[1].contains("176M"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("shared") && lines[2].contains(" - "),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].starts_with("web ") && lines[3].contains("available"));
+    }
+
+    #[test]
+    fn details_and_question() {
+        let text = image_details(&info("web", Visibility::Private, 1536));
+        assert!(text.contains("\nname:         web\n"), "{text}");
+        assert!(
+            text.contains("built from:   web revision 3, build 12\n"),
+            "{text}"
+        );
+        assert!(text.contains("shared with:  -\n"), "{text}");
+        assert!(!text.contains("message:"));
+        assert_eq!(
+            delete_question(&info("web", Visibility::Public, 1536)),
+            "Delete public image web (img-0123456789abcdef, 1.5K)? [y/N] "
+        );
+    }
+}
