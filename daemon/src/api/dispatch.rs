@@ -167,8 +167,35 @@ impl Daemon {
         };
         self.access.check(peer, &project)?;
         let store = self.store.clone();
-        if let Some(r) = super::images::call(self, peer, &project, method, &params_v).await {
-            return r;
+        if method.starts_with("image.") {
+            // Bootstrap progress goes out as `image.progress` notifications while it happens.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let forward = {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    while let Some(line) = rx.recv().await {
+                        let note = kiln_shared::protocol::Notification::new(
+                            "image.progress",
+                            json!({ "line": line }),
+                        );
+                        if !(sink.send)(note).await {
+                            break;
+                        }
+                    }
+                })
+            };
+            let progress = move |line: String| {
+                let _ = tx.send(line);
+            };
+            let r = super::images::call_with_progress(
+                self, peer, &project, method, &params_v, &progress,
+            )
+            .await;
+            drop(progress);
+            let _ = forward.await;
+            if let Some(r) = r {
+                return r;
+            }
         }
         if let Some(r) =
             super::builds::call(self, &project, method, &params_v, sink, follow_up).await

@@ -17,18 +17,6 @@ use crate::catalog::Requester;
 const METHODS: &str = "image.list, image.get, image.delete, image.share, image.unshare, \
                        image.bootstrap, image.import";
 
-/// Runs an `image.*` method; `None` when `method` is not one. Bootstrap progress goes to the
-/// log and into the result.
-pub async fn call(
-    daemon: &Daemon,
-    peer: &Peer,
-    project: &str,
-    method: &str,
-    params: &Value,
-) -> Option<Result<Value, RpcError>> {
-    call_with_progress(daemon, peer, project, method, params, &|_| {}).await
-}
-
 /// [`call`], also handing each bootstrap progress line to `progress` as it happens (for an
 /// `image.progress` notification to the caller).
 pub async fn call_with_progress(
