@@ -90,6 +90,12 @@ CFG
     rm -f "$ROOT/tmp/core.img" "$ROOT/tmp/early.cfg"
 
     echo "==> generalize tree"
+    # mmdebstrap blocks service starts while it installs; its blockers must not reach the image
+    # (it removes them only after this hook, when the tree is already copied).
+    rm -f "$ROOT/usr/sbin/policy-rc.d"
+    for ssd in "$ROOT/sbin/start-stop-daemon" "$ROOT/usr/sbin/start-stop-daemon"; do
+        if [ -e "$ssd.REAL" ]; then mv -f "$ssd.REAL" "$ssd"; fi
+    done
     rm -f "$ROOT"/etc/ssh/ssh_host_*
     : > "$ROOT/etc/machine-id"
     rm -f "$ROOT/var/lib/dbus/machine-id"

@@ -247,7 +247,8 @@ impl Guest {
     /// every line of stdout and stderr as it arrives; returns the exit code. When `cancel` fires
     /// (or this future is dropped) the command's process group gets SIGKILL and the result is
     /// [`GuestError::Canceled`]; if its channel still does not close within 3 s, the session
-    /// is shut down and later calls fail with [`GuestError::Closed`].
+    /// is shut down and later calls fail with [`GuestError::Closed`]. A lost connection (guest
+    /// rebooted or died) is [`GuestError::Stream`] and also closes the session.
     pub async fn exec(
         &self,
         command: &str,
@@ -433,9 +434,19 @@ fn run_command(
         on_line,
         cancel,
     );
-    if let Err(e) = pumped {
-        abandon(session, inner, channel);
-        return Err(e);
+    match pumped {
+        Ok(()) => {}
+        Err(e @ GuestError::Stream { .. }) => {
+            // The connection is gone (guest rebooted or died): nothing to kill or close.
+            shut_down(inner);
+            session.set_blocking(true);
+            drop(channel);
+            return Err(e);
+        }
+        Err(e) => {
+            abandon(session, inner, channel);
+            return Err(e);
+        }
     }
     session.set_blocking(true);
     channel.wait_close().map_err(exec_err)?;
@@ -481,11 +492,16 @@ fn abandon(session: &Session, inner: &Inner, mut channel: ssh2::Channel) {
             port = inner.port,
             "an abandoned guest command did not stop; shutting the SSH session down"
         );
-        inner.closed.store(true, Ordering::SeqCst);
-        let _ = inner.socket.shutdown(std::net::Shutdown::Both);
+        shut_down(inner);
     }
     drop(channel);
     session.set_timeout(CALL_TIMEOUT_MS);
+}
+
+/// Marks the session unusable and shuts its socket down, so libssh2 stops waiting on it.
+fn shut_down(inner: &Inner) {
+    inner.closed.store(true, Ordering::SeqCst);
+    let _ = inner.socket.shutdown(std::net::Shutdown::Both);
 }
 
 fn signal_message(message: Option<String>) -> String {

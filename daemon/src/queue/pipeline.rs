@@ -442,10 +442,18 @@ impl Run {
                     human_secs(limit.as_secs())
                 ));
             }
-            let guest = vm
-                .wait_ready(left)
-                .await
-                .map_err(|e| format!("after reboot: {e}"))?;
+            let guest = match vm.wait_ready(left).await {
+                Ok(g) => g,
+                Err(e @ driver::DriverError::QemuExited { .. }) => {
+                    return Err(format!("after reboot: {e}"))
+                }
+                // The old system accepted a login and then went down under us: try again.
+                Err(e) => {
+                    tracing::debug!("waiting for the rebooted guest: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             let after = capture(&guest, BOOT_ID, &self.token).await?;
             if !after.is_empty() && after != before {
                 self.log.write(
