@@ -10,10 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 for cmd in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
            socat:socat tmux:tmux ssh-keygen:openssh-client genisoimage:genisoimage \
-           sfdisk:fdisk mkfs.ext4:e2fsprogs zstd:zstd; do
+           sfdisk:fdisk mkfs.ext4:e2fsprogs zstd:zstd cc:build-essential pkg-config:pkg-config \
+           curl:curl; do
   bin=${cmd%%:*}; pkg=${cmd##*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
+# ssh2 builds libssh2 against OpenSSL.
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   . /etc/os-release

@@ -152,8 +152,18 @@ impl Kilnd {
 }
 
 impl Drop for Kilnd {
+    /// SIGTERM first, so kilnd ends its builds' VMs (a failed test must not leave qemu running),
+    /// then SIGKILL if it takes too long.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -182,6 +192,11 @@ impl Conn {
         let hello = c.read();
         assert_eq!(hello["method"], "hello", "{hello}");
         c
+    }
+
+    /// How long a read may wait (20 s by default); `build.wait` needs much longer.
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {

@@ -55,6 +55,7 @@ fn start(c: &mut Conn, template: &str, image: &str) -> u64 {
 }
 
 fn wait(c: &mut Conn, id: u64) -> Value {
+    c.set_timeout(Duration::from_secs(3600));
     c.call("build.wait", json!({"id": id}))["build"].clone()
 }
 
