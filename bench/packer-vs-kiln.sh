@@ -96,8 +96,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- what else is running --------------------------------------------------------------------
-others=$(ps -eo pid=,comm= | awk '$2 ~ /^qemu-system|^cargo$|^rustc$|^packer$|^kilnd$/' | wc -l)
-say "before start: load average $(cut -d' ' -f1-3 /proc/loadavg), $others qemu/cargo/rustc/packer/kilnd processes already running"
+others=$(ps -eo pid=,etime=,comm= | awk '$3 ~ /^qemu-system|^cargo$|^rustc$|^packer$|^kilnd$/ { printf " %s(pid %s, up %s)", $3, $1, $2 }')
+say "before start: load average $(cut -d' ' -f1-3 /proc/loadavg); other qemu/cargo/rustc/packer/kilnd:${others:- none}"
 
 # ---- kiln ------------------------------------------------------------------------------------
 export KILN_SOCKET=$WORK/kiln.sock
