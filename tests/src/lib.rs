@@ -262,3 +262,26 @@ pub fn template(name: &str) -> Value {
         "distribute": [{"type": "image", "run_output_name": "local"}],
     })
 }
+
+/// The JSON document a successful `kiln --json` printed on stdout.
+pub fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "kiln failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

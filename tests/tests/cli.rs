@@ -3,32 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Output;
 
-use kiln_tests::Kilnd;
+use kiln_tests::{json_out, stderr, stdout, Kilnd};
 use serde_json::Value;
-
-fn json_out(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "kiln failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 const WEB: &str = r#"
 name = "web"

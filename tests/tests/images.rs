@@ -3,30 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use kiln_daemon::catalog::{sha256_file, ImageRecord, State};
 use kiln_daemon::store::Store;
-use kiln_tests::Kilnd;
+use kiln_tests::{json_out, stderr, Kilnd};
 use serde_json::{json, Value};
-
-fn json_out(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "kiln failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Runs `qemu-img ARGS` and insists it worked.
 fn qemu_img(args: &[&str]) {

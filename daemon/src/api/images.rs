@@ -7,9 +7,9 @@ use kiln_shared::protocol::{
     ErrorKind, ImageBootstrapParams, ImageBootstrapResult, ImageImportParams, ImageList,
     ImageListParams, ImageParams, ImageResult, ImageShareParams, RpcError,
 };
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::dispatch::params as decode;
 use super::Daemon;
 use crate::access::Peer;
 use crate::catalog::Requester;
@@ -43,22 +43,22 @@ async fn run(
     let catalog = &daemon.catalog;
     match name {
         "list" => {
-            let p: ImageListParams = parse(method, params)?;
+            let p: ImageListParams = decode(method, params)?;
             let images = catalog.list(who, p.visibility).await?;
             to_value(ImageList { images })
         }
         "get" => {
-            let p: ImageParams = parse(method, params)?;
+            let p: ImageParams = decode(method, params)?;
             let image = catalog.get(who, &p.image).await?;
             to_value(ImageResult { image })
         }
         "delete" => {
-            let p: ImageParams = parse(method, params)?;
+            let p: ImageParams = decode(method, params)?;
             catalog.delete(who, &p.image).await?;
             Ok(json!({}))
         }
         "share" | "unshare" => {
-            let p: ImageShareParams = parse(method, params)?;
+            let p: ImageShareParams = decode(method, params)?;
             let image = if name == "share" {
                 catalog.share(who, &p.image, &p.projects).await?
             } else {
@@ -67,7 +67,7 @@ async fn run(
             to_value(ImageResult { image })
         }
         "bootstrap" => {
-            let p: ImageBootstrapParams = parse(method, params)?;
+            let p: ImageBootstrapParams = decode(method, params)?;
             let lines = Arc::new(Mutex::new(Vec::new()));
             let kept = lines.clone();
             let os = p.os.clone();
@@ -88,7 +88,7 @@ async fn run(
             to_value(ImageBootstrapResult { image, progress })
         }
         "import" => {
-            let p: ImageImportParams = parse(method, params)?;
+            let p: ImageImportParams = decode(method, params)?;
             let image = catalog
                 .import(who, &p.path, &p.name, &p.os, p.public)
                 .await?;
@@ -99,20 +99,6 @@ async fn run(
             format!("unknown method {method:?}; the image methods are {METHODS}"),
         )),
     }
-}
-
-fn parse<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
-    let value = if value.is_null() {
-        json!({})
-    } else {
-        value.clone()
-    };
-    serde_json::from_value(value).map_err(|e| {
-        RpcError::new(
-            ErrorKind::InvalidParams,
-            format!("invalid params for {method}: {e}"),
-        )
-    })
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {

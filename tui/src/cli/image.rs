@@ -1,7 +1,7 @@
 //! `kiln image ...`: list, show, delete, share and unshare catalog images; import image files;
 //! bootstrap public base images.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +14,6 @@ use kiln_shared::protocol::{
 use serde_json::{json, Value};
 
 use super::output::{self, Align, Column, Table};
-use super::template::is_yes;
 use super::{call, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
@@ -274,20 +273,11 @@ async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
     let client = settings.connect().await?;
     // Resolve the name once, so the image asked about is the one deleted.
     let (_, info) = get(&client, image).await?;
-    if !yes {
-        eprint!("{}", delete_question(&info));
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| Failure::io(format!("cannot read the answer: {e}")))?;
-        if !is_yes(&answer) {
-            return Err(Failure::new(
-                "declined",
-                format!("image {image} not deleted"),
-            ));
-        }
+    if !yes && !output::confirm(&delete_question(&info))? {
+        return Err(Failure::new(
+            "declined",
+            format!("image {image} not deleted"),
+        ));
     }
     let value = client
         .call_value("image.delete", json!({ "image": info.id }))

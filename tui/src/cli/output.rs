@@ -266,6 +266,19 @@ pub fn report_failure(failure: &Failure, json: bool) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// Asks `question` on stderr and reads the answer from stdin; true only for yes.
+pub fn confirm(question: &str) -> Result<bool, Failure> {
+    use std::io::{BufRead, Write};
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::io(format!("cannot read the answer: {e}")))?;
+    Ok(super::template::is_yes(&answer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! `kiln template ...`: create, list, show, export, revisions, delete, validate and edit image
 //! templates.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -302,14 +302,7 @@ async fn delete(settings: &Settings, name: &str, yes: bool) -> CmdResult {
     if !yes {
         let (_, list): (Value, RevisionList) =
             call(&client, "template.revisions", json!({ "name": name })).await?;
-        eprint!("{}", delete_question(name, list.revisions.len()));
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| Failure::io(format!("cannot read the answer: {e}")))?;
-        if !is_yes(&answer) {
+        if !output::confirm(&delete_question(name, list.revisions.len()))? {
             return Err(Failure::new(
                 "declined",
                 format!("template {name} not deleted"),
