@@ -1,12 +1,319 @@
-//! The keyboard dashboard that `kiln` opens when run without a subcommand. Not built yet: this
-//! placeholder keeps the entry point (`run`) for whoever builds it.
+//! The dashboard's imperative shell: the terminal (raw mode, alternate screen, restored on exit and
+//! on panic), the connection to kilnd (kept up with backoff), and one loop that turns key presses,
+//! replies, notifications and a 1 s tick into `app::update` calls and performs their effects.
+//! All state and decisions live in `crate::app`; all drawing in `crate::views`.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use kiln_shared::client::Client;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+use crate::app::keymap::Key;
+use crate::app::{update, Action, App, Effect};
 use crate::cli::Settings;
 
+/// How long a request may take before the dashboard gives up on its reply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The reconnect backoff: from the first to the longest wait between attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Actions applied between two frames at most (a burst of log lines draws once, not per line).
+const ACTIONS_PER_FRAME: usize = 2_000;
+
+type Slot = Arc<Mutex<Option<Arc<Client>>>>;
+
 /// Runs the dashboard against the daemon named in `settings` until the person quits.
-pub fn run(_settings: &Settings) -> ExitCode {
-    eprintln!("the dashboard is not built yet; see `kiln --help`");
-    ExitCode::from(2)
+pub fn run(settings: &Settings) -> ExitCode {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        eprintln!(
+            "kiln: the dashboard needs a terminal; in scripts use a subcommand (see `kiln --help`)"
+        );
+        return ExitCode::from(crate::cli::EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Installs a panic hook that restores the terminal before the panic message prints.
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            ratatui::restore();
+            eprintln!("kiln: cannot set up the terminal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(event_loop(&mut terminal, settings, color));
+    ratatui::restore();
+    // The input thread may sit in a blocking read; it ends with the process.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    settings: &Settings,
+    color: bool,
+) -> std::io::Result<()> {
+    let mut app = App::new(&settings.project, chrono::Utc::now(), color);
+    let size = terminal.size()?;
+    update(
+        &mut app,
+        Action::Resize {
+            width: size.width,
+            height: size.height,
+        },
+    );
+
+    let mut input = spawn_input();
+    let (tx, mut actions) = mpsc::unbounded_channel();
+    let slot: Slot = Arc::default();
+    tokio::spawn(keep_connected(
+        settings.socket.clone(),
+        settings.project.clone(),
+        slot.clone(),
+        tx.clone(),
+    ));
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    loop {
+        terminal.draw(|f| crate::views::draw(f, &app))?;
+        let first = tokio::select! {
+            ev = input.recv() => match ev {
+                Some(ev) => action_of(ev),
+                None => return Err(std::io::Error::other("the terminal's input closed")),
+            },
+            Some(a) = actions.recv() => Some(a),
+            _ = ticker.tick() => Some(Action::Tick { now: chrono::Utc::now() }),
+        };
+        let mut batch: Vec<Action> = first.into_iter().collect();
+        while batch.len() < ACTIONS_PER_FRAME {
+            match actions.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        for action in batch {
+            for effect in update(&mut app, action) {
+                match effect {
+                    Effect::Quit => return Ok(()),
+                    Effect::Call {
+                        method,
+                        tag,
+                        params,
+                    } => perform_call(&slot, &tx, method, tag, params),
+                }
+            }
+        }
+    }
+}
+
+/// Reads terminal events on a thread of its own (crossterm's read blocks).
+fn spawn_input() -> UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        while let Ok(ev) = crossterm::event::read() {
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn action_of(ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) => key_of(k).map(Action::Key),
+        Event::Resize(width, height) => Some(Action::Resize { width, height }),
+        _ => None,
+    }
+}
+
+fn key_of(k: KeyEvent) -> Option<Key> {
+    if k.kind == KeyEventKind::Release {
+        return None;
+    }
+    Some(match k.code {
+        KeyCode::Char(c) if k.modifiers.contains(KeyModifiers::CONTROL) => Key::Ctrl(c),
+        KeyCode::Char(c) => Key::Char(c),
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Tab => Key::Tab,
+        KeyCode::BackTab => Key::BackTab,
+        KeyCode::Backspace => Key::Backspace,
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        KeyCode::PageUp => Key::PageUp,
+        KeyCode::PageDown => Key::PageDown,
+        KeyCode::Home => Key::Home,
+        KeyCode::End => Key::End,
+        _ => return None,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends one request on a task of its own; the reply comes back as an action, so the loop never
+/// waits on the socket.
+fn perform_call(
+    slot: &Slot,
+    tx: &UnboundedSender<Action>,
+    method: String,
+    tag: u64,
+    params: serde_json::Value,
+) {
+    let client = lock(slot).clone();
+    let Some(client) = client else {
+        let _ = tx.send(Action::Reply {
+            method,
+            tag,
+            result: Err("not connected to kilnd".into()),
+        });
+        return;
+    };
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let result =
+            match tokio::time::timeout(CALL_TIMEOUT, client.call_value(&method, params)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "kilnd did not answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )),
+            };
+        let _ = tx.send(Action::Reply {
+            method,
+            tag,
+            result,
+        });
+    });
+}
+
+/// Connects to kilnd, forwards its notifications, and when the connection drops (kilnd restarted
+/// or stopped) reports it and connects again, waiting longer after each failure.
+async fn keep_connected(socket: PathBuf, project: String, slot: Slot, tx: UnboundedSender<Action>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let report = match Client::connect(&socket, Some(project.clone())).await {
+            Ok((client, mut notes)) => {
+                backoff = BACKOFF_FIRST;
+                let version = client.hello().version.clone();
+                *lock(&slot) = Some(Arc::new(client));
+                if tx.send(Action::Connected { version }).is_err() {
+                    return;
+                }
+                // The stream ends when the client's reader stops: kilnd closed the socket.
+                while let Some(n) = notes.recv().await {
+                    let action = Action::Notification {
+                        method: n.method,
+                        params: n.params,
+                    };
+                    if tx.send(action).is_err() {
+                        return;
+                    }
+                }
+                *lock(&slot) = None;
+                "kilnd closed the connection".to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        if tx.send(Action::Disconnected { error: report }).is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn terminal_keys_become_dashboard_keys() {
+        let k = |code, modifiers| key_of(KeyEvent::new(code, modifiers));
+        assert_eq!(
+            k(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            Some(Key::Ctrl('c'))
+        );
+        assert_eq!(
+            k(KeyCode::Char('G'), KeyModifiers::SHIFT),
+            Some(Key::Char('G'))
+        );
+        assert_eq!(k(KeyCode::End, KeyModifiers::NONE), Some(Key::End));
+        assert_eq!(k(KeyCode::F(1), KeyModifiers::NONE), None);
+        let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert_eq!(key_of(release), None);
+    }
+
+    async fn next(rx: &mut UnboundedReceiver<Action>) -> Action {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(a)) => a,
+            other => panic!("no action: {other:?}"),
+        }
+    }
+
+    /// A daemon that says hello, then hangs up, then comes back: the shell reports each step.
+    #[tokio::test]
+    async fn the_connection_comes_back_after_the_daemon_restarts() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temp dir");
+        };
+        let path = dir.path().join("kiln.sock");
+        let Ok(listener) = tokio::net::UnixListener::bind(&path) else {
+            panic!("cannot bind");
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let slot: Slot = Arc::default();
+        let task = tokio::spawn(keep_connected(
+            path.clone(),
+            "default".into(),
+            slot.clone(),
+            tx,
+        ));
+        let hello = b"{\"jsonrpc\":\"2.0\",\"method\":\"hello\",\"params\":{\"server\":\"kilnd\",\"version\":\"9.9\",\"protocol\":1}}\n";
+        for round in 0..2 {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                panic!("accept failed");
+            };
+            let _ = conn.write_all(hello).await;
+            match next(&mut rx).await {
+                Action::Connected { version } => assert_eq!(version, "9.9"),
+                other => panic!("round {round}: expected Connected, got {other:?}"),
+            }
+            assert!(lock(&slot).is_some());
+            drop(conn);
+            match next(&mut rx).await {
+                Action::Disconnected { error } => assert!(error.contains("closed"), "{error}"),
+                other => panic!("round {round}: expected Disconnected, got {other:?}"),
+            }
+            assert!(lock(&slot).is_none());
+        }
+        task.abort();
+    }
 }

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod app;
 mod cli;
 mod dashboard;
+mod views;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 from inside `parse`, as clap does.

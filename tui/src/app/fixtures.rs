@@ -1,0 +1,214 @@
+//! Test data for the dashboard: templates, builds and a connected `App` holding them, at a fixed
+//! time so that elapsed times in snapshots never change.
+
+use chrono::{DateTime, TimeZone, Utc};
+use kiln_shared::build::{
+    Build, BuildState, LogLine, LogStream, RunOutput, Step, StepState, SubState,
+};
+use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
+use serde_json::json;
+
+use super::{update, Action, App};
+
+pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, h, m, s)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+pub fn template(name: &str, os: &str, apps: &[&str], revision: u64) -> TemplateSummary {
+    TemplateSummary {
+        name: name.into(),
+        os: os.into(),
+        revision,
+        description: Some(format!("{name} on {os}")),
+        applications: apps.iter().map(|a| a.to_string()).collect(),
+        updated_at: at(9, 0, 0),
+    }
+}
+
+fn step(
+    name: &str,
+    kind: &str,
+    state: StepState,
+    secs: Option<(u32, u32)>,
+    exit: Option<i32>,
+) -> Step {
+    Step {
+        name: name.into(),
+        kind: kind.into(),
+        state,
+        started_at: secs.map(|(a, _)| at(10, 0, a)),
+        finished_at: secs.filter(|(_, b)| *b > 0).map(|(_, b)| at(10, 0, b)),
+        exit_code: exit,
+    }
+}
+
+pub fn build(id: u64, template: &str, state: BuildState) -> Build {
+    let running = state == BuildState::Running;
+    let done = state.is_terminal();
+    Build {
+        id,
+        project: "default".into(),
+        template: template.into(),
+        revision: 2,
+        image_name: format!("{template}-{id}"),
+        base_image: "debian-12".into(),
+        state,
+        sub_state: running.then_some(SubState::Customizing),
+        step: (running || state == BuildState::Failed).then_some(1),
+        steps: vec![
+            step(
+                "nginx",
+                "application",
+                StepState::Succeeded,
+                Some((5, 40)),
+                Some(0),
+            ),
+            match state {
+                BuildState::Failed => step(
+                    "tools",
+                    "shell",
+                    StepState::Failed,
+                    Some((40, 52)),
+                    Some(100),
+                ),
+                BuildState::Running => {
+                    step("tools", "shell", StepState::Running, Some((40, 0)), None)
+                }
+                BuildState::Queued => step("tools", "shell", StepState::Pending, None, None),
+                _ => step(
+                    "tools",
+                    "shell",
+                    StepState::Succeeded,
+                    Some((40, 52)),
+                    Some(0),
+                ),
+            },
+            step(
+                "motd",
+                "file",
+                if done && state != BuildState::Failed {
+                    StepState::Succeeded
+                } else {
+                    StepState::Pending
+                },
+                None,
+                None,
+            ),
+        ],
+        created_at: at(10, 0, 0),
+        started_at: (state != BuildState::Queued).then(|| at(10, 0, 1)),
+        finished_at: done.then(|| at(10, 1, 30)),
+        message: if state == BuildState::Failed {
+            "step tools failed: exit code 100".into()
+        } else {
+            String::new()
+        },
+        run_outputs: if state == BuildState::Succeeded {
+            vec![RunOutput {
+                run_output_name: "local".into(),
+                kind: "image".into(),
+                artifact_id: "img-7".into(),
+                path: "/var/lib/kiln/images/img-7.qcow2".into(),
+                size: 512 * 1024 * 1024,
+                sha256: "ab".repeat(32),
+                error: None,
+            }]
+        } else {
+            Vec::new()
+        },
+        queue_position: (state == BuildState::Queued).then_some(1),
+        attach_command: None,
+        accel: running.then(|| "tcg".into()),
+    }
+}
+
+pub fn log_line(seq: u64, text: &str) -> LogLine {
+    LogLine {
+        seq,
+        ts: at(10, 0, (seq % 60) as u32),
+        stream: LogStream::Stdout,
+        step: Some("tools".into()),
+        line: text.into(),
+    }
+}
+
+/// A connected dashboard at 10:02:00 holding three templates and four builds.
+pub fn app() -> App {
+    let mut app = App::new("default", at(10, 2, 0), true);
+    update(
+        &mut app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    );
+    let templates = vec![
+        template("web-base", "debian-12", &["nginx"], 3),
+        template("db", "debian-12", &["mariadb", "redis"], 1),
+        template("java-app", "ubuntu-24.04", &["openjdk"], 7),
+    ];
+    update(
+        &mut app,
+        Action::Reply {
+            method: "template.list".into(),
+            tag: 0,
+            result: Ok(json!({ "templates": templates })),
+        },
+    );
+    let builds = vec![
+        build(1, "web-base", BuildState::Succeeded),
+        build(2, "db", BuildState::Failed),
+        build(3, "web-base", BuildState::Running),
+        build(4, "java-app", BuildState::Queued),
+    ];
+    let images = vec![image("debian-12", None), image("web1", Some(1))];
+    update(
+        &mut app,
+        Action::Reply {
+            method: "image.list".into(),
+            tag: 0,
+            result: Ok(json!({ "images": images })),
+        },
+    );
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.list".into(),
+            tag: 0,
+            result: Ok(json!({ "builds": builds })),
+        },
+    );
+    app
+}
+
+pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
+    ImageInfo {
+        id: format!("img-{name}"),
+        name: name.into(),
+        os: "debian-12".into(),
+        visibility: if build.is_some() {
+            Visibility::Private
+        } else {
+            Visibility::Public
+        },
+        owner_project: build.map(|_| "default".into()),
+        template: build.map(|_| "web-base".into()),
+        template_revision: build.map(|_| 2),
+        build,
+        path: format!("/var/lib/kiln/images/img-{name}.qcow2"),
+        format: "qcow2".into(),
+        virtual_size: 4 * 1024 * 1024 * 1024,
+        file_size: 700 * 1024 * 1024,
+        sha256: "cd".repeat(32),
+        min_disk_gb: 10,
+        created_at: at(9, 30, 0),
+        state: ImageState::Available,
+        shared_with: if build.is_some() {
+            vec!["team-b".into()]
+        } else {
+            Vec::new()
+        },
+        message: None,
+    }
+}

@@ -1,0 +1,209 @@
+//! The log viewer's state: a bounded buffer of one build's log (or serial console), where the
+//! view is scrolled to, whether it follows new lines, and the search.
+
+use std::collections::VecDeque;
+
+use kiln_shared::build::LogLine;
+
+/// Lines kept in memory; older ones are dropped (and counted) as new ones arrive.
+pub const LOG_CAPACITY: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct LogView {
+    pub build: u64,
+    /// The VM's serial console instead of the build log.
+    pub serial: bool,
+    /// Tags the `build.logs` call this view waits for; replies to older calls are ignored.
+    pub session: u64,
+    /// The daemon's subscription id, once `build.logs` answered.
+    pub sub: Option<u64>,
+    pub lines: VecDeque<LogLine>,
+    /// Lines dropped from the front to stay within `LOG_CAPACITY`.
+    pub dropped: u64,
+    /// Sequence number of the next line expected (where to resume after a reconnect).
+    pub next_seq: u64,
+    /// Whether the view sticks to the end; scrolling up pauses it, `G`/End resumes it.
+    pub follow: bool,
+    /// Index in `lines` of the top line shown while paused.
+    pub top: usize,
+    pub wrap: bool,
+    pub timestamps: bool,
+    pub search: Option<String>,
+    /// The line the last search landed on.
+    pub found: Option<usize>,
+    /// The daemon said the log is complete (`build.log.end`).
+    pub ended: bool,
+}
+
+impl LogView {
+    pub fn new(build: u64, serial: bool, session: u64) -> LogView {
+        LogView {
+            build,
+            serial,
+            session,
+            sub: None,
+            lines: VecDeque::new(),
+            dropped: 0,
+            next_seq: 0,
+            follow: true,
+            top: 0,
+            wrap: false,
+            timestamps: false,
+            search: None,
+            found: None,
+            ended: false,
+        }
+    }
+
+    /// Appends a line, dropping the oldest beyond `LOG_CAPACITY`; a paused view stays on the same
+    /// text. Lines already seen (after a reconnect) are skipped.
+    pub fn push(&mut self, line: LogLine) {
+        if line.seq < self.next_seq {
+            return;
+        }
+        self.next_seq = line.seq.saturating_add(1);
+        if self.lines.len() >= LOG_CAPACITY {
+            self.lines.pop_front();
+            self.dropped += 1;
+            self.top = self.top.saturating_sub(1);
+            self.found = self.found.and_then(|f| f.checked_sub(1));
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The top line index when the last `page` lines are shown.
+    pub fn max_top(&self, page: usize) -> usize {
+        self.lines.len().saturating_sub(page)
+    }
+
+    /// The top line index the view shows now.
+    pub fn shown_top(&self, page: usize) -> usize {
+        if self.follow {
+            self.max_top(page)
+        } else {
+            self.top.min(self.max_top(page))
+        }
+    }
+
+    /// Scrolls by `delta` lines (negative: up). Up pauses following; reaching the end resumes it.
+    pub fn scroll(&mut self, delta: isize, page: usize) {
+        let from = self.shown_top(page);
+        let to = if delta < 0 {
+            from.saturating_sub(delta.unsigned_abs())
+        } else {
+            from.saturating_add(delta.unsigned_abs())
+        };
+        if to >= self.max_top(page) {
+            self.follow = true;
+        } else {
+            self.follow = false;
+            self.top = to;
+        }
+    }
+
+    pub fn go_top(&mut self) {
+        self.follow = false;
+        self.top = 0;
+    }
+
+    pub fn go_end(&mut self) {
+        self.follow = true;
+    }
+
+    /// Moves to the next (or previous) line matching the search, case-insensitively, starting
+    /// after (before) `from`. Returns whether one was found.
+    pub fn find(&mut self, forward: bool, from: usize) -> bool {
+        let Some(needle) = self.search.as_ref().map(|s| s.to_lowercase()) else {
+            return false;
+        };
+        if needle.is_empty() {
+            return false;
+        }
+        let hit = |i: &usize| self.lines[*i].line.to_lowercase().contains(&needle);
+        let found = if forward {
+            (from.saturating_add(1)..self.lines.len()).find(hit)
+        } else {
+            (0..from.min(self.lines.len())).rev().find(hit)
+        };
+        if let Some(i) = found {
+            self.found = Some(i);
+            self.follow = false;
+            self.top = i;
+        }
+        found.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64) -> LogLine {
+        LogLine {
+            seq,
+            ts: chrono::DateTime::UNIX_EPOCH,
+            stream: kiln_shared::build::LogStream::Stdout,
+            step: None,
+            line: format!("line {seq}"),
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_and_a_paused_view_keeps_its_text() {
+        let mut v = LogView::new(1, false, 1);
+        for s in 0..LOG_CAPACITY as u64 {
+            v.push(line(s));
+        }
+        v.scroll(-5, 10);
+        assert!(!v.follow);
+        let shown = v.lines[v.shown_top(10)].line.clone();
+        for s in LOG_CAPACITY as u64..LOG_CAPACITY as u64 + 3 {
+            v.push(line(s));
+        }
+        assert_eq!(v.lines.len(), LOG_CAPACITY);
+        assert_eq!(v.dropped, 3);
+        assert_eq!(v.lines[v.shown_top(10)].line, shown);
+    }
+
+    #[test]
+    fn lines_seen_before_a_reconnect_are_not_repeated() {
+        let mut v = LogView::new(1, false, 1);
+        v.push(line(0));
+        v.push(line(1));
+        v.push(line(1));
+        v.push(line(0));
+        assert_eq!(v.lines.len(), 2);
+        assert_eq!(v.next_seq, 2);
+    }
+
+    #[test]
+    fn scrolling_down_to_the_end_follows_again() {
+        let mut v = LogView::new(1, false, 1);
+        for s in 0..30 {
+            v.push(line(s));
+        }
+        v.scroll(-1, 10);
+        assert!(!v.follow);
+        assert_eq!(v.shown_top(10), 19);
+        v.scroll(1, 10);
+        assert!(v.follow);
+    }
+
+    #[test]
+    fn search_moves_both_ways() {
+        let mut v = LogView::new(1, false, 1);
+        for s in 0..30 {
+            v.push(line(s));
+        }
+        v.search = Some("LINE 2".into());
+        assert!(v.find(false, 30));
+        assert_eq!(v.found, Some(29));
+        assert!(v.find(false, 29));
+        assert_eq!(v.found, Some(28));
+        assert!(v.find(true, 2));
+        assert_eq!(v.found, Some(20));
+        v.search = Some("absent".into());
+        assert!(!v.find(true, 0));
+        assert_eq!(v.found, Some(20));
+    }
+}

@@ -1,0 +1,890 @@
+//! The dashboard's functional core: all its state (`App`) and `update`, which turns one `Action`
+//! (a key, a tick, a reply from kilnd) into new state plus the `Effect`s the shell should perform.
+//! Nothing here touches the terminal, the socket or the clock.
+
+#[cfg(test)]
+pub mod fixtures;
+pub mod keymap;
+pub mod log;
+
+use chrono::{DateTime, Utc};
+use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
+use kiln_shared::protocol::{ImageInfo, ImageList, TemplateList, TemplateSummary};
+use serde_json::{json, Value};
+
+use keymap::{Cmd, Key};
+use log::LogView;
+
+/// Rows the chrome takes around a view's body: the tab bar, the message line, the status bar.
+pub const CHROME_ROWS: u16 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Templates,
+    Builds,
+    Images,
+    Detail,
+    Log,
+}
+
+/// The connection to kilnd as the shell last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected { version: String },
+    Disconnected { error: String },
+}
+
+/// A question in the message line that takes the keyboard until answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Typing the templates filter (applied as it is typed).
+    Filter,
+    /// Typing a log search.
+    Search { input: String },
+    /// The image name for a new build of `template`.
+    ImageName { template: String, input: String },
+    /// Cancel build `id`? Only `y` says yes.
+    ConfirmCancel { id: u64 },
+    /// Delete a template or an image: only typing its name exactly says yes.
+    ConfirmDelete {
+        what: Deletable,
+        name: String,
+        input: String,
+    },
+}
+
+/// What `D` deletes, per view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletable {
+    Template,
+    Image,
+}
+
+impl Deletable {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Deletable::Template => "template",
+            Deletable::Image => "image",
+        }
+    }
+}
+
+/// Everything that can happen to the dashboard.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Key(Key),
+    /// The terminal's size, in columns and rows.
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    /// About once a second: the time to show, and a nudge to refresh the lists.
+    Tick {
+        now: DateTime<Utc>,
+    },
+    Connected {
+        version: String,
+    },
+    Disconnected {
+        error: String,
+    },
+    /// The answer to an `Effect::Call` with the same `method` and `tag`.
+    Reply {
+        method: String,
+        tag: u64,
+        result: Result<Value, String>,
+    },
+    /// A notification kilnd sent on the connection (`build.log`, `build.log.end`, ...).
+    Notification {
+        method: String,
+        params: Value,
+    },
+}
+
+/// What `update` asks the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a request to kilnd; answer with `Action::Reply` carrying the same method and tag.
+    Call {
+        method: String,
+        tag: u64,
+        params: Value,
+    },
+    Quit,
+}
+
+fn call(method: &str, tag: u64, params: Value) -> Effect {
+    Effect::Call {
+        method: method.into(),
+        tag,
+        params,
+    }
+}
+
+/// The dashboard's whole state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub project: String,
+    pub connection: Connection,
+    pub now: DateTime<Utc>,
+    pub width: u16,
+    pub height: u16,
+    /// False under NO_COLOR: views then use only bold, reverse and underline.
+    pub color: bool,
+    pub view: View,
+    pub help: bool,
+    pub help_scroll: usize,
+    pub prompt: Option<Prompt>,
+    /// The last error or confirmation, shown in the message line until the next key.
+    pub message: Option<String>,
+    pub templates: Vec<TemplateSummary>,
+    pub template_filter: String,
+    pub template_sel: usize,
+    pub builds: Vec<Build>,
+    /// Builds view shows only this template's builds.
+    pub builds_template: Option<String>,
+    pub build_sel: usize,
+    /// The image catalog as this project sees it (public, private, shared).
+    pub images: Vec<ImageInfo>,
+    pub image_sel: usize,
+    pub images_pending: bool,
+    pub images_loaded: bool,
+    /// The build the detail view shows, and how far it is scrolled down.
+    pub detail: Option<u64>,
+    pub detail_scroll: usize,
+    pub log: Option<LogView>,
+    /// Whether a list call is in flight (so polling never piles requests up).
+    pub templates_pending: bool,
+    pub builds_pending: bool,
+    /// Whether each list has been received at least once since connecting.
+    pub templates_loaded: bool,
+    pub builds_loaded: bool,
+    next_tag: u64,
+    /// Log notifications that arrived before the reply naming their subscription.
+    early_notes: Vec<(String, Value)>,
+}
+
+/// Notifications kept while a `build.logs` reply (which names the subscription) is on its way.
+const EARLY_NOTES_MAX: usize = log::LOG_CAPACITY;
+
+impl App {
+    pub fn new(project: &str, now: DateTime<Utc>, color: bool) -> App {
+        App {
+            project: project.into(),
+            connection: Connection::Connecting,
+            now,
+            width: 80,
+            height: 24,
+            color,
+            view: View::Templates,
+            help: false,
+            help_scroll: 0,
+            prompt: None,
+            message: None,
+            templates: Vec::new(),
+            template_filter: String::new(),
+            template_sel: 0,
+            builds: Vec::new(),
+            builds_template: None,
+            build_sel: 0,
+            images: Vec::new(),
+            image_sel: 0,
+            images_pending: false,
+            images_loaded: false,
+            detail: None,
+            detail_scroll: 0,
+            log: None,
+            templates_pending: false,
+            builds_pending: false,
+            templates_loaded: false,
+            builds_loaded: false,
+            next_tag: 1,
+            early_notes: Vec::new(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.connection, Connection::Connected { .. })
+    }
+
+    /// The templates the filter lets through, in the daemon's order.
+    pub fn visible_templates(&self) -> Vec<&TemplateSummary> {
+        let f = self.template_filter.to_lowercase();
+        self.templates
+            .iter()
+            .filter(|t| {
+                f.is_empty()
+                    || t.name.to_lowercase().contains(&f)
+                    || t.os.to_lowercase().contains(&f)
+                    || t.applications.iter().any(|a| a.to_lowercase().contains(&f))
+            })
+            .collect()
+    }
+
+    pub fn selected_template(&self) -> Option<&TemplateSummary> {
+        self.visible_templates().get(self.template_sel).copied()
+    }
+
+    /// The builds the Builds view lists: newest first, of one template when one is chosen.
+    pub fn visible_builds(&self) -> Vec<&Build> {
+        self.builds
+            .iter()
+            .filter(|b| {
+                self.builds_template
+                    .as_ref()
+                    .is_none_or(|t| &b.template == t)
+            })
+            .collect()
+    }
+
+    pub fn selected_build(&self) -> Option<&Build> {
+        self.visible_builds().get(self.build_sel).copied()
+    }
+
+    pub fn build(&self, id: u64) -> Option<&Build> {
+        self.builds.iter().find(|b| b.id == id)
+    }
+
+    /// Builds waiting in the queue, as the status bar shows them.
+    pub fn queued(&self) -> usize {
+        self.builds
+            .iter()
+            .filter(|b| b.state == BuildState::Queued)
+            .count()
+    }
+
+    pub fn running(&self) -> usize {
+        self.builds
+            .iter()
+            .filter(|b| b.state == BuildState::Running)
+            .count()
+    }
+
+    /// Rows of log text on screen (the body less the log's own header line).
+    pub fn log_page(&self) -> usize {
+        usize::from(self.height.saturating_sub(CHROME_ROWS + 1)).max(1)
+    }
+
+    /// Rows of a list on screen (the body less its header row).
+    fn list_page(&self) -> usize {
+        usize::from(self.height.saturating_sub(CHROME_ROWS + 1)).max(1)
+    }
+
+    fn tag(&mut self) -> u64 {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        t
+    }
+
+    fn refresh(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if !self.is_connected() {
+            return fx;
+        }
+        if !self.templates_pending {
+            self.templates_pending = true;
+            fx.push(call("template.list", 0, json!({})));
+        }
+        if !self.builds_pending {
+            self.builds_pending = true;
+            fx.push(call("build.list", 0, json!({})));
+        }
+        // The catalog changes rarely: refreshed while on screen, and once after connecting.
+        if !self.images_pending && (self.view == View::Images || !self.images_loaded) {
+            self.images_pending = true;
+            fx.push(call("image.list", 0, json!({})));
+        }
+        fx
+    }
+
+    /// Opens (or reopens, after a reconnect or a switch to the serial console) the log of
+    /// `build`, following it from the next line not yet seen.
+    fn follow_log(&mut self) -> Vec<Effect> {
+        let session = self.tag();
+        let connected = self.is_connected();
+        self.early_notes.clear();
+        let Some(log) = self.log.as_mut() else {
+            return Vec::new();
+        };
+        log.sub = None;
+        // Session 0 means no `build.logs` call is on its way.
+        log.session = if connected { session } else { 0 };
+        if !connected {
+            return Vec::new();
+        }
+        let params = json!({
+            "id": log.build,
+            "follow": true,
+            "serial": log.serial,
+            "from_line": log.next_seq,
+        });
+        vec![call("build.logs", session, params)]
+    }
+
+    fn open_log(&mut self, build: u64) -> Vec<Effect> {
+        if self.log.as_ref().is_none_or(|l| l.build != build) {
+            self.log = Some(LogView::new(build, false, 0));
+            self.view = View::Log;
+            return self.follow_log();
+        }
+        self.view = View::Log;
+        Vec::new()
+    }
+}
+
+/// Applies one action to the state and returns what the shell must do about it.
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Key(key) => on_key(app, key),
+        Action::Resize { width, height } => {
+            app.width = width;
+            app.height = height;
+            Vec::new()
+        }
+        Action::Tick { now } => {
+            app.now = now;
+            app.refresh()
+        }
+        Action::Connected { version } => {
+            app.connection = Connection::Connected { version };
+            app.templates_pending = false;
+            app.builds_pending = false;
+            app.images_pending = false;
+            let mut fx = app.refresh();
+            if app.log.as_ref().is_some_and(|l| !l.ended) {
+                fx.extend(app.follow_log());
+            }
+            fx
+        }
+        Action::Disconnected { error } => {
+            app.connection = Connection::Disconnected { error };
+            // Calls in flight died with the connection; so did the log subscription.
+            app.templates_pending = false;
+            app.builds_pending = false;
+            app.images_pending = false;
+            if let Some(l) = app.log.as_mut() {
+                l.sub = None;
+                l.session = 0;
+            }
+            Vec::new()
+        }
+        Action::Reply {
+            method,
+            tag,
+            result,
+        } => on_reply(app, &method, tag, result),
+        Action::Notification { method, params } => {
+            on_notification(app, &method, params);
+            Vec::new()
+        }
+    }
+}
+
+fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>) -> Vec<Effect> {
+    match method {
+        "template.list" => app.templates_pending = false,
+        "build.list" => app.builds_pending = false,
+        "image.list" => app.images_pending = false,
+        _ => {}
+    }
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if method == "build.logs" {
+                match app.log.as_mut() {
+                    Some(l) if l.session == tag => l.session = 0,
+                    _ => return Vec::new(),
+                }
+            }
+            app.message = Some(format!("{method}: {e}"));
+            return Vec::new();
+        }
+    };
+    let bad = |e: serde_json::Error| format!("{method}: unexpected reply from kilnd: {e}");
+    match method {
+        "template.list" => match serde_json::from_value::<TemplateList>(value) {
+            Ok(list) => {
+                let keep = app.selected_template().map(|t| t.name.clone());
+                app.templates = list.templates;
+                app.templates_loaded = true;
+                let visible = app.visible_templates();
+                app.template_sel = keep
+                    .and_then(|n| visible.iter().position(|t| t.name == n))
+                    .unwrap_or(app.template_sel)
+                    .min(visible.len().saturating_sub(1));
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "build.list" => match serde_json::from_value::<BuildList>(value) {
+            Ok(list) => {
+                let keep = app.selected_build().map(|b| b.id);
+                app.builds = list.builds;
+                app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
+                app.builds_loaded = true;
+                let visible = app.visible_builds();
+                app.build_sel = keep
+                    .and_then(|id| visible.iter().position(|b| b.id == id))
+                    .unwrap_or(app.build_sel)
+                    .min(visible.len().saturating_sub(1));
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "image.list" => match serde_json::from_value::<ImageList>(value) {
+            Ok(list) => {
+                let keep = app.images.get(app.image_sel).map(|i| i.id.clone());
+                app.images = list.images;
+                app.images_loaded = true;
+                app.image_sel = keep
+                    .and_then(|id| app.images.iter().position(|i| i.id == id))
+                    .unwrap_or(app.image_sel)
+                    .min(app.images.len().saturating_sub(1));
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "template.delete" | "image.delete" => {
+            app.message = Some(format!("{method}: done"));
+            if method == "image.delete" {
+                app.images_loaded = false;
+            }
+            return app.refresh();
+        }
+        "build.start" => match serde_json::from_value::<BuildReply>(value) {
+            Ok(r) => {
+                app.message = Some(format!(
+                    "build {} of {} queued (image {})",
+                    r.build.id, r.build.template, r.build.image_name
+                ));
+                app.builds.retain(|b| b.id != r.build.id);
+                app.builds.insert(0, r.build);
+                app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "build.cancel" => match serde_json::from_value::<BuildReply>(value) {
+            Ok(r) => {
+                app.message = Some(format!(
+                    "build {}: cancel requested ({})",
+                    r.build.id,
+                    r.build.state.as_str()
+                ));
+                if let Some(b) = app.builds.iter_mut().find(|b| b.id == r.build.id) {
+                    *b = r.build;
+                }
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "build.logs" => match serde_json::from_value::<SubReply>(value) {
+            Ok(r) => {
+                let early = std::mem::take(&mut app.early_notes);
+                let Some(log) = app.log.as_mut().filter(|l| l.session == tag) else {
+                    return Vec::new();
+                };
+                log.sub = Some(r.sub);
+                for (method, params) in early {
+                    on_notification(app, &method, params);
+                }
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        _ => {}
+    }
+    Vec::new()
+}
+
+fn on_notification(app: &mut App, method: &str, params: Value) {
+    if method != "build.log" && method != "build.log.end" {
+        return;
+    }
+    let Some(log) = app.log.as_mut() else {
+        return;
+    };
+    let sub = params.get("sub").and_then(Value::as_u64);
+    match log.sub {
+        // The reply naming our subscription may still be on its way: keep the line for it.
+        None if log.session != 0 => {
+            if app.early_notes.len() < EARLY_NOTES_MAX {
+                app.early_notes.push((method.to_string(), params));
+            }
+            return;
+        }
+        Some(s) if sub == Some(s) => {}
+        _ => return,
+    }
+    if method == "build.log.end" {
+        log.ended = true;
+        return;
+    }
+    if let Ok(line) = serde_json::from_value::<LogLine>(params) {
+        log.push(line);
+    }
+}
+
+fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
+    if key == Key::Ctrl('c') {
+        return vec![Effect::Quit];
+    }
+    app.message = None;
+    if let Some(prompt) = app.prompt.take() {
+        return on_prompt_key(app, prompt, key);
+    }
+    if app.help {
+        match keymap::command_for(app.view, key) {
+            Some(Cmd::Down) => app.help_scroll = app.help_scroll.saturating_add(1),
+            Some(Cmd::Up) => app.help_scroll = app.help_scroll.saturating_sub(1),
+            _ => {
+                app.help = false;
+                app.help_scroll = 0;
+            }
+        }
+        return Vec::new();
+    }
+    let Some(cmd) = keymap::command_for(app.view, key) else {
+        return Vec::new();
+    };
+    on_command(app, cmd)
+}
+
+fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
+    match prompt {
+        Prompt::ConfirmCancel { id } => {
+            if key == Key::Char('y') || key == Key::Char('Y') {
+                app.message = Some(format!("canceling build {id}..."));
+                return vec![call("build.cancel", 0, json!({ "id": id }))];
+            }
+            app.message = Some(format!("build {id} not canceled"));
+            Vec::new()
+        }
+        Prompt::ConfirmDelete {
+            what,
+            name,
+            mut input,
+        } => match key {
+            Key::Enter if input == name => {
+                app.message = Some(format!("deleting {} {name}...", what.noun()));
+                let (method, params) = match what {
+                    Deletable::Template => ("template.delete", json!({ "name": name })),
+                    Deletable::Image => ("image.delete", json!({ "image": name })),
+                };
+                vec![call(method, 0, params)]
+            }
+            Key::Enter | Key::Esc => {
+                app.message = Some(format!("{} {name} not deleted", what.noun()));
+                Vec::new()
+            }
+            Key::Backspace | Key::Char(_) => {
+                match key {
+                    Key::Char(c) => input.push(c),
+                    _ => {
+                        input.pop();
+                    }
+                }
+                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
+                Vec::new()
+            }
+            _ => {
+                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
+                Vec::new()
+            }
+        },
+        Prompt::Filter => {
+            match key {
+                Key::Enter => {}
+                Key::Esc => app.template_filter.clear(),
+                Key::Backspace => {
+                    app.template_filter.pop();
+                    app.prompt = Some(Prompt::Filter);
+                }
+                Key::Char(c) => {
+                    app.template_filter.push(c);
+                    app.prompt = Some(Prompt::Filter);
+                }
+                _ => app.prompt = Some(Prompt::Filter),
+            }
+            app.template_sel = 0;
+            Vec::new()
+        }
+        Prompt::Search { mut input } => {
+            match key {
+                Key::Enter => {
+                    let page = app.log_page();
+                    if let Some(log) = app.log.as_mut() {
+                        log.search = Some(input.clone()).filter(|s| !s.is_empty());
+                        // Following: look back from the end; paused: look on from the top line.
+                        let found = if log.follow {
+                            log.find(false, log.lines.len())
+                        } else {
+                            let from = log.shown_top(page);
+                            log.find(true, from) || log.find(false, from.saturating_add(1))
+                        };
+                        if !found && !input.is_empty() {
+                            app.message = Some(format!("no line matches {input:?}"));
+                        }
+                    }
+                }
+                Key::Esc => {}
+                Key::Backspace => {
+                    input.pop();
+                    app.prompt = Some(Prompt::Search { input });
+                }
+                Key::Char(c) => {
+                    input.push(c);
+                    app.prompt = Some(Prompt::Search { input });
+                }
+                _ => app.prompt = Some(Prompt::Search { input }),
+            }
+            Vec::new()
+        }
+        Prompt::ImageName {
+            template,
+            mut input,
+        } => match key {
+            Key::Enter if input.trim().is_empty() => {
+                app.message = Some("no build started: the image needs a name".into());
+                Vec::new()
+            }
+            Key::Enter => {
+                app.message = Some(format!("starting a build of {template}..."));
+                let params = json!({ "template": template, "image_name": input.trim() });
+                vec![call("build.start", 0, params)]
+            }
+            Key::Esc => Vec::new(),
+            Key::Backspace => {
+                input.pop();
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+            Key::Char(c) => {
+                input.push(c);
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+            _ => {
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+        },
+    }
+}
+
+/// Moves a selection `delta` rows within `len` rows.
+fn moved(sel: usize, delta: isize, len: usize) -> usize {
+    let to = if delta < 0 {
+        sel.saturating_sub(delta.unsigned_abs())
+    } else {
+        sel.saturating_add(delta.unsigned_abs())
+    };
+    to.min(len.saturating_sub(1))
+}
+
+fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
+    let page = app.list_page() as isize;
+    let delta = match cmd {
+        Cmd::Up => Some(-1),
+        Cmd::Down => Some(1),
+        Cmd::PageUp => Some(-page),
+        Cmd::PageDown => Some(page),
+        Cmd::Top => Some(isize::MIN / 2),
+        Cmd::Bottom => Some(isize::MAX / 2),
+        _ => None,
+    };
+    if let Some(delta) = delta {
+        match app.view {
+            View::Templates => {
+                let len = app.visible_templates().len();
+                app.template_sel = moved(app.template_sel, delta, len);
+            }
+            View::Builds => {
+                let len = app.visible_builds().len();
+                app.build_sel = moved(app.build_sel, delta, len);
+            }
+            View::Images => {
+                app.image_sel = moved(app.image_sel, delta, app.images.len());
+            }
+            View::Detail => {
+                // Room for the header, every step and three lines per run output.
+                let len = app
+                    .detail
+                    .and_then(|id| app.build(id))
+                    .map_or(0, |b| 8 + b.steps.len() + 3 * b.run_outputs.len());
+                app.detail_scroll = moved(app.detail_scroll, delta, len);
+            }
+            View::Log => {
+                let page = app.log_page();
+                if let Some(log) = app.log.as_mut() {
+                    match cmd {
+                        Cmd::Top => log.go_top(),
+                        Cmd::Bottom => log.go_end(),
+                        Cmd::PageUp | Cmd::PageDown => {
+                            log.scroll(delta.signum() * page as isize, page)
+                        }
+                        _ => log.scroll(delta, page),
+                    }
+                }
+            }
+        }
+        return Vec::new();
+    }
+    match cmd {
+        Cmd::Quit => return vec![Effect::Quit],
+        Cmd::Help => app.help = true,
+        Cmd::NextView | Cmd::PrevView => {
+            let mut views = vec![View::Templates, View::Builds, View::Images];
+            if app.detail.is_some() {
+                views.push(View::Detail);
+            }
+            if app.log.is_some() {
+                views.push(View::Log);
+            }
+            let i = views.iter().position(|v| *v == app.view).unwrap_or(0);
+            let n = views.len();
+            app.view = views[if cmd == Cmd::NextView {
+                (i + 1) % n
+            } else {
+                (i + n - 1) % n
+            }];
+        }
+        Cmd::Back => match app.view {
+            View::Templates => app.template_filter.clear(),
+            View::Builds => {
+                if app.builds_template.take().is_none() {
+                    app.view = View::Templates;
+                }
+                app.build_sel = 0;
+            }
+            View::Images => app.view = View::Templates,
+            View::Detail => app.view = View::Builds,
+            View::Log => {
+                app.view = if app.detail.is_some() {
+                    View::Detail
+                } else {
+                    View::Builds
+                }
+            }
+        },
+        Cmd::Open => match app.view {
+            View::Templates => {
+                if let Some(t) = app.selected_template() {
+                    app.builds_template = Some(t.name.clone());
+                    app.build_sel = 0;
+                    app.view = View::Builds;
+                }
+            }
+            View::Builds => {
+                if let Some(id) = app.selected_build().map(|b| b.id) {
+                    if app.detail != Some(id) {
+                        app.detail_scroll = 0;
+                    }
+                    app.detail = Some(id);
+                    app.view = View::Detail;
+                }
+            }
+            View::Images | View::Detail | View::Log => {}
+        },
+        Cmd::Find => match app.view {
+            View::Templates => app.prompt = Some(Prompt::Filter),
+            View::Log => {
+                let input = app
+                    .log
+                    .as_ref()
+                    .and_then(|l| l.search.clone())
+                    .unwrap_or_default();
+                app.prompt = Some(Prompt::Search { input });
+            }
+            _ => {}
+        },
+        Cmd::FindNext | Cmd::FindPrev => {
+            let page = app.log_page();
+            if let Some(log) = app.log.as_mut() {
+                let from = log.found.unwrap_or_else(|| log.shown_top(page));
+                if log.search.is_none() {
+                    app.message = Some("no search yet: press / to search".into());
+                } else if !log.find(cmd == Cmd::FindNext, from) {
+                    app.message = Some("no more matches".into());
+                }
+            }
+        }
+        Cmd::Delete => {
+            let target = match app.view {
+                View::Templates => app
+                    .selected_template()
+                    .map(|t| (Deletable::Template, t.name.clone())),
+                View::Images => app
+                    .images
+                    .get(app.image_sel)
+                    .map(|i| (Deletable::Image, i.name.clone())),
+                _ => None,
+            };
+            if let Some((what, name)) = target {
+                app.prompt = Some(Prompt::ConfirmDelete {
+                    what,
+                    name,
+                    input: String::new(),
+                });
+            }
+        }
+        Cmd::StartBuild => {
+            if let Some(t) = app.selected_template() {
+                app.prompt = Some(Prompt::ImageName {
+                    template: t.name.clone(),
+                    input: String::new(),
+                });
+            }
+        }
+        Cmd::Cancel => {
+            let id = match app.view {
+                View::Builds => app.selected_build().map(|b| b.id),
+                View::Detail => app.detail,
+                View::Log => app.log.as_ref().map(|l| l.build),
+                View::Templates | View::Images => None,
+            };
+            if let Some(id) = id {
+                match app.build(id).map(|b| b.state) {
+                    Some(s) if s.is_terminal() => {
+                        app.message = Some(format!("build {id} already ended ({})", s.as_str()))
+                    }
+                    _ => app.prompt = Some(Prompt::ConfirmCancel { id }),
+                }
+            }
+        }
+        Cmd::Logs => {
+            let id = match app.view {
+                View::Builds => app.selected_build().map(|b| b.id),
+                View::Detail => app.detail,
+                _ => None,
+            };
+            if let Some(id) = id {
+                if app.view == View::Builds && app.detail != Some(id) {
+                    app.detail = Some(id);
+                    app.detail_scroll = 0;
+                }
+                return app.open_log(id);
+            }
+        }
+        Cmd::Wrap => {
+            if let Some(l) = app.log.as_mut() {
+                l.wrap = !l.wrap;
+            }
+        }
+        Cmd::Timestamps => {
+            if let Some(l) = app.log.as_mut() {
+                l.timestamps = !l.timestamps;
+            }
+        }
+        Cmd::Serial => {
+            if let Some(l) = app.log.as_ref() {
+                let (build, serial) = (l.build, !l.serial);
+                let mut fresh = LogView::new(build, serial, 0);
+                fresh.wrap = l.wrap;
+                fresh.timestamps = l.timestamps;
+                app.log = Some(fresh);
+                return app.follow_log();
+            }
+        }
+        Cmd::Up | Cmd::Down | Cmd::PageUp | Cmd::PageDown | Cmd::Top | Cmd::Bottom => {}
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! `update` tests: feed actions to an `App`, check the state and the effects. No terminal.
+
+use serde_json::json;
+
+use super::fixtures::{app, log_line};
+use super::keymap::Key;
+use super::*;
+
+/// Presses each key of `keys` (one char each), returning every effect.
+fn press(app: &mut App, keys: &str) -> Vec<Effect> {
+    keys.chars()
+        .flat_map(|c| update(app, Action::Key(Key::Char(c))))
+        .collect()
+}
+
+fn key(app: &mut App, k: Key) -> Vec<Effect> {
+    update(app, Action::Key(k))
+}
+
+fn methods(fx: &[Effect]) -> Vec<&str> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Call { method, .. } => Some(method.as_str()),
+            Effect::Quit => None,
+        })
+        .collect()
+}
+
+/// Opens the log of the selected build and answers `build.logs` with subscription 9.
+fn open_log(app: &mut App) {
+    let fx = key(app, Key::Tab);
+    assert!(fx.is_empty());
+    let fx = press(app, "l");
+    let Some(Effect::Call { method, tag, .. }) = fx.first() else {
+        panic!("expected a build.logs call, got {fx:?}");
+    };
+    assert_eq!(method, "build.logs");
+    let tag = *tag;
+    update(
+        app,
+        Action::Reply {
+            method: "build.logs".into(),
+            tag,
+            result: Ok(json!({ "sub": 9 })),
+        },
+    );
+}
+
+fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
+    let mut params = serde_json::to_value(log_line(seq, text)).unwrap_or_default();
+    params["sub"] = json!(sub);
+    update(
+        app,
+        Action::Notification {
+            method: "build.log".into(),
+            params,
+        },
+    );
+}
+
+#[test]
+fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
+    let mut app = App::new("default", fixtures::at(10, 0, 0), true);
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 0, 1),
+        },
+    );
+    assert!(fx.is_empty(), "no calls while not connected");
+    let fx = update(
+        &mut app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    );
+    assert_eq!(methods(&fx), ["template.list", "build.list", "image.list"]);
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 0, 2),
+        },
+    );
+    assert!(fx.is_empty(), "lists still in flight");
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.list".into(),
+            tag: 0,
+            result: Ok(json!({"builds": []})),
+        },
+    );
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 0, 3),
+        },
+    );
+    assert_eq!(methods(&fx), ["build.list"]);
+}
+
+#[test]
+fn tab_cycles_through_the_views_that_exist() {
+    let mut app = app();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        key(&mut app, Key::Tab);
+        seen.push(app.view);
+    }
+    assert_eq!(
+        seen,
+        [View::Builds, View::Images, View::Templates, View::Builds]
+    );
+    key(&mut app, Key::Enter);
+    key(&mut app, Key::BackTab);
+    assert_eq!(
+        app.view,
+        View::Images,
+        "the detail joins the cycle once opened"
+    );
+}
+
+#[test]
+fn images_are_polled_only_while_on_screen() {
+    let mut app = app();
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 2, 1),
+        },
+    );
+    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+    key(&mut app, Key::Tab);
+    key(&mut app, Key::Tab);
+    update(
+        &mut app,
+        Action::Reply {
+            method: "template.list".into(),
+            tag: 0,
+            result: Ok(json!({"templates": []})),
+        },
+    );
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.list".into(),
+            tag: 0,
+            result: Ok(json!({"builds": []})),
+        },
+    );
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 2, 2),
+        },
+    );
+    assert_eq!(methods(&fx), ["template.list", "build.list", "image.list"]);
+}
+
+#[test]
+fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
+    let mut app = app();
+    update(
+        &mut app,
+        Action::Disconnected {
+            error: "kilnd closed the connection".into(),
+        },
+    );
+    assert!(!app.is_connected());
+    assert!(update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 3, 0)
+        }
+    )
+    .is_empty());
+    let fx = update(
+        &mut app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    );
+    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+}
+
+#[test]
+fn moving_stays_inside_the_list() {
+    let mut app = app();
+    press(&mut app, "kkk");
+    assert_eq!(app.template_sel, 0);
+    press(&mut app, "jjjjj");
+    assert_eq!(app.template_sel, 2);
+    press(&mut app, "g");
+    assert_eq!(app.template_sel, 0);
+    press(&mut app, "G");
+    assert_eq!(
+        app.selected_template().map(|t| t.name.as_str()),
+        Some("java-app")
+    );
+}
+
+#[test]
+fn the_filter_narrows_templates_as_it_is_typed_and_esc_clears_it() {
+    let mut app = app();
+    press(&mut app, "/redis");
+    assert_eq!(app.prompt, Some(Prompt::Filter));
+    let names: Vec<_> = app
+        .visible_templates()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert_eq!(names, ["db"]);
+    key(&mut app, Key::Enter);
+    assert_eq!(app.prompt, None);
+    assert_eq!(app.visible_templates().len(), 1);
+    key(&mut app, Key::Esc);
+    assert_eq!(app.visible_templates().len(), 3);
+}
+
+#[test]
+fn a_selection_survives_a_refresh_that_reorders_the_list() {
+    let mut app = app();
+    press(&mut app, "j");
+    assert_eq!(app.selected_template().map(|t| t.name.as_str()), Some("db"));
+    let reordered = vec![
+        fixtures::template("db", "debian-12", &[], 1),
+        fixtures::template("aaa", "debian-12", &[], 1),
+    ];
+    update(
+        &mut app,
+        Action::Reply {
+            method: "template.list".into(),
+            tag: 0,
+            result: Ok(json!({ "templates": reordered })),
+        },
+    );
+    assert_eq!(app.selected_template().map(|t| t.name.as_str()), Some("db"));
+}
+
+#[test]
+fn enter_on_a_template_shows_its_builds_and_esc_goes_back() {
+    let mut app = app();
+    key(&mut app, Key::Enter);
+    assert_eq!(app.view, View::Builds);
+    let ids: Vec<_> = app.visible_builds().iter().map(|b| b.id).collect();
+    assert_eq!(ids, [3, 1], "newest first, web-base only");
+    key(&mut app, Key::Esc);
+    assert_eq!(app.visible_builds().len(), 4);
+    key(&mut app, Key::Esc);
+    assert_eq!(app.view, View::Templates);
+}
+
+#[test]
+fn a_build_asks_for_an_image_name_and_starts() {
+    let mut app = app();
+    press(&mut app, "b");
+    key(&mut app, Key::Enter);
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("needs a name")));
+    let mut fx = press(&mut app, "bweb1");
+    fx.extend(key(&mut app, Key::Enter));
+    assert_eq!(
+        fx,
+        [Effect::Call {
+            method: "build.start".into(),
+            tag: 0,
+            params: json!({"template": "web-base", "image_name": "web1"}),
+        }]
+    );
+}
+
+#[test]
+fn cancel_asks_first_and_only_y_confirms() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    assert_eq!(app.selected_build().map(|b| b.id), Some(4));
+    assert!(press(&mut app, "x").is_empty());
+    assert_eq!(app.prompt, Some(Prompt::ConfirmCancel { id: 4 }));
+    assert!(key(&mut app, Key::Enter).is_empty(), "enter means no");
+    assert_eq!(app.prompt, None);
+    press(&mut app, "x");
+    assert!(press(&mut app, "n").is_empty());
+    press(&mut app, "x");
+    let fx = press(&mut app, "y");
+    assert_eq!(
+        fx,
+        [Effect::Call {
+            method: "build.cancel".into(),
+            tag: 0,
+            params: json!({"id": 4})
+        }]
+    );
+}
+
+#[test]
+fn an_ended_build_is_not_offered_for_cancel() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    press(&mut app, "G");
+    assert_eq!(app.selected_build().map(|b| b.id), Some(1));
+    press(&mut app, "x");
+    assert_eq!(app.prompt, None);
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("already ended")));
+}
+
+#[test]
+fn enter_opens_the_detail_and_l_the_log() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    press(&mut app, "j");
+    key(&mut app, Key::Enter);
+    assert_eq!((app.view, app.detail), (View::Detail, Some(3)));
+    let fx = press(&mut app, "l");
+    assert_eq!(methods(&fx), ["build.logs"]);
+    assert_eq!(app.view, View::Log);
+    key(&mut app, Key::Esc);
+    assert_eq!(app.view, View::Detail);
+}
+
+#[test]
+fn the_log_follows_pauses_on_scroll_up_and_resumes_with_g() {
+    let mut app = app();
+    update(
+        &mut app,
+        Action::Resize {
+            width: 80,
+            height: 24,
+        },
+    );
+    open_log(&mut app);
+    for seq in 0..100 {
+        note(&mut app, 9, seq, &format!("line {seq}"));
+    }
+    note(&mut app, 8, 100, "another subscription");
+    let log = app.log.as_ref().map(|l| (l.lines.len(), l.follow));
+    assert_eq!(log, Some((100, true)));
+    press(&mut app, "k");
+    assert!(app.log.as_ref().is_some_and(|l| !l.follow));
+    note(&mut app, 9, 100, "more");
+    let page = app.log_page();
+    assert_eq!(
+        app.log.as_ref().map(|l| l.shown_top(page)),
+        Some(100 - page - 1)
+    );
+    press(&mut app, "G");
+    assert!(app.log.as_ref().is_some_and(|l| l.follow));
+}
+
+#[test]
+fn log_lines_that_beat_the_subscription_reply_are_kept() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    let fx = press(&mut app, "l");
+    let Some(Effect::Call { tag, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    note(&mut app, 9, 0, "early");
+    note(&mut app, 5, 0, "someone else's");
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.logs".into(),
+            tag,
+            result: Ok(json!({"sub": 9})),
+        },
+    );
+    let lines: Vec<_> = app
+        .log
+        .iter()
+        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
+        .collect();
+    assert_eq!(lines, ["early"]);
+}
+
+#[test]
+fn a_reconnect_resumes_the_log_after_the_last_line_seen() {
+    let mut app = app();
+    open_log(&mut app);
+    note(&mut app, 9, 0, "a");
+    note(&mut app, 9, 1, "b");
+    update(
+        &mut app,
+        Action::Disconnected {
+            error: "gone".into(),
+        },
+    );
+    let fx = update(
+        &mut app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    );
+    let logs: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Call { method, params, .. } if method == "build.logs" => Some(params.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        [json!({"id": 4, "follow": true, "serial": false, "from_line": 2})]
+    );
+}
+
+#[test]
+fn log_toggles_and_search() {
+    let mut app = app();
+    open_log(&mut app);
+    for (seq, text) in ["boot", "Error: one", "ok", "error: two", "done"]
+        .iter()
+        .enumerate()
+    {
+        note(&mut app, 9, seq as u64, text);
+    }
+    press(&mut app, "wt");
+    assert!(app.log.as_ref().is_some_and(|l| l.wrap && l.timestamps));
+    press(&mut app, "/error");
+    key(&mut app, Key::Enter);
+    assert_eq!(app.log.as_ref().and_then(|l| l.found), Some(3));
+    press(&mut app, "N");
+    assert_eq!(app.log.as_ref().and_then(|l| l.found), Some(1));
+    press(&mut app, "N");
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("no more")));
+    press(&mut app, "n");
+    assert_eq!(app.log.as_ref().and_then(|l| l.found), Some(3));
+}
+
+#[test]
+fn s_switches_to_the_serial_console_with_a_fresh_buffer() {
+    let mut app = app();
+    open_log(&mut app);
+    note(&mut app, 9, 0, "a");
+    let fx = press(&mut app, "s");
+    let Some(Effect::Call { params, .. }) = fx.first() else {
+        panic!("no call");
+    };
+    assert_eq!(params["serial"], json!(true));
+    assert_eq!(params["from_line"], json!(0));
+    assert!(app
+        .log
+        .as_ref()
+        .is_some_and(|l| l.serial && l.lines.is_empty()));
+}
+
+#[test]
+fn help_opens_scrolls_and_closes_and_q_then_quits() {
+    let mut app = app();
+    press(&mut app, "?");
+    assert!(app.help);
+    press(&mut app, "jj");
+    assert_eq!(app.help_scroll, 2);
+    assert!(press(&mut app, "q").is_empty(), "q closes the help first");
+    assert!(!app.help);
+    assert_eq!(press(&mut app, "q"), [Effect::Quit]);
+}
+
+#[test]
+fn ctrl_c_quits_even_inside_a_prompt() {
+    let mut app = app();
+    press(&mut app, "b");
+    assert_eq!(key(&mut app, Key::Ctrl('c')), [Effect::Quit]);
+}
+
+#[test]
+fn errors_from_kilnd_land_in_the_message_line() {
+    let mut app = app();
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.cancel".into(),
+            tag: 0,
+            result: Err("not_found: no build 12".into()),
+        },
+    );
+    assert_eq!(
+        app.message.as_deref(),
+        Some("build.cancel: not_found: no build 12")
+    );
+}
+
+#[test]
+fn delete_needs_the_name_typed_exactly() {
+    let mut app = app();
+    press(&mut app, "jD");
+    assert!(matches!(app.prompt, Some(Prompt::ConfirmDelete { .. })));
+    press(&mut app, "d");
+    assert!(key(&mut app, Key::Enter).is_empty());
+    assert_eq!(app.message.as_deref(), Some("template db not deleted"));
+    press(&mut app, "Ddx");
+    key(&mut app, Key::Backspace);
+    press(&mut app, "b");
+    assert_eq!(
+        key(&mut app, Key::Enter),
+        [Effect::Call {
+            method: "template.delete".into(),
+            tag: 0,
+            params: json!({"name": "db"}),
+        }]
+    );
+    key(&mut app, Key::Tab);
+    key(&mut app, Key::Tab);
+    let mut fx = press(&mut app, "Ddebian-12");
+    fx.extend(key(&mut app, Key::Enter));
+    assert_eq!(methods(&fx), ["image.delete"]);
+}

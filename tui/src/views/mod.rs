@@ -1,0 +1,288 @@
+//! Drawing the dashboard: a pure function of `&App` into a ratatui `Frame`. The chrome (tab bar,
+//! message line, status bar, help overlay) lives here; each view's body has its own module.
+
+mod builds;
+mod images;
+mod log;
+mod templates;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::Frame;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+use crate::app::{keymap, App, Connection, Prompt, View};
+use kiln_shared::build::{Build, BuildState};
+
+/// Draws the whole dashboard. Never panics, whatever the frame's size.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    let [tabs, body, message, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_tabs(f, app, tabs);
+    match app.view {
+        View::Templates => templates::draw(f, app, body),
+        View::Builds => builds::draw_list(f, app, body),
+        View::Images => images::draw(f, app, body),
+        View::Detail => builds::draw_detail(f, app, body),
+        View::Log => log::draw(f, app, body),
+    }
+    draw_message(f, app, message);
+    draw_status(f, app, status);
+    if app.help {
+        draw_help(f, app, area);
+    }
+}
+
+/// Styles, with colors only when NO_COLOR is unset.
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn of(app: &App) -> Theme {
+        Theme { color: app.color }
+    }
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::new().fg(c)
+        } else {
+            Style::new()
+        }
+    }
+    fn header(&self) -> Style {
+        Style::new().add_modifier(Modifier::BOLD)
+    }
+    fn selected(&self) -> Style {
+        Style::new().add_modifier(Modifier::REVERSED)
+    }
+    fn error(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+    fn dim(&self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        }
+    }
+    fn state(&self, s: BuildState) -> Style {
+        match s {
+            BuildState::Succeeded => self.fg(Color::Green),
+            BuildState::PartiallySucceeded | BuildState::Canceled => self.fg(Color::Yellow),
+            BuildState::Failed | BuildState::TimedOut | BuildState::Interrupted => {
+                self.fg(Color::Red)
+            }
+            BuildState::Running => self.fg(Color::Cyan),
+            BuildState::Queued => Style::new(),
+        }
+    }
+}
+
+fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let t = Theme::of(app);
+    let mut spans = vec![Span::styled(" kiln ", t.header())];
+    let mut tab = |label: String, view: View| {
+        let style = if app.view == view {
+            t.selected()
+        } else {
+            Style::new()
+        };
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(format!(" {label} "), style));
+    };
+    tab("Templates".into(), View::Templates);
+    match &app.builds_template {
+        Some(name) => tab(format!("Builds of {name}"), View::Builds),
+        None => tab("Builds".into(), View::Builds),
+    }
+    tab("Images".into(), View::Images);
+    if let Some(id) = app.detail {
+        tab(format!("Build {id}"), View::Detail);
+    }
+    if let Some(l) = &app.log {
+        let what = if l.serial { "Serial" } else { "Log" };
+        tab(format!("{what} {}", l.build), View::Log);
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_message(f: &mut Frame, app: &App, area: Rect) {
+    let t = Theme::of(app);
+    let line = match &app.prompt {
+        Some(Prompt::Filter) => Line::from(format!("filter: {}▏", app.template_filter)),
+        Some(Prompt::Search { input }) => Line::from(format!("search: {input}▏")),
+        Some(Prompt::ImageName { template, input }) => {
+            Line::from(format!("image name for a build of {template}: {input}▏"))
+        }
+        Some(Prompt::ConfirmDelete { what, name, input }) => Line::styled(
+            format!("delete {} {name}? type its name: {input}▏", what.noun()),
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
+        Some(Prompt::ConfirmCancel { id }) => Line::styled(
+            format!("cancel build {id}? y/N"),
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
+        None => match &app.message {
+            Some(m) => Line::from(m.as_str()),
+            None => Line::styled(hint(app), t.dim()),
+        },
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// The message line when there is nothing to say: the current view's keys, from the key map.
+fn hint(app: &App) -> String {
+    let mut parts: Vec<String> = keymap::BINDINGS
+        .iter()
+        .filter(|b| b.scope == Some(app.view))
+        .map(|b| format!("{} {}", keymap::key_label(b.keys[0]), b.short))
+        .collect();
+    if !app.template_filter.is_empty() && app.view == View::Templates {
+        parts.insert(0, format!("filter /{}", app.template_filter));
+    }
+    parts.push("? help".into());
+    parts.join(" · ")
+}
+
+fn draw_status(f: &mut Frame, app: &App, area: Rect) {
+    let t = Theme::of(app);
+    let bar = t.selected();
+    let (conn, detail) = match &app.connection {
+        Connection::Connecting => (Span::styled(" connecting… ", bar), String::new()),
+        Connection::Connected { version } => (
+            Span::styled(" connected ", bar),
+            format!("│ kilnd {version} "),
+        ),
+        Connection::Disconnected { error } => (
+            Span::styled(" disconnected, retrying ", bar.patch(t.error())),
+            format!("│ {error} "),
+        ),
+    };
+    let rest = format!(
+        "│ project {} │ queue {} │ running {} {detail}",
+        app.project,
+        app.queued(),
+        app.running()
+    );
+    let line = Line::from(vec![conn, Span::styled(rest, bar)]).style(bar);
+    f.render_widget(Paragraph::new(line).style(bar), area);
+}
+
+fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+    let lines = keymap::help_lines();
+    let width = (area.width.saturating_sub(4)).min(76);
+    let height = u16::try_from(lines.len() + 2)
+        .unwrap_or(u16::MAX)
+        .min(area.height.saturating_sub(2));
+    if width < 3 || height < 3 {
+        return;
+    }
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    let max_scroll = lines.len().saturating_sub(usize::from(height - 2));
+    let scroll = u16::try_from(app.help_scroll.min(max_scroll)).unwrap_or(0);
+    let text: Vec<Line> = lines.into_iter().map(Line::from).collect();
+    f.render_widget(Clear, popup);
+    f.render_widget(
+        Paragraph::new(text)
+            .scroll((scroll, 0))
+            .block(Block::bordered().title(" keys · j/k scroll · any other key closes ")),
+        popup,
+    );
+}
+
+/// `s` cut or padded to exactly `width` display columns (an ellipsis marks a cut).
+fn fit(s: &str, width: usize) -> String {
+    if s.width() <= width {
+        return format!("{s}{}", " ".repeat(width - s.width()));
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if width > 0 {
+        out.push('…');
+        used += 1;
+    }
+    out.push_str(&" ".repeat(width.saturating_sub(used)));
+    out
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+fn duration_text(secs: i64) -> String {
+    let s = secs.max(0);
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn elapsed(app: &App, b: &Build) -> String {
+    match b.started_at {
+        Some(start) => duration_text((b.finished_at.unwrap_or(app.now) - start).num_seconds()),
+        None => "-".into(),
+    }
+}
+
+fn state_text(b: &Build) -> String {
+    match (b.state, b.sub_state) {
+        (BuildState::Queued, Some(_)) | (BuildState::Queued, None) => match b.queue_position {
+            Some(p) => format!("queued #{p}"),
+            None => "queued".into(),
+        },
+        (BuildState::Running, Some(sub)) => format!(
+            "running/{}",
+            serde_json::to_value(sub)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ),
+        (s, _) => s.as_str().into(),
+    }
+}
+
+/// `k/n` for the step a build is on (or failed at).
+fn step_text(b: &Build) -> String {
+    match (b.step, b.steps.len()) {
+        (_, 0) => "-".into(),
+        (Some(k), n) => format!("{}/{n}", k.saturating_add(1)),
+        (None, n) if b.state == BuildState::Succeeded => format!("{n}/{n}"),
+        (None, n) => format!("-/{n}"),
+    }
+}
+
+/// A placeholder in the middle of an empty body.
+fn empty(f: &mut Frame, app: &App, area: Rect, text: &str) {
+    let t = Theme::of(app);
+    f.render_widget(
+        Paragraph::new(Line::styled(format!(" {text}"), t.dim())),
+        area,
+    );
+}
+
+#[cfg(test)]
+mod tests;
