@@ -1,7 +1,7 @@
 //! The Images view: the catalog as the project sees it (public, private, shared) and a details
 //! pane for the selected image.
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
@@ -11,15 +11,7 @@ use super::{empty, Theme};
 use crate::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let (list, pane) = if area.width >= 100 {
-        let [l, p] = Layout::horizontal([Constraint::Min(50), Constraint::Length(44)]).areas(area);
-        (l, Some(p))
-    } else if area.height >= 15 {
-        let [l, p] = Layout::vertical([Constraint::Min(4), Constraint::Length(8)]).areas(area);
-        (l, Some(p))
-    } else {
-        (area, None)
-    };
+    let (list, pane) = super::list_and_details(area);
     let t = Theme::of(app);
     if app.images.is_empty() {
         let text = match (app.images_loaded, app.is_connected()) {

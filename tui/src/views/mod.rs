@@ -286,3 +286,16 @@ fn empty(f: &mut Frame, app: &App, area: Rect, text: &str) {
 
 #[cfg(test)]
 mod tests;
+
+/// Splits a list view's area: details at the side from 100 columns, below from 15 rows, else none.
+pub fn list_and_details(area: Rect) -> (Rect, Option<Rect>) {
+    if area.width >= 100 {
+        let [l, p] = Layout::horizontal([Constraint::Min(50), Constraint::Length(44)]).areas(area);
+        (l, Some(p))
+    } else if area.height >= 15 {
+        let [l, p] = Layout::vertical([Constraint::Min(4), Constraint::Length(8)]).areas(area);
+        (l, Some(p))
+    } else {
+        (area, None)
+    }
+}

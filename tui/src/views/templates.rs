@@ -1,6 +1,6 @@
 //! The Templates view: the filtered list and a details pane for the selected template.
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
@@ -12,15 +12,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if app.visible_templates().is_empty() {
         return draw_list(f, app, area);
     }
-    let (list, pane) = if area.width >= 100 {
-        let [l, p] = Layout::horizontal([Constraint::Min(50), Constraint::Length(44)]).areas(area);
-        (l, Some(p))
-    } else if area.height >= 15 {
-        let [l, p] = Layout::vertical([Constraint::Min(4), Constraint::Length(8)]).areas(area);
-        (l, Some(p))
-    } else {
-        (area, None)
-    };
+    let (list, pane) = super::list_and_details(area);
     draw_list(f, app, list);
     if let Some(pane) = pane {
         draw_pane(f, app, pane);
