@@ -5,6 +5,11 @@
 use std::process::Stdio;
 
 use kiln_tests::{template, Kilnd};
+
+/// A temp dir for tests that start no daemon of their own.
+struct Dir {
+    dir: tempfile::TempDir,
+}
 use serde_json::json;
 
 #[test]
@@ -62,7 +67,8 @@ fn sigterm_shuts_down_cleanly() {
     assert!(!k.socket.exists(), "socket removed on shutdown");
 }
 
-fn second_daemon(k: &Kilnd, socket: &std::path::Path, data: &std::path::Path) -> (bool, String) {
+/// Runs another kilnd on `socket` and `data` to completion: (exited 0, its stderr).
+fn second_daemon(socket: &std::path::Path, data: &std::path::Path) -> (bool, String) {
     let out = std::process::Command::new(kiln_tests::bin("kilnd"))
         .arg("--socket")
         .arg(socket)
@@ -71,7 +77,6 @@ fn second_daemon(k: &Kilnd, socket: &std::path::Path, data: &std::path::Path) ->
         .stdout(Stdio::null())
         .output()
         .unwrap();
-    let _ = k;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -82,12 +87,12 @@ fn second_daemon(k: &Kilnd, socket: &std::path::Path, data: &std::path::Path) ->
 fn one_daemon_per_data_dir_and_per_socket() {
     let k = Kilnd::start();
     let other_sock = k.dir.path().join("other").join("k.sock");
-    let (ok, err) = second_daemon(&k, &other_sock, &k.data_dir);
+    let (ok, err) = second_daemon(&other_sock, &k.data_dir);
     assert!(!ok);
     assert!(err.contains("already using the data directory"), "{err}");
 
     let other_data = k.dir.path().join("data2");
-    let (ok, err) = second_daemon(&k, &k.socket, &other_data);
+    let (ok, err) = second_daemon(&k.socket, &other_data);
     assert!(!ok);
     assert!(err.contains("already listening"), "{err}");
     // The first daemon is untouched.
@@ -102,14 +107,8 @@ fn unusable_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
-    let k = Kilnd {
-        dir,
-        socket: Default::default(),
-        data_dir: Default::default(),
-        child: None,
-        log: Default::default(),
-    };
-    let (ok, err) = second_daemon(&k, &k.dir.path().join("s/k.sock"), &file.join("data"));
+    let k = Dir { dir };
+    let (ok, err) = second_daemon(&k.dir.path().join("s/k.sock"), &file.join("data"));
     assert!(!ok);
     assert!(
         err.contains("data directory") && err.contains("plain-file"),
@@ -121,7 +120,7 @@ fn unusable_data_dir_is_refused() {
         let ro = k.dir.path().join("ro");
         std::fs::create_dir(&ro).unwrap();
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
-        let (ok, err) = second_daemon(&k, &k.dir.path().join("s2/k.sock"), &ro);
+        let (ok, err) = second_daemon(&k.dir.path().join("s2/k.sock"), &ro);
         assert!(!ok);
         assert!(err.contains("not usable"), "{err}");
     }
@@ -134,14 +133,8 @@ fn insecure_socket_directory_is_refused() {
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let k = Kilnd {
-        dir,
-        socket: Default::default(),
-        data_dir: Default::default(),
-        child: None,
-        log: Default::default(),
-    };
-    let (ok, err) = second_daemon(&k, &open.join("k.sock"), &k.dir.path().join("d"));
+    let k = Dir { dir };
+    let (ok, err) = second_daemon(&open.join("k.sock"), &k.dir.path().join("d"));
     assert!(!ok);
     assert!(err.contains("chmod 700"), "{err}");
 }
@@ -157,7 +150,7 @@ fn newer_schema_is_refused_without_damage() {
         .unwrap()
         .set_schema_version(99)
         .unwrap();
-    let (ok, err) = second_daemon(&k, &k.socket, &k.data_dir);
+    let (ok, err) = second_daemon(&k.socket, &k.data_dir);
     assert!(!ok);
     assert!(
         err.contains("newer kilnd") && err.contains("schema 99"),
