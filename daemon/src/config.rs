@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub cache_max_gb: Option<u64>,
     /// Caps every build's timeout, in seconds (tests use it to reach `timed_out` quickly).
     pub build_timeout_cap_seconds: Option<u64>,
+    /// Keep a saved, booted VM of each base image and start builds from it (default true).
+    pub warm_start: Option<bool>,
     /// Group that owns the socket in system mode (default `kiln`).
     pub socket_group: Option<String>,
     #[serde(default, rename = "project")]

@@ -92,14 +92,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         catalog::Catalog::open(store.clone(), config.data_dir.join("images"))
             .map_err(DaemonError::Catalog)?,
     );
+    let warm =
+        Arc::new(driver::warm::WarmStates::open(config.data_dir.join("warm")).map_err(data_err)?);
+    // Saved VMs of images deleted while kilnd was down (or mid-delete) go too.
+    let live = store
+        .list_images()?
+        .into_iter()
+        .filter(|r| r.state == catalog::State::Available)
+        .map(|r| r.id)
+        .collect();
+    warm.sweep(&live);
     let queue = queue::Queue::new(
         store.clone(),
         logs,
         catalog.clone(),
+        warm,
         config.data_dir.join("builds"),
         queue::Limits {
             max_concurrent: config.max_concurrent_builds() as usize,
             timeout_cap_secs: config.file.build_timeout_cap_seconds,
+            warm_start: config.file.warm_start.unwrap_or(true),
         },
     );
     queue.recover()?;

@@ -199,6 +199,7 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// Result of `build.logs`; also the params of `build.logs.unsubscribe`, which ends that stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubReply {
     pub sub: u64,

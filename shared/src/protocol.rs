@@ -401,6 +401,31 @@ pub struct ImageInfo {
     /// Why the image is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The saved, booted VM builds from this image resume from (warm start), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmInfo>,
+}
+
+/// A base image's saved VM: builds with the same vCPUs and memory start from it in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmInfo {
+    pub created_at: DateTime<Utc>,
+    /// `kvm` or `tcg`: the accelerator it was saved under (and can only be resumed under).
+    pub accel: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// The cold boot it was made from, and saving its memory.
+    pub boot_seconds: f64,
+    pub save_seconds: f64,
+    /// Size of the saved memory file.
+    pub state_bytes: u64,
+}
+
+/// Params of `image.warm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageWarmParams {
+    /// Id or name.
+    pub image: String,
 }
 
 /// Params of `image.list`.
@@ -434,6 +459,9 @@ pub struct ImageShareParams {
 pub struct ImageBootstrapParams {
     /// An OS kiln can bootstrap, such as `debian-12`.
     pub os: String,
+    /// Save a booted VM of it afterwards (warm start); default: kilnd.toml's `warm_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// Params of `image.import`.
@@ -446,6 +474,9 @@ pub struct ImageImportParams {
     /// Import as a public image (needs the admin group) instead of a private one.
     #[serde(default)]
     pub public: bool,
+    /// Save a booted VM of it afterwards (warm start); default: kilnd.toml's `warm_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// Result of `image.get`, `image.share`, `image.unshare` and `image.import`.
@@ -454,7 +485,7 @@ pub struct ImageResult {
     pub image: ImageInfo,
 }
 
-/// Result of `image.bootstrap`: the image and the progress lines the bootstrap printed.
+/// Result of `image.bootstrap` and `image.warm`: the image and the progress lines printed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageBootstrapResult {
     pub image: ImageInfo,

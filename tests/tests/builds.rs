@@ -18,7 +18,8 @@ fn base_image() -> Option<PathBuf> {
     }
 }
 
-/// A daemon with the base image imported as public `debian-12`.
+/// A daemon with the base image imported as public `debian-12`, without a saved VM: builds
+/// boot it cold (the warm start has its own test).
 fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
     let base = base_image()?;
     let k = Kilnd::start_with_config(config);
@@ -31,6 +32,7 @@ fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
         "--os",
         "debian-12",
         "--public",
+        "--no-warm",
         "--json",
     ]);
     assert!(
@@ -117,6 +119,145 @@ fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An HTTPS server on 127.0.0.1 with a certificate for 10.0.2.2 (the host as QEMU's user
+/// network shows it to guests), signed by a throwaway CA: for https script and file sources.
+struct Https {
+    child: std::process::Child,
+    port: u16,
+    /// The CA certificate (PEM) a guest must trust.
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Https {
+    fn start(files: &[(&str, &[u8])]) -> Https {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |f: &str| dir.path().join(f).display().to_string();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        for (name, data) in files {
+            std::fs::write(www.join(name), data).unwrap();
+        }
+        sh(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kiln test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &d("ca.key"),
+            "-out",
+            &d("ca.pem"),
+        ]);
+        sh(&[
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=10.0.2.2",
+            "-keyout",
+            &d("srv.key"),
+            "-out",
+            &d("srv.csr"),
+        ]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:10.0.2.2\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        sh(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &d("srv.csr"),
+            "-CA",
+            &d("ca.pem"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &d("ext.cnf"),
+            "-out",
+            &d("srv.pem"),
+        ]);
+        let script = format!(
+            "import http.server, ssl, functools\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain({cert:?}, {key:?})\n\
+             handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={www:?})\n\
+             srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n\
+             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+             print(srv.server_address[1], flush=True)\n\
+             srv.serve_forever()\n",
+            cert = d("srv.pem"),
+            key = d("srv.key"),
+            www = www.display().to_string(),
+        );
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().expect("the https server's port");
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        Https {
+            child,
+            port,
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("https://10.0.2.2:{}/{name}", self.port)
+    }
+
+    /// A shell step that makes the guest trust this server's CA.
+    fn trust_step(&self) -> Value {
+        json!({"type": "shell", "name": "trust-test-ca", "inline": [
+            format!("printf '%s' '{}' | sudo tee /usr/local/share/ca-certificates/kiln-test.crt >/dev/null", self.ca_pem),
+            "sudo update-ca-certificates"
+        ]})
+    }
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 const MOTD: &str = "built by kiln\n";
 
 #[test]
@@ -132,6 +273,11 @@ fn full_build_then_boot_the_output_image() {
     let exports = dir.join("exports");
     std::fs::create_dir(&exports).unwrap();
     let export = |f: &str| json!({"type": "export", "run_output_name": format!("x-{f}"), "format": f, "path": exports.join(format!("out.{f}")).display().to_string()});
+    // https sources, fetched by the guest and checked against their sha256.
+    let https_script: &[u8] =
+        b"#!/bin/bash\nset -e\necho https-script-ran | sudo tee /etc/kiln-https-script\n";
+    let https_blob: &[u8] = b"a file fetched over https\n";
+    let https = Https::start(&[("setup.sh", https_script), ("blob.txt", https_blob)]);
     create(
         &mut c,
         json!({
@@ -143,6 +289,10 @@ fn full_build_then_boot_the_output_image() {
             "vm": {"cpus": 2, "memory_mb": 1024},
             "customize": [
                 {"type": "shell", "name": "marker", "inline": ["echo shell-step-ran | sudo tee /etc/kiln-marker"]},
+                https.trust_step(),
+                {"type": "shell", "name": "https-script", "script": https.url("setup.sh"), "sha256": sha256_hex(https_script)},
+                {"type": "file", "name": "https-file", "source": https.url("blob.txt"), "destination": "/tmp/blob.txt", "sha256": sha256_hex(https_blob)},
+                {"type": "shell", "name": "keep-blob", "inline": ["sudo cp /tmp/blob.txt /etc/kiln-blob"]},
                 {"type": "file", "name": "motd", "source": dir.join("motd").display().to_string(), "destination": "/tmp/motd", "sha256": sha},
                 {"type": "shell", "name": "install-motd", "inline": ["sudo cp /tmp/motd /etc/motd"]},
                 {"type": "reboot", "name": "reboot", "timeout": "10m"},
@@ -278,6 +428,14 @@ fn full_build_then_boot_the_output_image() {
         };
         assert_eq!(run("cat /etc/motd").await.1.trim(), MOTD.trim());
         assert_eq!(run("cat /etc/kiln-marker").await.1.trim(), "shell-step-ran");
+        assert_eq!(
+            run("cat /etc/kiln-https-script").await.1.trim(),
+            "https-script-ran"
+        );
+        assert_eq!(
+            run("cat /etc/kiln-blob").await.1.trim(),
+            "a file fetched over https"
+        );
         assert_eq!(
             run("cat /etc/kiln-user-script").await.1.trim(),
             "user-script-ran"
@@ -471,4 +629,195 @@ fn timeout_ends_the_build() {
     assert_eq!(b["state"], "timed_out", "{b}");
     assert!(b["message"].as_str().unwrap().contains("20 seconds"), "{b}");
     assert_nothing_left(&k, id);
+}
+
+/// A qemu process whose command line mentions `needle`, if any.
+fn qemu_mentioning(needle: &str) -> Option<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("qemu-system") && cmdline.contains(needle)).then_some(cmdline)
+        })
+}
+
+fn first_key_blob(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
+    let Some(mut k) = daemon_with_base(None) else {
+        return;
+    };
+    let mut c = k.connect();
+    let image = c.call("image.get", json!({"image": "debian-12"}))["image"].clone();
+    let id = image["id"].as_str().unwrap().to_string();
+    assert!(image.get("warm").is_none(), "{image}");
+    let warm_dir = k.data_dir.join("warm");
+
+    // kill -9 of kilnd while it warms: the restarted daemon kills that qemu and removes the
+    // half-made state.
+    let mut warming = k.kiln_cmd(&["image", "warm", "debian-12"]).spawn().unwrap();
+    let partial = warm_dir.join(format!("{id}.partial"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !partial.join("qemu.pid").exists() {
+        assert!(Instant::now() < deadline, "warming never started a VM");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+    k.kill9();
+    let _ = warming.wait();
+    k.spawn();
+    assert!(!partial.exists(), "half-made warm state left behind");
+    assert_eq!(qemu_mentioning(&partial.display().to_string()), None);
+
+    // Warm it for real.
+    let out = k.kiln(&["image", "warm", "debian-12"]);
+    assert!(
+        out.status.success(),
+        "image warm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("==> warm start: saved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = k.connect();
+    let image = c.call("image.get", json!({"image": "debian-12"}))["image"].clone();
+    assert_eq!(image["warm"]["cpus"], 2, "{image}");
+    assert_eq!(image["warm"]["memory_mb"], 2048, "{image}");
+    let saved = warm_dir.join(&id);
+    let saved_client = first_key_blob(&saved.join("client_key.pub"));
+    let saved_host = first_key_blob(&saved.join("host_key.pub"));
+    let base_gib = image["virtual_size"].as_u64().unwrap() >> 30;
+
+    // A build asking for a bigger disk than the base: resumed, keys rotated, clock set, the
+    // root file system grown. Each check is a step that fails the build when it does not hold.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let min_disk = base_gib + 2;
+    create(
+        &mut c,
+        json!({
+            "name": "warm", "os": "debian-12", "source": {"image": "debian-12"},
+            "min_disk_gb": min_disk,
+            "vm": {"cpus": 2, "memory_mb": 2048},
+            "customize": [
+                {"type": "shell", "name": "keys", "inline": [
+                    format!("! grep -q {saved_client} ~/.ssh/authorized_keys"),
+                    "test $(grep -c . ~/.ssh/authorized_keys) = 1",
+                    format!("! sudo grep -q {saved_host} /etc/ssh/ssh_host_ed25519_key.pub"),
+                ]},
+                {"type": "shell", "name": "clock", "inline": [
+                    format!("d=$(( $(date +%s) - {now} )); echo \"clock off by $d s\"; [ $d -ge -5 ] && [ $d -lt 900 ]"),
+                ]},
+                {"type": "shell", "name": "disk", "inline": [
+                    "df -B1G --output=size / | tail -n1",
+                    format!("test $(df -B1M --output=size / | tail -n1) -gt {}", (min_disk - 1) * 1024),
+                ]},
+                {"type": "shell", "name": "marker", "inline": ["echo warm | sudo tee /etc/kiln-warm"]}
+            ],
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let build = start(&mut c, "warm", "warm-out");
+
+    // A follower that unsubscribes gets a last `build.log.end` and nothing after it.
+    let mut s = k.connect();
+    s.set_timeout(Duration::from_secs(300));
+    let sub = s.call("build.logs", json!({"id": build, "follow": true}))["sub"].clone();
+    loop {
+        let n = s.read();
+        if n["method"] == "build.log" && n["params"]["sub"] == sub {
+            break;
+        }
+    }
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "build.logs.unsubscribe", "params": {"sub": sub}});
+    s.send_raw(format!("{request}\n").as_bytes());
+    let (mut replied, mut ended) = (false, false);
+    while !(replied && ended) {
+        let m = s.read();
+        if m["id"] == 1 {
+            assert_eq!(m["result"], json!({}), "{m}");
+            replied = true;
+        } else if m["method"] == "build.log.end" && m["params"]["sub"] == sub {
+            assert_eq!(m["params"]["unsubscribed"], true, "{m}");
+            ended = true;
+        } else if m["method"] == "build.log" && m["params"]["sub"] == sub {
+            assert!(!ended, "a line after build.log.end: {m}");
+        }
+    }
+    let (kind, _) = s.call_err("build.logs.unsubscribe", json!({"sub": sub}));
+    assert_eq!(kind, "not_found");
+    drop(s);
+
+    let b = wait(&mut c, build);
+    let lines = log_lines(&mut c, build);
+    assert_eq!(b["state"], "succeeded", "{b}\n{}", lines.join("\n"));
+    let log = lines.join("\n");
+    assert!(log.contains("warm start: resuming"), "{log}");
+    assert!(log.contains("disk grown from"), "{log}");
+    assert!(log.contains("clock off by"), "{log}");
+    assert!(
+        !log.contains("cloud-init finished"),
+        "a warm build waits for no cloud-init: {log}"
+    );
+    assert_nothing_left(&k, build);
+    let out = c.call("image.get", json!({"image": "warm-out"}))["image"].clone();
+    assert_eq!(
+        out["virtual_size"].as_u64().unwrap() >> 30,
+        min_disk,
+        "{out}"
+    );
+    // The output's chain is flattened: it stands without the saved VM or the base.
+    let info = sh(&[
+        "qemu-img",
+        "info",
+        "--output=json",
+        out["path"].as_str().unwrap(),
+    ]);
+    assert!(!info.contains("backing-filename"), "{info}");
+
+    // An https file whose sha256 does not match fails its step (and the build), naming it.
+    let https = Https::start(&[("blob.txt", b"the real content\n")]);
+    create(
+        &mut c,
+        json!({
+            "name": "bad-sha", "os": "debian-12", "source": {"image": "debian-12"},
+            "customize": [
+                https.trust_step(),
+                {"type": "file", "name": "tampered", "source": https.url("blob.txt"), "destination": "/tmp/blob.txt", "sha256": "0".repeat(64)}
+            ],
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let bad = start(&mut c, "bad-sha", "never");
+    let b = wait(&mut c, bad);
+    let log = log_lines(&mut c, bad).join("\n");
+    assert_eq!(b["state"], "failed", "{b}\n{log}");
+    assert_eq!(b["steps"][1]["state"], "failed", "{b}");
+    assert!(
+        log.contains("FAILED"),
+        "sha256sum's verdict in the log: {log}"
+    );
+    assert_nothing_left(&k, bad);
+
+    // Deleting the base removes its saved VM.
+    let deleted = k.kiln(&["image", "delete", "debian-12", "--yes"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(
+        !saved.exists(),
+        "warm state left after the image was deleted"
+    );
 }

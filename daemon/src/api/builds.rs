@@ -1,5 +1,6 @@
 //! `build.*` methods, and the log streams `build.logs` opens on a connection.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,9 +10,10 @@ use kiln_shared::build::{
     BuildIdParams, BuildList, BuildListParams, BuildLogsParams, BuildReply, BuildStartParams,
     BuildState, LogLine, SubReply,
 };
-use kiln_shared::protocol::{Notification, RpcError};
+use kiln_shared::protocol::{ErrorKind, Notification, RpcError};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{params, to_value, Daemon};
 use crate::queue::Queue;
@@ -28,6 +30,8 @@ pub type SendNote =
 pub struct Sink {
     pub send: Arc<SendNote>,
     pub next_sub: Arc<std::sync::atomic::AtomicU64>,
+    /// The connection's open log streams, so `build.logs.unsubscribe` can end one.
+    pub subs: Arc<std::sync::Mutex<HashMap<u64, CancellationToken>>>,
 }
 
 impl Sink {
@@ -80,16 +84,42 @@ pub async fn call(
                     let sub = sink
                         .next_sub
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    *follow_up = Some(Box::pin(stream_logs(queue, lp, sub, sink.clone())));
+                    let token = CancellationToken::new();
+                    lock(&sink.subs).insert(sub, token.clone());
+                    let sink = sink.clone();
+                    *follow_up = Some(Box::pin(async move {
+                        let subs = sink.subs.clone();
+                        stream_logs(queue, lp, sub, sink, token).await;
+                        lock(&subs).remove(&sub);
+                    }));
                     to_value(SubReply { sub })
                 }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
+        "build.logs.unsubscribe" => params::<SubReply>(method, p).and_then(|s| {
+            match lock(&sink.subs).remove(&s.sub) {
+                Some(token) => {
+                    token.cancel();
+                    Ok(json!({}))
+                }
+                None => Err(RpcError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no open log stream {} on this connection (it ended, or was never opened here)",
+                        s.sub
+                    ),
+                )),
+            }
+        }),
         _ => return None,
     };
     Some(r)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_params(sub: u64, line: &LogLine) -> Value {
@@ -105,25 +135,52 @@ fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
 }
 
 /// Sends a build's log (or serial console) from `from_line`, then, with `follow`, every new line
-/// until the build ends; then `build.log.end`. Stops quietly when the client goes away.
-async fn stream_logs(queue: Arc<Queue>, p: BuildLogsParams, sub: u64, sink: Sink) {
+/// until the build ends; then `build.log.end`. Stops quietly when the client goes away; when
+/// `stop` fires (`build.logs.unsubscribe`) it ends with `build.log.end` saying `unsubscribed`.
+async fn stream_logs(
+    queue: Arc<Queue>,
+    p: BuildLogsParams,
+    sub: u64,
+    sink: Sink,
+    stop: CancellationToken,
+) {
     let mut next = p.from_line.unwrap_or(0);
+    let id = p.id;
+    let streamed = async {
+        send_logs(&queue, &p, sub, &sink, &mut next).await;
+    };
+    let unsubscribed = tokio::select! {
+        () = streamed => false,
+        () = stop.cancelled() => true,
+    };
+    let state = state_of(&queue, id).map(|s| s.as_str());
+    let _ = sink
+        .note(
+            "build.log.end",
+            json!({"sub": sub, "state": state, "lines": next, "unsubscribed": unsubscribed}),
+        )
+        .await;
+}
+
+/// The lines of [`stream_logs`]; `next` is the sequence number of the next line to send.
+async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sink, next: &mut u64) {
+    let queue = queue.clone();
     let id = p.id;
     macro_rules! send {
         ($line:expr) => {{
             let line: &LogLine = $line;
-            if line.seq >= next {
+            if line.seq >= *next {
                 if !sink.note("build.log", log_params(sub, line)).await {
                     return;
                 }
-                next = line.seq + 1;
+                *next = line.seq + 1;
             }
         }};
     }
     if p.serial {
         loop {
             let done = state_of(&queue, id).is_none_or(BuildState::is_terminal);
-            for line in crate::logs::read_text_lines(&queue.serial_path(id), next) {
+            for line in crate::logs::read_text_lines(&queue.serial_path(id), *next) {
                 send!(&line);
             }
             if done || !p.follow {
@@ -136,7 +193,7 @@ async fn stream_logs(queue: Arc<Queue>, p: BuildLogsParams, sub: u64, sink: Sink
         loop {
             // Subscribe before reading the file, so no line falls between the two.
             let rx = queue.logs.subscribe(id);
-            for line in queue.logs.read_from(id, next) {
+            for line in queue.logs.read_from(id, *next) {
                 send!(&line);
             }
             if let Some(mut rx) = rx {
@@ -145,20 +202,20 @@ async fn stream_logs(queue: Arc<Queue>, p: BuildLogsParams, sub: u64, sink: Sink
                         Ok(line) => send!(&line),
                         // Too slow for the live channel: catch up from the file.
                         Err(RecvError::Lagged(_)) => {
-                            for line in queue.logs.read_from(id, next) {
+                            for line in queue.logs.read_from(id, *next) {
                                 send!(&line);
                             }
                         }
                         Err(RecvError::Closed) => break,
                     }
                 }
-                for line in queue.logs.read_from(id, next) {
+                for line in queue.logs.read_from(id, *next) {
                     send!(&line);
                 }
                 break;
             }
             if state_of(&queue, id).is_none_or(BuildState::is_terminal) {
-                for line in queue.logs.read_from(id, next) {
+                for line in queue.logs.read_from(id, *next) {
                     send!(&line);
                 }
                 break;
@@ -167,15 +224,8 @@ async fn stream_logs(queue: Arc<Queue>, p: BuildLogsParams, sub: u64, sink: Sink
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
         }
     } else {
-        for line in queue.logs.read_from(id, next) {
+        for line in queue.logs.read_from(id, *next) {
             send!(&line);
         }
     }
-    let state = state_of(&queue, id).map(|s| s.as_str());
-    let _ = sink
-        .note(
-            "build.log.end",
-            json!({"sub": sub, "state": state, "lines": next}),
-        )
-        .await;
 }

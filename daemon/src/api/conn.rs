@@ -74,6 +74,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
                 Box::pin(async move { tx.send(Outgoing::Line(to_line(&n))).await.is_ok() })
             }),
             next_sub: Arc::default(),
+            subs: Arc::default(),
         }
     };
     let mut reader = BufReader::with_capacity(64 * 1024, read);

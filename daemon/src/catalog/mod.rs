@@ -540,6 +540,29 @@ impl Catalog {
         lock(&self.leases).get(id).copied().unwrap_or(0)
     }
 
+    /// Holds image `key` for saving a booted VM of it (warm start): like deleting, its owner
+    /// project may do this to a private image, an admin to a public one.
+    pub async fn lease_to_manage(
+        &self,
+        who: &Requester,
+        key: &str,
+    ) -> Result<ImageLease, CatalogError> {
+        let lease = self.lease(&who.project, key).await?;
+        let r = lease.record();
+        match r.visibility_for(&who.project) {
+            Some(Visibility::Public) => who.needs_admin(&format!("warming image {}", r.name))?,
+            Some(Visibility::Shared) => {
+                return Err(CatalogError::Forbidden(format!(
+                    "image {} belongs to project {:?}; only that project can warm it",
+                    r.name,
+                    r.owner.as_deref().unwrap_or_default()
+                )))
+            }
+            _ => {}
+        }
+        Ok(lease)
+    }
+
     /// Deletes an image: its owner project may delete a private image, an admin a public one.
     pub async fn delete(&self, who: &Requester, key: &str) -> Result<(), CatalogError> {
         let r = self.find(&who.project, key).await?;

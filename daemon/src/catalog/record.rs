@@ -131,6 +131,7 @@ impl ImageRecord {
                 Vec::new()
             },
             message: self.message.clone(),
+            warm: None,
         })
     }
 

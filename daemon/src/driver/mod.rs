@@ -9,6 +9,7 @@
 pub mod qemu;
 mod qmp;
 pub mod seed;
+pub mod warm;
 
 use std::ffi::OsStr;
 use std::io;
@@ -76,6 +77,10 @@ pub enum DriverError {
         serial: String,
         serial_file: PathBuf,
     },
+    #[error("{0}")]
+    Busy(String),
+    #[error("resuming the saved VM: {0}")]
+    Resume(String),
     #[error(transparent)]
     Guest(#[from] GuestError),
 }

@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -78,13 +79,13 @@ impl AccelProbe {
         *self.verdict.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, accel: Accel) {
+    pub(crate) fn set(&self, accel: Accel) {
         *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(accel);
     }
 }
 
 /// /dev/kvm exists and this process may open it read-write.
-fn kvm_device_usable() -> bool {
+pub(crate) fn kvm_device_usable() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -221,7 +222,135 @@ impl Vm {
                 }
             }
         };
-        Vm::start(prepared, accel).await
+        Vm::start(prepared, accel, false).await
+    }
+
+    /// Starts QEMU waiting for an incoming migration (`-incoming defer`) with the same machine
+    /// as the VM whose memory was saved to `state`, loads that memory (`migrate-incoming` from
+    /// the file) and resumes the guest. The disk must be an overlay on the saved VM's disk.
+    pub async fn resume(
+        prepared: &Prepared,
+        state: &Path,
+        accel: Accel,
+        timeout: Duration,
+    ) -> Result<Vm, DriverError> {
+        let mut vm = Vm::start(prepared, accel, true).await?;
+        let uri = format!("file:{}", state.display());
+        let loaded = async {
+            vm.qmp("migrate-incoming", serde_json::json!({ "uri": uri }))
+                .await?;
+            vm.wait_migration("loading the saved memory", timeout)
+                .await?;
+            vm.qmp("cont", Value::Null).await
+        }
+        .await;
+        match loaded {
+            Ok(_) => {
+                tracing::info!(
+                    pid = vm.pid,
+                    elapsed_ms = vm.started.elapsed().as_millis() as u64,
+                    state = %state.display(),
+                    "guest resumed from saved memory"
+                );
+                Ok(vm)
+            }
+            Err(e) => {
+                vm.kill().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the guest, saves its memory to `state` (QMP `migrate` to a `file:` URI, which
+    /// also flushes the disks) and ends qemu. The disk is left exactly as the memory expects it.
+    pub async fn save(&mut self, state: &Path, timeout: Duration) -> Result<(), DriverError> {
+        self.qmp("stop", Value::Null).await?;
+        let uri = format!("file:{}", state.display());
+        self.qmp("migrate", serde_json::json!({ "uri": uri }))
+            .await?;
+        self.wait_migration("saving the memory", timeout).await?;
+        let _ = self.qmp("quit", Value::Null).await;
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(Ok(status)) => self.status = Some(status),
+            _ => self.kill().await,
+        }
+        Ok(())
+    }
+
+    /// Polls `query-migrate` until the migration completes; fails when it fails, qemu exits or
+    /// `timeout` passes.
+    async fn wait_migration(&mut self, doing: &str, timeout: Duration) -> Result<(), DriverError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reply = self.qmp("query-migrate", Value::Null).await?;
+            match reply["status"].as_str().unwrap_or("none") {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(self.qmp_error(format!(
+                        "{doing} failed: {} (qemu stderr: {})",
+                        reply["error-desc"].as_str().unwrap_or("no reason given"),
+                        tail_lines(&self.stderr_file, 5)
+                    )))
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(self.qmp_error(format!(
+                    "{doing} did not finish within {} s (status {})",
+                    timeout.as_secs(),
+                    reply["status"]
+                )));
+            }
+            self.pause(Duration::from_millis(50), "while migrating")
+                .await?;
+        }
+    }
+
+    /// Runs one QMP command on this VM.
+    pub(crate) async fn qmp(
+        &mut self,
+        command: &str,
+        arguments: Value,
+    ) -> Result<Value, DriverError> {
+        match qmp::execute_with(&self.prepared.qmp_socket, command, arguments).await {
+            Ok(v) => Ok(v),
+            Err(message) => {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    self.status = Some(status);
+                    return Err(self.exited_error(status, "during a QMP command"));
+                }
+                Err(self.qmp_error(format!("{command}: {message}")))
+            }
+        }
+    }
+
+    fn qmp_error(&self, message: String) -> DriverError {
+        DriverError::Qmp {
+            socket: self.prepared.qmp_socket.clone(),
+            message,
+        }
+    }
+
+    /// Settles the probe's verdict without keeping a VM: boots `prepared` (a throwaway overlay)
+    /// under KVM until the kernel banner shows, then kills it. For a build that resumes saved
+    /// memory and must know the accelerator before it starts.
+    pub(crate) async fn settle_accel(prepared: &Prepared, probe: &AccelProbe) -> Accel {
+        if let Some(accel) = probe.current() {
+            return accel;
+        }
+        let _probing = probe.probing.lock().await;
+        if let Some(accel) = probe.current() {
+            return accel;
+        }
+        let accel = match Vm::try_kvm(prepared).await {
+            Some(mut vm) => {
+                vm.kill().await;
+                Accel::Kvm
+            }
+            None => Accel::Tcg,
+        };
+        probe.set(accel);
+        accel
     }
 
     /// Boots under KVM and keeps the VM if the kernel banner shows within [`KVM_PROBE`]; `None`
@@ -232,7 +361,7 @@ impl Vm {
             return None;
         }
         let started = Instant::now();
-        let mut vm = match Vm::start(prepared, Accel::Kvm).await {
+        let mut vm = match Vm::start(prepared, Accel::Kvm, false).await {
             Ok(vm) => vm,
             Err(e) => {
                 tracing::warn!(error = %e, "accel: KVM boot failed to start; using TCG");
@@ -300,7 +429,7 @@ impl Vm {
 
     /// Spawns QEMU and waits until it serves QMP; retries with a new port when the forward's
     /// port was taken between picking and binding it.
-    async fn start(prepared: &Prepared, accel: Accel) -> Result<Vm, DriverError> {
+    async fn start(prepared: &Prepared, accel: Accel, incoming: bool) -> Result<Vm, DriverError> {
         let work_dir = prepared.work_dir().to_owned();
         let known_hosts = work_dir.join("known_hosts");
         let stderr_file = work_dir.join("qemu.stderr");
@@ -322,7 +451,7 @@ impl Vm {
                 path: stderr_file.clone(),
                 source,
             })?;
-            let args = command_line(prepared, accel, port);
+            let args = command_line(prepared, accel, port, incoming);
             let child = Command::new("qemu-system-x86_64")
                 .args(&args)
                 .stdin(Stdio::null())
@@ -496,14 +625,40 @@ impl Vm {
         timeout: Duration,
         last_error: &mut String,
     ) -> Result<Guest, DriverError> {
-        let port = self.port;
-        let user = self.prepared.user.clone();
         let key = self.prepared.client_key.clone();
         let pinned = self.prepared.host_public_key.clone();
+        self.login_with(&key, &pinned, deadline, timeout, last_error)
+            .await
+    }
+
+    /// Polls SSH every 250 ms until a login with `key` to a guest presenting `pinned` works
+    /// (no cloud-init wait: for a guest that was ready when its memory was saved).
+    pub async fn connect_with(
+        &mut self,
+        key: &Path,
+        pinned: &str,
+        timeout: Duration,
+    ) -> Result<Guest, DriverError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_error = String::from("none yet");
+        self.login_with(key, pinned, deadline, timeout, &mut last_error)
+            .await
+    }
+
+    async fn login_with(
+        &mut self,
+        key: &Path,
+        pinned: &str,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        last_error: &mut String,
+    ) -> Result<Guest, DriverError> {
+        let port = self.port;
+        let user = self.prepared.user.clone();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let attempt = Guest::connect(port, &user, &key, &pinned);
+            let attempt = Guest::connect(port, &user, key, pinned);
             tokio::select! {
                 status = self.child.wait() => {
                     let status = status.unwrap_or_else(|_| ExitStatus::from_raw(9));
@@ -687,7 +842,9 @@ impl Vm {
     }
 }
 
-fn command_line(prepared: &Prepared, accel: Accel, port: u16) -> Vec<OsString> {
+/// The QEMU command line of a build VM. A VM resumed from saved memory (`incoming`) must get
+/// the same machine and devices as the one that was saved, so both come from here.
+fn command_line(prepared: &Prepared, accel: Accel, port: u16, incoming: bool) -> Vec<OsString> {
     let mut args: Vec<OsString> = accel.args().iter().map(OsString::from).collect();
     let plain = [
         "-machine".to_owned(),
@@ -718,7 +875,7 @@ fn command_line(prepared: &Prepared, accel: Accel, port: u16) -> Vec<OsString> {
     args.push(qemu_path(
         "file=",
         &prepared.overlay,
-        ",if=virtio,format=qcow2,discard=unmap",
+        ",if=virtio,format=qcow2,discard=unmap,id=disk0",
     ));
     args.push("-drive".into());
     args.push(qemu_path(
@@ -726,10 +883,18 @@ fn command_line(prepared: &Prepared, accel: Accel, port: u16) -> Vec<OsString> {
         &prepared.seed,
         ",if=virtio,format=raw,readonly=on",
     ));
+    // A new generation id on every start: a guest resumed from saved memory reseeds its random
+    // number generator instead of repeating the saved VM's stream.
+    args.push("-device".into());
+    args.push("vmgenid,guid=auto".into());
+    if incoming {
+        args.push("-incoming".into());
+        args.push("defer".into());
+    }
     args
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
     if !s.is_empty() && s.chars().all(safe) {
         s.to_owned()

@@ -16,12 +16,21 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects, negotiates capabilities and runs `command` (e.g. `system_powerdown`), returning
 /// its `return` value.
 pub(crate) async fn execute(socket: &Path, command: &str) -> Result<Value, String> {
-    tokio::time::timeout(REPLY_TIMEOUT, execute_inner(socket, command))
+    execute_with(socket, command, Value::Null).await
+}
+
+/// [`execute`] with `arguments` (an object; `Null` for none).
+pub(crate) async fn execute_with(
+    socket: &Path,
+    command: &str,
+    arguments: Value,
+) -> Result<Value, String> {
+    tokio::time::timeout(REPLY_TIMEOUT, execute_inner(socket, command, arguments))
         .await
         .map_err(|_| format!("no reply to {command} within {REPLY_TIMEOUT:?}"))?
 }
 
-async fn execute_inner(socket: &Path, command: &str) -> Result<Value, String> {
+async fn execute_inner(socket: &Path, command: &str, arguments: Value) -> Result<Value, String> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -32,7 +41,12 @@ async fn execute_inner(socket: &Path, command: &str) -> Result<Value, String> {
         return Err(format!("unexpected greeting {greeting}"));
     }
     for cmd in ["qmp_capabilities", command] {
-        let line = format!("{}\n", serde_json::json!({ "execute": cmd }));
+        let message = if cmd == command && !arguments.is_null() {
+            serde_json::json!({ "execute": cmd, "arguments": arguments })
+        } else {
+            serde_json::json!({ "execute": cmd })
+        };
+        let line = format!("{message}\n");
         write
             .write_all(line.as_bytes())
             .await

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
+use crate::driver::warm::WarmStates;
 use crate::driver::AccelProbe;
 use crate::logs::Logs;
 use crate::store::{BuildRecord, Store, StoreError};
@@ -33,6 +34,8 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Caps every build's timeout (seconds); for tests that cannot wait six minutes.
     pub timeout_cap_secs: Option<u64>,
+    /// Builds resume from a base image's saved VM when it has one (kilnd.toml `warm_start`).
+    pub warm_start: bool,
 }
 
 /// A VM kept running after a failed step (`on_customizer_error = "abort"`), until canceled.
@@ -43,6 +46,7 @@ pub struct Queue {
     pub logs: Arc<Logs>,
     catalog: Arc<Catalog>,
     pub accel: Arc<AccelProbe>,
+    pub warm: Arc<WarmStates>,
     builds_dir: PathBuf,
     limits: Limits,
     state: Mutex<QueueState>,
@@ -63,6 +67,7 @@ impl Queue {
         store: Arc<Store>,
         logs: Arc<Logs>,
         catalog: Arc<Catalog>,
+        warm: Arc<WarmStates>,
         builds_dir: PathBuf,
         limits: Limits,
     ) -> Arc<Queue> {
@@ -72,12 +77,18 @@ impl Queue {
             logs,
             catalog,
             accel: Arc::new(AccelProbe::default()),
+            warm,
             builds_dir,
             limits,
             state: Mutex::default(),
             wake: Notify::new(),
             changes,
         })
+    }
+
+    /// Whether builds resume from saved VMs and new base images get one (kilnd.toml).
+    pub fn warm_start(&self) -> bool {
+        self.limits.warm_start
     }
 
     /// Ends every build a dead daemon left unfinished: `interrupted`, qemu killed, work removed.

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{lock, Queue};
+use crate::catalog::ImageLease;
+use crate::driver::warm::{WarmLease, WarmState};
 use crate::driver::{self, Vm, VmSpec};
 use crate::guest::{Guest, Stream};
 use crate::logs::{BuildLog, Logs};
@@ -68,6 +70,8 @@ struct Run {
     vm: Option<Vm>,
     guest: Option<Guest>,
     work_dir: PathBuf,
+    base_lease: Option<ImageLease>,
+    warm_lease: Option<WarmLease>,
 }
 
 /// Runs build `id` to a terminal state.
@@ -86,6 +90,8 @@ pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) {
         vm: None,
         guest: None,
         work_dir,
+        base_lease: None,
+        warm_lease: None,
     };
     run.rec.build.state = BuildState::Running;
     run.rec.build.started_at = Some(Utc::now());
@@ -146,43 +152,41 @@ impl Run {
         self.save();
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| failed(format!("cannot create {}: {e}", self.work_dir.display())))?;
-        let base = self
+        // The base stays in the catalog (not deleted, not replaced) while the build reads it.
+        let lease = self
             .queue
             .catalog
-            .base_path(&self.rec.build.base_image)
+            .lease(&self.rec.build.project, &self.rec.build.base_image)
+            .await
             .map_err(|e| failed(format!("base image {}: {e}", self.rec.build.base_image)))?;
         let spec = VmSpec {
-            base_image: base,
+            base_image: lease.path().to_owned(),
             work_dir: self.work_dir.clone(),
             disk_gb: u64::from(template.min_disk_gb.max(template.vm.os_disk_gb)),
             cpus: template.vm.cpus,
             memory_mb: template.vm.memory_mb,
             user: USER.into(),
         };
-        let prepared = driver::prepare(&spec)
-            .await
-            .map_err(|e| failed(format!("prepare: {e}")))?;
-
-        self.set_sub(SubState::Booting);
-        let vm = Vm::boot(&prepared, &self.queue.accel)
-            .await
-            .map_err(|e| failed(format!("boot: {e}")))?;
-        self.rec.qemu_pid = Some(vm.pid());
-        self.rec.build.accel = Some(vm.accel().as_str().to_string());
-        self.log.kiln(&format!(
-            "qemu pid {} ({}), ssh on 127.0.0.1:{}",
-            vm.pid(),
-            vm.accel().as_str(),
-            vm.ssh_port()
-        ));
-        self.save();
-        let vm = self.vm.insert(vm);
-        let guest = vm
-            .wait_ready(BOOT_TIMEOUT)
-            .await
-            .map_err(|e| failed(format!("boot: {e}")))?;
-        self.log
-            .kiln("guest ready (ssh with the pinned host key, cloud-init finished)");
+        self.base_lease = Some(lease);
+        let guest = match self.warm_state(&spec).await {
+            Some(warm) => match self.warm_boot(&spec, &warm).await {
+                Ok(guest) => guest,
+                Err(e) => {
+                    self.log
+                        .kiln(&format!("warm start failed ({e}); booting cold instead"));
+                    if let Some(mut vm) = self.vm.take() {
+                        vm.kill().await;
+                    }
+                    self.warm_lease = None;
+                    let _ = std::fs::remove_dir_all(&self.work_dir);
+                    std::fs::create_dir_all(&self.work_dir).map_err(|e| {
+                        failed(format!("cannot create {}: {e}", self.work_dir.display()))
+                    })?;
+                    self.cold_boot(&spec).await?
+                }
+            },
+            None => self.cold_boot(&spec).await?,
+        };
         self.guest = Some(guest);
 
         self.set_sub(SubState::Customizing);
@@ -208,6 +212,101 @@ impl Run {
 
         self.set_sub(SubState::Distributing);
         Ok(self.distribute(&template).await)
+    }
+
+    /// The base's saved VM, if there is one this build can resume from; says why not otherwise.
+    async fn warm_state(&mut self, spec: &VmSpec) -> Option<WarmState> {
+        if !self.queue.limits.warm_start {
+            return None;
+        }
+        let base = &self.rec.build.base_image;
+        let Some(warm) = self.queue.warm.find(base, &spec.base_image).await else {
+            self.log.kiln(&format!(
+                "warm start: {base} has no saved VM (`kiln image warm {base}` makes one); booting cold"
+            ));
+            return None;
+        };
+        let why = match warm.misfit(spec.cpus, spec.memory_mb) {
+            Some(why) => Some(why),
+            None => warm
+                .accel(&self.queue.accel, &spec.base_image, &self.work_dir)
+                .await
+                .err(),
+        };
+        if let Some(why) = why {
+            self.log
+                .kiln(&format!("warm start: not possible ({why}); booting cold"));
+            return None;
+        }
+        self.warm_lease = Some(self.queue.warm.lease(base));
+        Some(warm)
+    }
+
+    /// Boots the VM from scratch and waits for SSH and cloud-init.
+    async fn cold_boot(&mut self, spec: &VmSpec) -> Result<Guest, Failure> {
+        let prepared = driver::prepare(spec)
+            .await
+            .map_err(|e| failed(format!("prepare: {e}")))?;
+        self.set_sub(SubState::Booting);
+        let vm = Vm::boot(&prepared, &self.queue.accel)
+            .await
+            .map_err(|e| failed(format!("boot: {e}")))?;
+        self.record_vm(&vm);
+        let vm = self.vm.insert(vm);
+        let guest = vm
+            .wait_ready(BOOT_TIMEOUT)
+            .await
+            .map_err(|e| failed(format!("boot: {e}")))?;
+        self.log
+            .kiln("guest ready (ssh with the pinned host key, cloud-init finished)");
+        Ok(guest)
+    }
+
+    /// Resumes the base's saved VM on a new overlay and hands it the build's keys.
+    async fn warm_boot(
+        &mut self,
+        spec: &VmSpec,
+        warm: &WarmState,
+    ) -> Result<Guest, driver::DriverError> {
+        let started = std::time::Instant::now();
+        let prepared = driver::warm::prepare_from(spec, warm).await?;
+        self.set_sub(SubState::Booting);
+        self.log.kiln(&format!(
+            "warm start: resuming {} from the VM saved {} ({} vCPUs, {} MB, {})",
+            self.rec.build.base_image,
+            warm.meta.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            warm.meta.cpus,
+            warm.meta.memory_mb,
+            warm.meta.accel
+        ));
+        let accel = warm.meta.accel;
+        let vm = Vm::resume(&prepared, &warm.memory(), accel, BOOT_TIMEOUT).await?;
+        self.queue.accel.set(accel);
+        self.record_vm(&vm);
+        let vm = self.vm.insert(vm);
+        let disk_bytes = (spec.disk_gb << 30).max(warm.meta.disk_bytes);
+        let log = self.log.clone();
+        let guest = driver::warm::adopt(vm, warm, disk_bytes, BOOT_TIMEOUT, &move |line| {
+            log.kiln(&line)
+        })
+        .await?;
+        self.log.kiln(&format!(
+            "guest ready in {:.1} s (resumed; build keys installed, host key pinned, clock set)",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(guest)
+    }
+
+    fn record_vm(&mut self, vm: &Vm) {
+        self.rec.qemu_pid = Some(vm.pid());
+        self.rec.build.accel = Some(vm.accel().as_str().to_string());
+        self.log.kiln(&format!(
+            "qemu pid {} ({}), ssh on 127.0.0.1:{}",
+            vm.pid(),
+            vm.accel().as_str(),
+            vm.ssh_port()
+        ));
+        self.save();
     }
 
     async fn customize(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {

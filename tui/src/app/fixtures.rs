@@ -210,5 +210,6 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
             Vec::new()
         },
         message: None,
+        warm: None,
     }
 }

@@ -64,6 +64,9 @@ pub enum ImageCommand {
         /// Make it a public image every project sees (needs kilnd's admin group)
         #[arg(long)]
         public: bool,
+        /// Don't save a booted VM of it for fast builds (default: kilnd.toml's warm_start)
+        #[arg(long)]
+        no_warm: bool,
     },
     /// Build a public base image from the distribution's mirror (takes minutes)
     ///
@@ -72,6 +75,18 @@ pub enum ImageCommand {
     Bootstrap {
         /// The OS to bootstrap: debian-12
         os: String,
+        /// Don't save a booted VM of it for fast builds (default: kilnd.toml's warm_start)
+        #[arg(long)]
+        no_warm: bool,
+    },
+    /// Boot an image once and save the ready VM, so builds from it start in seconds
+    ///
+    /// Builds whose template asks for the default vCPUs and memory then resume this VM
+    /// instead of booting. bootstrap and import do this already unless told not to; run it
+    /// again after a failure, or to refresh the saved VM.
+    Warm {
+        /// The image (name or id)
+        image: String,
     },
 }
 
@@ -106,8 +121,10 @@ pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
             name,
             os,
             public,
-        } => import(settings, &file, &name, &os, public).await,
-        ImageCommand::Bootstrap { os } => bootstrap(settings, &os).await,
+            no_warm,
+        } => import(settings, &file, &name, &os, public, !no_warm).await,
+        ImageCommand::Bootstrap { os, no_warm } => bootstrap(settings, &os, !no_warm).await,
+        ImageCommand::Warm { image } => warm(settings, &image).await,
     }
 }
 
@@ -228,6 +245,20 @@ pub fn image_details(i: &ImageInfo) -> String {
     if let Some(m) = &i.message {
         rows.push(("message", m.clone()));
     }
+    rows.push((
+        "warm start",
+        match &i.warm {
+            Some(w) => format!(
+                "saved VM from {} ({}, {} vCPUs, {} MB, {} memory state)",
+                local_time_long(&w.created_at),
+                w.accel,
+                w.cpus,
+                w.memory_mb,
+                human_size(w.state_bytes)
+            ),
+            None => "none (builds boot cold; `kiln image warm` saves one)".into(),
+        },
+    ));
     rows.iter()
         .map(|(k, v)| {
             let clean = output::truncate(v, usize::MAX);
@@ -325,18 +356,23 @@ fn absolute(file: &Path) -> Result<PathBuf, Failure> {
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))
 }
 
-async fn import(settings: &Settings, file: &Path, name: &str, os: &str, public: bool) -> CmdResult {
+async fn import(
+    settings: &Settings,
+    file: &Path,
+    name: &str,
+    os: &str,
+    public: bool,
+    warm: bool,
+) -> CmdResult {
     let path = absolute(file)?;
     if !path.is_file() {
         return Err(Failure::io(format!("{} is not a file", file.display())));
     }
-    let client = settings.connect().await?;
-    let (value, result): (Value, ImageResult) = call(
-        &client,
-        "image.import",
-        json!({ "path": path, "name": name, "os": os, "public": public }),
-    )
-    .await?;
+    let mut params = json!({ "path": path, "name": name, "os": os, "public": public });
+    if !warm {
+        params["warm"] = json!(false);
+    }
+    let (value, result, _) = with_progress::<ImageResult>(settings, "image.import", params).await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -353,35 +389,79 @@ async fn import(settings: &Settings, file: &Path, name: &str, os: &str, public: 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bootstrap(settings: &Settings, os: &str) -> CmdResult {
-    // Progress arrives as `image.progress` notifications when kilnd streams it, else with the
-    // result. People see it on stderr; with --json it is only in the result's `progress`, so
-    // that stderr holds nothing but a JSON error when there is one.
+/// Calls `method`, printing its `image.progress` notifications to stderr as they arrive (not
+/// with --json, so that stderr holds nothing but a JSON error when there is one). Returns the
+/// result and how many progress lines were shown.
+async fn with_progress<T: serde::de::DeserializeOwned>(
+    settings: &Settings,
+    method: &str,
+    params: Value,
+) -> Result<(Value, T, usize), Failure> {
     let (client, mut notes) = Client::connect(&settings.socket, Some(settings.project.clone()))
         .await
         .map_err(Failure::from)?;
     let show = !settings.json;
-    if show {
-        eprintln!("kiln: bootstrapping {os} on kilnd; this takes a few minutes");
-    }
     let mut streamed = 0usize;
-    let call = call::<ImageBootstrapResult>(&client, "image.bootstrap", json!({ "os": os }));
+    let call = call::<T>(&client, method, params);
     tokio::pin!(call);
-    let (value, result) = loop {
-        tokio::select! {
-            done = &mut call => break done?,
-            Some(note) = notes.recv() => {
-                if note.method == "image.progress" {
-                    if let Ok(p) = serde_json::from_value::<ImageProgress>(note.params) {
-                        if show {
-                            eprintln!("{}", output::truncate(&p.line, usize::MAX));
-                        }
-                        streamed += 1;
-                    }
+    let mut shown = |note: kiln_shared::protocol::Notification| {
+        if note.method == "image.progress" {
+            if let Ok(p) = serde_json::from_value::<ImageProgress>(note.params) {
+                if show {
+                    eprintln!("{}", output::truncate(&p.line, usize::MAX));
                 }
+                streamed += 1;
             }
         }
     };
+    let (value, result) = loop {
+        tokio::select! {
+            done = &mut call => break done?,
+            Some(note) = notes.recv() => shown(note),
+        }
+    };
+    // kilnd sends every progress line before the result; some may still be queued here.
+    while let Ok(note) = notes.try_recv() {
+        shown(note);
+    }
+    Ok((value, result, streamed))
+}
+
+async fn warm(settings: &Settings, image: &str) -> CmdResult {
+    if !settings.json {
+        eprintln!("kiln: booting {image} once to save a ready VM; under TCG this takes minutes");
+    }
+    let (value, result, _) =
+        with_progress::<ImageBootstrapResult>(settings, "image.warm", json!({ "image": image }))
+            .await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        let i = &result.image;
+        match &i.warm {
+            Some(w) => output::println(&format!(
+                "warmed {} ({}): builds with {} vCPUs and {} MB resume it ({})",
+                i.name, i.id, w.cpus, w.memory_mb, w.accel
+            )),
+            None => output::println(&format!("warmed {} ({})", i.name, i.id)),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bootstrap(settings: &Settings, os: &str, warm: bool) -> CmdResult {
+    // Progress arrives as `image.progress` notifications when kilnd streams it, else with the
+    // result.
+    let show = !settings.json;
+    if show {
+        eprintln!("kiln: bootstrapping {os} on kilnd; this takes a few minutes");
+    }
+    let mut params = json!({ "os": os });
+    if !warm {
+        params["warm"] = json!(false);
+    }
+    let (value, result, streamed) =
+        with_progress::<ImageBootstrapResult>(settings, "image.bootstrap", params).await?;
     if show && streamed == 0 {
         for line in &result.progress {
             eprintln!("{}", output::truncate(line, usize::MAX));
@@ -427,6 +507,7 @@ mod tests {
             state: ImageState::Available,
             shared_with: vec![],
             message: None,
+            warm: None,
         }
     }
 
