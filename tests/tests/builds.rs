@@ -724,6 +724,14 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
                 ]},
                 {"type": "shell", "name": "marker", "inline": ["echo warm | sudo tee /etc/kiln-warm"]}
             ],
+            // The finished image booted in a fresh VM: the marker is there, the disk kept its
+            // size, and the build's key is not authorized.
+            "validate": {"boot_test": true, "in_vm": [
+                {"type": "shell", "name": "marker-kept", "inline": ["grep -qx warm /etc/kiln-warm"]},
+                {"type": "shell", "name": "disk-kept", "inline": [
+                    format!("test $(df -B1M --output=size / | tail -n1) -gt {}", (min_disk - 1) * 1024)
+                ]}
+            ]},
             "distribute": [{"type": "image", "run_output_name": "local"}]
         }),
     );
@@ -763,6 +771,24 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
     assert_eq!(b["state"], "succeeded", "{b}\n{}", lines.join("\n"));
     let log = lines.join("\n");
     assert!(log.contains("warm start: resuming"), "{log}");
+    assert!(log.contains("validate: passed"), "{log}");
+    let kinds: Vec<(String, String)> = b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for name in ["boot-test", "validate-marker-kept", "validate-disk-kept"] {
+        assert!(
+            kinds.contains(&(name.to_string(), "succeeded".to_string())),
+            "{name} in {kinds:?}"
+        );
+    }
     assert!(log.contains("disk grown from"), "{log}");
     assert!(log.contains("clock off by"), "{log}");
     assert!(

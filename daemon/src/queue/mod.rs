@@ -217,6 +217,12 @@ impl Queue {
         if template.user_script.is_some() {
             steps.push(pending("user_script".into(), "user_script"));
         }
+        if template.validate.boot_test {
+            steps.push(pending("boot-test".into(), "validate"));
+            for c in &template.validate.in_vm {
+                steps.push(pending(format!("validate-{}", c.name()), "validate"));
+            }
+        }
         let build = Build {
             id,
             project: project.into(),

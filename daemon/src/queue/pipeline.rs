@@ -206,8 +206,8 @@ impl Run {
         self.save();
 
         if template.validate.boot_test {
-            self.log
-                .kiln("validate: boot_test is not supported yet; skipped");
+            self.set_sub(SubState::Validating);
+            self.validate(&template).await?;
         }
 
         self.set_sub(SubState::Distributing);
@@ -307,6 +307,80 @@ impl Run {
             vm.ssh_port()
         ));
         self.save();
+    }
+
+    /// Boots the finished disk in a fresh VM (an overlay on it, with a new seed: what a user's
+    /// first boot does), then runs `validate.in_vm` in order. The disk itself is not changed.
+    async fn validate(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
+        let first = self
+            .rec
+            .build
+            .steps
+            .iter()
+            .position(|s| s.kind == "validate")
+            .unwrap_or(self.rec.build.steps.len());
+        let dir = self.work_dir.join("validate");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(format!("validate: cannot create {}: {e}", dir.display())))?;
+        let spec = VmSpec {
+            base_image: self.work_dir.join("overlay.qcow2"),
+            work_dir: dir.clone(),
+            disk_gb: 0,
+            cpus: template.vm.cpus,
+            memory_mb: template.vm.memory_mb,
+            user: USER.into(),
+        };
+        self.step(first, |run, name| {
+            Box::pin(async move {
+                let prepared = driver::prepare(&spec)
+                    .await
+                    .map_err(|e| format!("prepare: {e}"))?;
+                let vm = Vm::boot(&prepared, &run.queue.accel)
+                    .await
+                    .map_err(|e| format!("boot: {e}"))?;
+                run.log.write(
+                    LogStream::Kiln,
+                    Some(&name),
+                    &format!(
+                        "booting the finished image in a fresh VM (qemu pid {}, {}, ssh on 127.0.0.1:{})",
+                        vm.pid(),
+                        vm.accel(),
+                        vm.ssh_port()
+                    ),
+                );
+                run.rec.qemu_pid = Some(vm.pid());
+                run.save();
+                let vm = run.vm.insert(vm);
+                let guest = vm
+                    .wait_ready(BOOT_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("the finished image did not come up: {e}"))?;
+                run.log.write(
+                    LogStream::Kiln,
+                    Some(&name),
+                    "up: ssh login with a new key and host key, cloud-init finished",
+                );
+                run.guest = Some(guest);
+                Ok(0)
+            })
+        })
+        .await?;
+        for (i, c) in template.validate.in_vm.iter().enumerate() {
+            let c = c.clone();
+            self.step(first + 1 + i, move |run, name| {
+                Box::pin(run.run_customizer(name, c))
+            })
+            .await?;
+        }
+        self.guest = None;
+        if let Some(mut vm) = self.vm.take() {
+            vm.kill().await;
+        }
+        self.rec.qemu_pid = None;
+        self.save();
+        let _ = std::fs::remove_dir_all(&dir);
+        self.log.kiln("validate: passed");
+        Ok(())
     }
 
     async fn customize(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
@@ -703,7 +777,13 @@ impl Run {
     /// Records the outcome, then cleans up: always, idempotently.
     async fn finish(mut self, outcome: Result<bool, Failure>) {
         let id = self.rec.build.id;
-        let abort = self.rec.template_body.error_handling.on_customizer_error == OnError::Abort;
+        let handling = &self.rec.template_body.error_handling;
+        // A failed step keeps its VM when the template says so for that phase.
+        let abort = if self.rec.build.sub_state == Some(SubState::Validating) {
+            handling.on_validation_error == OnError::Abort
+        } else {
+            handling.on_customizer_error == OnError::Abort
+        };
         let (state, message, keep) = match outcome {
             Ok(true) => (BuildState::Succeeded, "image built".to_string(), false),
             Ok(false) => {
@@ -755,7 +835,12 @@ impl Run {
             if let Some(vm) = self.vm.take() {
                 let attach = vm.attach_command();
                 self.log.kiln(&format!(
-                    "on_customizer_error = \"abort\": the VM is kept; attach with: {attach}"
+                    "{} = \"abort\": the VM is kept; attach with: {attach}",
+                    if self.rec.build.sub_state == Some(SubState::Validating) {
+                        "on_validation_error"
+                    } else {
+                        "on_customizer_error"
+                    }
                 ));
                 self.log
                     .kiln(&format!("end it with: kiln build cancel {id}"));
