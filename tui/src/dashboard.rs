@@ -15,8 +15,8 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use kiln_shared::client::{Client, ClientError};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use crate::app::keymap::Key;
 use crate::app::form::EditWhat;
+use crate::app::keymap::Key;
 use crate::app::{update, Action, App, CallError, Effect};
 use crate::cli::{editor, Settings};
 

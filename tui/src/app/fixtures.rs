@@ -168,7 +168,12 @@ pub fn app() -> App {
     shared.visibility = Visibility::Shared;
     shared.owner_project = Some("team-b".into());
     shared.shared_with = vec!["default".into()];
-    let images = vec![image("debian-12", None), image("web1", Some(1)), ubuntu, shared];
+    let images = vec![
+        image("debian-12", None),
+        image("web1", Some(1)),
+        ubuntu,
+        shared,
+    ];
     update(
         &mut app,
         Action::Reply {

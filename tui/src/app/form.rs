@@ -24,7 +24,9 @@ use crate::cli::{editor, template_file};
 pub enum FormMode {
     New,
     /// Editing the stored template `name`: saving stores a new revision of it.
-    Edit { name: String },
+    Edit {
+        name: String,
+    },
 }
 
 /// One line of the form that can take the focus (and, for `Applications` and `Other`, a place
@@ -374,8 +376,12 @@ fn parse_number(s: &str) -> Result<u32, String> {
     if s.is_empty() {
         return Ok(0);
     }
-    s.parse()
-        .map_err(|_| format!("{:?} is not a number", s.chars().take(20).collect::<String>()))
+    s.parse().map_err(|_| {
+        format!(
+            "{:?} is not a number",
+            s.chars().take(20).collect::<String>()
+        )
+    })
 }
 
 /// The form line a violation's field path belongs to; fields the form does not show go to the
@@ -708,10 +714,7 @@ pub(super) fn on_reply(
             Some(rev) if Some(rev) != expected => {
                 form.conflict = Some(rev);
                 form.expected_revision = Some(rev);
-                app.message = Some(format!(
-                    "not saved: someone stored revision {rev} while you edited; ctrl-s stores \
-                     yours over it, esc discards yours"
-                ));
+                app.message = Some(format!("not saved: revision {rev} was stored meanwhile"));
             }
             _ => {
                 let message = std::mem::take(&mut form.conflict_message);

@@ -114,7 +114,10 @@ fn a_new_form_starts_valid_but_for_the_name_and_checks_as_it_is_typed() {
     press(&mut a, "n");
     assert_eq!(a.view, View::Form);
     let t = form(&a).template();
-    assert_eq!((t.os.as_str(), t.source.image.as_str()), ("debian-12", "debian-12"));
+    assert_eq!(
+        (t.os.as_str(), t.source.image.as_str()),
+        ("debian-12", "debian-12")
+    );
     assert_eq!(t.distribute.len(), 1, "every template needs a target");
     let p = problems(&a);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -134,7 +137,11 @@ fn a_new_form_starts_valid_but_for_the_name_and_checks_as_it_is_typed() {
     assert!(p[0].1.contains("out of range"), "{p:?}");
     key(&mut a, Key::Backspace);
     press(&mut a, "x");
-    assert!(problems(&a)[0].1.contains("not a number"), "{:?}", problems(&a));
+    assert!(
+        problems(&a)[0].1.contains("not a number"),
+        "{:?}",
+        problems(&a)
+    );
 }
 
 #[test]
@@ -215,7 +222,11 @@ fn esc_asks_before_discarding_changes() {
     let mut a = app();
     press(&mut a, "n");
     key(&mut a, Key::Esc);
-    assert_eq!((a.view, a.form.is_none()), (View::Templates, true), "nothing to lose");
+    assert_eq!(
+        (a.view, a.form.is_none()),
+        (View::Templates, true),
+        "nothing to lose"
+    );
     let mut a = new_form("w");
     key(&mut a, Key::Esc);
     assert!(form(&a).confirm_discard);
@@ -296,11 +307,17 @@ fn a_revision_stored_meanwhile_is_shown_and_only_a_second_save_overwrites_it() {
     );
     assert_eq!(form(&a).conflict, Some(4));
     assert!(
-        a.message.as_deref().is_some_and(|m| m.contains("revision 4")),
+        a.message
+            .as_deref()
+            .is_some_and(|m| m.contains("revision 4")),
         "{:?}",
         a.message
     );
-    assert_eq!(form(&a).description, "nginx on Debian 12!", "the edit is kept");
+    assert_eq!(
+        form(&a).description,
+        "nginx on Debian 12!",
+        "the edit is kept"
+    );
     let (_, params) = the_call(&key(&mut a, Key::Ctrl('s')), "template.update");
     assert_eq!(params["expected_revision"], 4);
 }
@@ -366,8 +383,16 @@ fn the_source_picker_offers_only_images_of_the_templates_os() {
     focus(&mut a, Field::Source);
     key(&mut a, Key::Enter);
     let names: Vec<&str> = a.picker_choices().iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["debian-12", "web1", "team-b-base"], "public, own, shared");
-    assert_eq!(a.picker.as_ref().map(|p| p.sel), Some(1), "the current source");
+    assert_eq!(
+        names,
+        ["debian-12", "web1", "team-b-base"],
+        "public, own, shared"
+    );
+    assert_eq!(
+        a.picker.as_ref().map(|p| p.sel),
+        Some(1),
+        "the current source"
+    );
     key(&mut a, Key::Esc);
     assert!(a.picker.is_none());
     assert_eq!(form(&a).draft.source.image, "web1", "esc changes nothing");
@@ -406,8 +431,15 @@ fn the_build_picker_defaults_to_the_templates_source_even_when_it_arrives_late()
     press(&mut a, "w2");
     key(&mut a, Key::Enter);
     assert_eq!(a.picker.as_ref().map(|p| p.sel), Some(0));
-    reply(&mut a, "template.get", tag, Ok(record(&stored_template(), 3)));
-    let chosen = a.picker_choices()[a.picker.as_ref().map_or(0, |p| p.sel)].name.clone();
+    reply(
+        &mut a,
+        "template.get",
+        tag,
+        Ok(record(&stored_template(), 3)),
+    );
+    let chosen = a.picker_choices()[a.picker.as_ref().map_or(0, |p| p.sel)]
+        .name
+        .clone();
     assert_eq!(chosen, "web1");
     press(&mut a, "k");
     let fx = key(&mut a, Key::Enter);
@@ -479,7 +511,11 @@ fn the_editor_takes_the_user_script_and_the_whole_toml() {
     assert_eq!(form(&a).draft.customize.len(), 1);
     assert_eq!(form(&a).name, "web");
     assert!(problems(&a).is_empty(), "{:?}", problems(&a));
-    assert_eq!(the_call(&key(&mut a, Key::Ctrl('s')), "template.create").1["template"]["customize"][0]["name"], "again");
+    assert_eq!(
+        the_call(&key(&mut a, Key::Ctrl('s')), "template.create").1["template"]["customize"][0]
+            ["name"],
+        "again"
+    );
 }
 
 #[test]
@@ -488,9 +524,8 @@ fn images_have_public_private_and_shared_tabs() {
     key(&mut a, Key::Tab);
     key(&mut a, Key::Tab);
     assert_eq!(a.view, View::Images);
-    let names = |a: &App| -> Vec<String> {
-        a.visible_images().iter().map(|i| i.name.clone()).collect()
-    };
+    let names =
+        |a: &App| -> Vec<String> { a.visible_images().iter().map(|i| i.name.clone()).collect() };
     assert_eq!(names(&a), ["debian-12", "ubuntu-24.04"]);
     press(&mut a, "j]");
     assert_eq!((a.image_tab, a.image_sel), (Visibility::Private, 0));

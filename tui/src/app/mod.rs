@@ -160,7 +160,10 @@ pub enum Effect {
         params: Value,
     },
     /// Leave the terminal to `$VISUAL`/`$EDITOR` on `text` and answer with `Action::Edited`.
-    Edit { what: EditWhat, text: String },
+    Edit {
+        what: EditWhat,
+        text: String,
+    },
     Quit,
 }
 
@@ -506,7 +509,11 @@ fn on_reply(
     if form::owns(app, tag) {
         return form::on_reply(app, method, tag, result);
     }
-    if app.build_source.as_ref().is_some_and(|b| b.tag == tag && tag != 0) {
+    if app
+        .build_source
+        .as_ref()
+        .is_some_and(|b| b.tag == tag && tag != 0)
+    {
         on_build_source(app, result);
         return Vec::new();
     }
@@ -1198,6 +1205,6 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod form_tests;
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let width = usize::from(area.width);
     let mut lines: Vec<Line> = Vec::new();
     let mut focus_rows = (0, 0);
-    let mut fields = vec![Field::Name, Field::Description, Field::Os, Field::Applications];
+    let mut fields = vec![
+        Field::Name,
+        Field::Description,
+        Field::Os,
+        Field::Applications,
+    ];
     fields.extend((0..app.catalog.apps.len()).map(Field::App));
     fields.extend([
         Field::MinDisk,
@@ -54,7 +59,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             } else {
                 v.message.clone()
             };
-            for (i, part) in wrap(&text, width.saturating_sub(LABEL + 2)).into_iter().enumerate() {
+            for (i, part) in wrap(&text, width.saturating_sub(LABEL + 2))
+                .into_iter()
+                .enumerate()
+            {
                 let mark = if i == 0 { "✗ " } else { "  " };
                 lines.push(Line::from(vec![
                     Span::raw(" ".repeat(LABEL)),
@@ -108,8 +116,7 @@ fn draw_head(f: &mut Frame, app: &App, form: &Form, problems: usize, area: Rect)
     if let Some(rev) = form.conflict {
         lines.push(Line::styled(
             format!(
-                " CONFLICT: revision {rev} was stored while you edited; ctrl-s stores yours over \
-                 it, esc discards yours"
+                " CONFLICT: revision {rev} stored meanwhile; ctrl-s overwrites it, esc drops yours"
             ),
             t.error(),
         ));
@@ -127,11 +134,7 @@ fn field_line<'a>(
     t: &Theme,
 ) -> Line<'a> {
     let marker = if focused { "▶ " } else { "  " };
-    let label_style = if focused {
-        t.selected()
-    } else {
-        Style::new()
-    };
+    let label_style = if focused { t.selected() } else { Style::new() };
     let cursor = if focused { "▏" } else { "" };
     let hint = |s: &str| Span::styled(format!("  {s}"), t.dim());
     let label = |l: &str| {
@@ -152,7 +155,7 @@ fn field_line<'a>(
             spans = label(l);
             spans.push(Span::raw(format!("{text}{cursor}")));
             if text.is_empty() {
-                spans.push(hint(empty_hint));
+                spans.push(Span::styled(format!("({empty_hint})"), t.dim()));
             }
         }
         Field::Os => {
@@ -168,7 +171,7 @@ fn field_line<'a>(
             spans = label("Applications");
             let n = template.applications.len();
             spans.push(Span::raw(format!("{n} selected")));
-            spans.push(hint("space toggles; [-] cannot be added, the line says why"));
+            spans.push(hint("space toggles; [-] cannot be added (it says why)"));
         }
         Field::App(i) => {
             let Some(a) = app.catalog.apps.get(i) else {
@@ -307,4 +310,3 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
-

@@ -117,14 +117,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
     let t = Theme::of(app);
     let mut spans = Vec::new();
-    for (n, (v, label)) in [
+    for (v, label) in [
         (Visibility::Public, "Public"),
         (Visibility::Private, "Private"),
         (Visibility::Shared, "Shared"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ] {
         let count = app.images.iter().filter(|i| i.visibility == v).count();
         let style = if app.image_tab == v {
             t.selected()
@@ -132,7 +129,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
             Style::new()
         };
         spans.push(Span::raw(" "));
-        spans.push(Span::styled(format!(" {} {label} {count} ", n + 1), style));
+        spans.push(Span::styled(format!(" {label} ({count}) "), style));
     }
     spans.push(Span::styled("  [ ] or 1-3 switch · enter details", t.dim()));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -185,7 +182,10 @@ fn detail_lines(i: &ImageInfo) -> Vec<String> {
             size_text(i.virtual_size)
         ),
         format!("min disk    {} GB", i.min_disk_gb),
-        format!("created     {}", i.created_at.format("%Y-%m-%d %H:%M:%S UTC")),
+        format!(
+            "created     {}",
+            i.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
         format!("path        {}", i.path),
         format!("sha256      {}", i.sha256),
         format!(

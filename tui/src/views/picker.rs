@@ -31,14 +31,20 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         ),
     };
     let source = app.build_source.as_ref().and_then(|b| b.image.clone());
-    let rows = choices.len().max(1) + 4;
+    let rows = choices.len().max(1) + 5;
     let Some(window) = popup(area, 72, rows) else {
         return;
     };
     let inner = usize::from(window.width.saturating_sub(2));
     let mut lines = vec![Line::from(fit(&about, inner))];
     lines.push(Line::styled(
-        fit(&format!("  {:<24} {:<8} {:>10}  CREATED (UTC)", "NAME", "VISIBLE", "SIZE"), inner),
+        fit(
+            &format!(
+                "  {:<24} {:<8} {:>10}  CREATED (UTC)",
+                "NAME", "VISIBLE", "SIZE"
+            ),
+            inner,
+        ),
         t.header(),
     ));
     if choices.is_empty() {
