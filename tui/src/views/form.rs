@@ -201,7 +201,7 @@ fn field_line<'a>(
             ];
             match choice.blocked {
                 Some(why) => spans.push(Span::styled(why, t.greyed())),
-                None => spans.push(Span::styled(a.description.clone(), t.dim())),
+                None => spans.push(Span::raw(a.description.clone())),
             }
         }
         Field::MinDisk => {
