@@ -122,11 +122,15 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut c = k.connect();
-    // The "editor": writes a user script into the file it is given.
+    // The "editor": sets min_disk_gb in a template's TOML, writes a user script into any other
+    // file.
     let editor = k.dir.path().join("editor.sh");
     std::fs::write(
         &editor,
-        "#!/bin/sh\nprintf '#!/bin/bash -e\\necho from the form\\n' > \"$1\"\n",
+        "#!/bin/sh\ncase \"$1\" in\n\
+         *.toml) sed -i 's/^min_disk_gb = .*/min_disk_gb = 20/' \"$1\" ;;\n\
+         *) printf '#!/bin/bash -e\\necho from the form\\n' > \"$1\" ;;\n\
+         esac\n",
     )
     .unwrap();
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -172,14 +176,17 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
         "{t}"
     );
 
-    // `e` edits it: a new revision, the rest kept.
+    // `e` edits it (the whole TOML too, with ctrl-e): a new revision, the rest kept.
     pane.keys(&["e"]);
     pane.expect("Edit web (from revision 1)");
-    pane.keys(&["Tab", " v2", "C-s"]);
+    pane.keys(&["Tab", " v2", "C-e"]);
+    pane.expect("20 GB");
+    pane.keys(&["C-s"]);
     pane.expect("updated web revision 2");
     let r = c.call("template.get", json!({"name": "web"}));
     assert_eq!(r["revision"], 2, "{r}");
     assert_eq!(r["template"]["description"], "from the form v2");
+    assert_eq!(r["template"]["min_disk_gb"], 20);
     assert_eq!(r["template"]["user_script"], t["user_script"]);
 
     // `b` asks for the image name, then the base image, starts the build and shows it.

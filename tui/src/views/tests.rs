@@ -304,6 +304,9 @@ fn no_color_leaves_every_cell_in_the_terminal_colors() {
     chars(&mut picker, "bx");
     keys(&mut picker, &[Key::Enter]);
     states.push(picker);
+    let mut details = app();
+    keys(&mut details, &[Key::Tab, Key::Tab, Key::Enter]);
+    states.push(details);
     let mut builds = app();
     keys(&mut builds, &[Key::Tab]);
     chars(&mut builds, "jx");
