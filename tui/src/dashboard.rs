@@ -1,21 +1,24 @@
 //! The dashboard's imperative shell: the terminal (raw mode, alternate screen, restored on exit and
 //! on panic), the connection to kilnd (kept up with backoff), and one loop that turns key presses,
-//! replies, notifications and a 1 s tick into `app::update` calls and performs their effects.
-//! All state and decisions live in `crate::app`; all drawing in `crate::views`.
+//! replies, notifications and a 1 s tick into `app::update` calls and performs their effects,
+//! including handing the terminal to `$EDITOR` and taking it back. All state and decisions live
+//! in `crate::app`; all drawing in `crate::views`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use kiln_shared::client::Client;
+use kiln_shared::client::{Client, ClientError};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
+use crate::app::form::EditWhat;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, Effect};
-use crate::cli::Settings;
+use crate::app::{update, Action, App, CallError, Effect};
+use crate::cli::{editor, Settings};
 
 /// How long a request may take before the dashboard gives up on its reply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,6 +78,7 @@ async fn event_loop(
     color: bool,
 ) -> std::io::Result<()> {
     let mut app = App::new(&settings.project, chrono::Utc::now(), color);
+    app.cwd = std::env::current_dir().unwrap_or_default();
     let size = terminal.size()?;
     update(
         &mut app,
@@ -84,7 +88,8 @@ async fn event_loop(
         },
     );
 
-    let mut input = spawn_input();
+    let gate = InputGate::default();
+    let mut input = spawn_input(gate.clone());
     let (tx, mut actions) = mpsc::unbounded_channel();
     let slot: Slot = Arc::default();
     tokio::spawn(keep_connected(
@@ -122,23 +127,98 @@ async fn event_loop(
                         tag,
                         params,
                     } => perform_call(&slot, &tx, method, tag, params),
+                    Effect::Edit { what, text } => {
+                        let result = run_editor(terminal, &gate, what, &text)?;
+                        let _ = tx.send(Action::Edited { what, result });
+                    }
                 }
             }
         }
     }
 }
 
+/// Lets the shell take the terminal's input away from the input thread while `$EDITOR` runs:
+/// the thread reads only while holding `reading`, and stops taking it while `paused` is set.
+#[derive(Clone, Default)]
+struct InputGate {
+    paused: Arc<AtomicBool>,
+    reading: Arc<Mutex<()>>,
+}
+
+/// How long the input thread waits for an event before it lets the editor have the terminal.
+const INPUT_POLL: Duration = Duration::from_millis(50);
+
 /// Reads terminal events on a thread of its own (crossterm's read blocks).
-fn spawn_input() -> UnboundedReceiver<Event> {
+fn spawn_input(gate: InputGate) -> UnboundedReceiver<Event> {
     let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        while let Ok(ev) = crossterm::event::read() {
+    std::thread::spawn(move || loop {
+        if gate.paused.load(Ordering::SeqCst) {
+            std::thread::sleep(INPUT_POLL);
+            continue;
+        }
+        let event = {
+            let _reading = lock(&gate.reading);
+            match crossterm::event::poll(INPUT_POLL) {
+                Ok(true) => match crossterm::event::read() {
+                    Ok(ev) => Some(ev),
+                    Err(_) => break,
+                },
+                Ok(false) => None,
+                Err(_) => break,
+            }
+        };
+        if let Some(ev) = event {
             if tx.send(ev).is_err() {
                 break;
             }
         }
     });
     rx
+}
+
+/// Hands the terminal to the person's editor on a temp file holding `text`, then takes it back
+/// (alternate screen, raw mode, a full redraw). The editor's failure is the result's error; only
+/// a terminal that cannot be restored ends the dashboard.
+fn run_editor(
+    terminal: &mut ratatui::DefaultTerminal,
+    gate: &InputGate,
+    what: EditWhat,
+    text: &str,
+) -> std::io::Result<Result<String, String>> {
+    let command = match editor::editor_from_env() {
+        Ok(c) => c,
+        Err(f) => return Ok(Err(f.message)),
+    };
+    let suffix = match what {
+        EditWhat::Template => ".toml",
+        EditWhat::UserScript => ".sh",
+    };
+    let file = match tempfile::Builder::new()
+        .prefix("kiln-")
+        .suffix(suffix)
+        .tempfile()
+        .and_then(|f| std::fs::write(f.path(), text).map(|()| f))
+    {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("cannot write a temporary file: {e}"))),
+    };
+    gate.paused.store(true, Ordering::SeqCst);
+    let outcome = {
+        // Waits for the input thread's current poll to end, so the editor gets every key.
+        let _input = lock(&gate.reading);
+        ratatui::restore();
+        let ran = editor::open(&command, file.path());
+        crossterm::terminal::enable_raw_mode()?;
+        crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
+        terminal.clear()?;
+        ran
+    };
+    gate.paused.store(false, Ordering::SeqCst);
+    Ok(match outcome {
+        Ok(()) => std::fs::read_to_string(file.path())
+            .map_err(|e| format!("cannot read back {}: {e}", file.path().display())),
+        Err(f) => Err(f.message),
+    })
 }
 
 fn action_of(ev: Event) -> Option<Action> {
@@ -163,6 +243,8 @@ fn key_of(k: KeyEvent) -> Option<Key> {
         KeyCode::Backspace => Key::Backspace,
         KeyCode::Up => Key::Up,
         KeyCode::Down => Key::Down,
+        KeyCode::Left => Key::Left,
+        KeyCode::Right => Key::Right,
         KeyCode::PageUp => Key::PageUp,
         KeyCode::PageDown => Key::PageDown,
         KeyCode::Home => Key::Home,
@@ -189,7 +271,7 @@ fn perform_call(
         let _ = tx.send(Action::Reply {
             method,
             tag,
-            result: Err("not connected to kilnd".into()),
+            result: Err(CallError::from("not connected to kilnd")),
         });
         return;
     };
@@ -198,11 +280,11 @@ fn perform_call(
         let result =
             match tokio::time::timeout(CALL_TIMEOUT, client.call_value(&method, params)).await {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
+                Ok(Err(e)) => Err(call_error(e)),
+                Err(_) => Err(CallError::from(format!(
                     "kilnd did not answer within {} s",
                     CALL_TIMEOUT.as_secs()
-                )),
+                ))),
             };
         let _ = tx.send(Action::Reply {
             method,
@@ -210,6 +292,18 @@ fn perform_call(
             result,
         });
     });
+}
+
+/// A failed call as the app sees it: kilnd's error kind and violations kept.
+fn call_error(e: ClientError) -> CallError {
+    match e {
+        ClientError::Rpc(rpc) => CallError {
+            kind: Some(rpc.kind()),
+            message: rpc.message,
+            violations: rpc.data.violations,
+        },
+        other => CallError::from(other.to_string()),
+    }
 }
 
 /// Connects to kilnd, forwards its notifications, and when the connection drops (kilnd restarted

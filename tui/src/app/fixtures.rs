@@ -162,7 +162,18 @@ pub fn app() -> App {
         build(3, "web-base", BuildState::Running),
         build(4, "java-app", BuildState::Queued),
     ];
-    let images = vec![image("debian-12", None), image("web1", Some(1))];
+    let mut ubuntu = image("ubuntu-24.04", None);
+    ubuntu.os = "ubuntu-24.04".into();
+    let mut shared = image("team-b-base", Some(40));
+    shared.visibility = Visibility::Shared;
+    shared.owner_project = Some("team-b".into());
+    shared.shared_with = vec!["default".into()];
+    let images = vec![
+        image("debian-12", None),
+        image("web1", Some(1)),
+        ubuntu,
+        shared,
+    ];
     update(
         &mut app,
         Action::Reply {
@@ -180,6 +191,57 @@ pub fn app() -> App {
         },
     );
     app
+}
+
+/// A stored template with fields the form does not show (steps, vm, tags, two targets).
+pub fn stored_template() -> kiln_shared::Template {
+    let text = r#"
+name = "web-base"
+description = "nginx on Debian 12"
+os = "debian-12"
+applications = ["nginx"]
+min_disk_gb = 10
+build_timeout_minutes = 60
+
+[source]
+image = "web1"
+
+[vm]
+cpus = 4
+memory_mb = 4096
+
+[[customize]]
+type = "shell"
+name = "tools"
+inline = ["sudo apt-get install -y jq"]
+
+[[distribute]]
+type = "image"
+run_output_name = "local"
+
+[[distribute]]
+type = "export"
+run_output_name = "vhd"
+format = "vhd"
+path = "/srv/images/web.vhd"
+
+[tags]
+owner = "ops"
+"#;
+    match kiln_shared::Template::from_toml(text) {
+        Ok(t) => t,
+        Err(v) => panic!("fixture template: {v}"),
+    }
+}
+
+/// `template.get`'s reply for `template` at `revision`.
+pub fn record(template: &kiln_shared::Template, revision: u64) -> serde_json::Value {
+    json!({
+        "template": template,
+        "revision": revision,
+        "created_at": at(8, 0, 0),
+        "updated_at": at(9, 0, 0),
+    })
 }
 
 pub fn image(name: &str, build: Option<u64>) -> ImageInfo {

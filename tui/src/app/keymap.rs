@@ -15,6 +15,8 @@ pub enum Key {
     Backspace,
     Up,
     Down,
+    Left,
+    Right,
     PageUp,
     PageDown,
     Home,
@@ -46,11 +48,34 @@ pub enum Cmd {
     Wrap,
     Timestamps,
     Serial,
+    NewTemplate,
+    EditTemplate,
+    PrevTab,
+    NextTab,
+    ShowPublic,
+    ShowPrivate,
+    ShowShared,
+    Save,
+    NextField,
+    PrevField,
+    Activate,
+    PrevChoice,
+    NextChoice,
+    EditToml,
 }
 
-/// One line of the key map: the keys, where they apply (`None`: everywhere), what they do.
+/// Where a binding applies: everywhere, in one view, or in the base-image picker (a window over
+/// the view that opened it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    In(View),
+    Picker,
+}
+
+/// One line of the key map: the keys, where they apply, what they do.
 pub struct Binding {
-    pub scope: Option<View>,
+    pub scope: Scope,
     pub keys: &'static [Key],
     pub cmd: Cmd,
     /// One word for the hint line.
@@ -59,7 +84,7 @@ pub struct Binding {
 }
 
 const fn bind(
-    scope: Option<View>,
+    scope: Scope,
     keys: &'static [Key],
     cmd: Cmd,
     short: &'static str,
@@ -75,24 +100,37 @@ const fn bind(
 }
 
 use Key::*;
-const T: Option<View> = Some(View::Templates);
-const B: Option<View> = Some(View::Builds);
-const D: Option<View> = Some(View::Detail);
-const I: Option<View> = Some(View::Images);
-const L: Option<View> = Some(View::Log);
+const T: Scope = Scope::In(View::Templates);
+const B: Scope = Scope::In(View::Builds);
+const D: Scope = Scope::In(View::Detail);
+const I: Scope = Scope::In(View::Images);
+const L: Scope = Scope::In(View::Log);
+const F: Scope = Scope::In(View::Form);
+const P: Scope = Scope::Picker;
+const ALL: Scope = Scope::Global;
 
-/// Every binding. View bindings come first: they win over global ones for the same key.
+/// Every binding. View bindings come first: they win over global ones for the same key. The
+/// template editor takes the keyboard whole (its text fields take every character), so only its
+/// own bindings apply there.
 #[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
+    bind(T, &[Char('n')], Cmd::NewTemplate, "new", "new template (opens the editor form)"),
+    bind(T, &[Char('e')], Cmd::EditTemplate, "edit", "edit the template (a new revision when saved)"),
     bind(T, &[Char('/')], Cmd::Find, "filter", "filter templates (name, OS, application)"),
     bind(T, &[Enter], Cmd::Open, "builds", "show the template's builds"),
-    bind(T, &[Char('b')], Cmd::StartBuild, "build", "start a build (asks for the image name)"),
+    bind(T, &[Char('b')], Cmd::StartBuild, "build", "start a build (asks the image name, then the base image)"),
     bind(T, &[Char('D')], Cmd::Delete, "delete", "delete the template (type its name to confirm)"),
     bind(B, &[Enter], Cmd::Open, "open", "open the build's details"),
     bind(B, &[Char('l')], Cmd::Logs, "log", "follow the build's log"),
     bind(B, &[Char('x')], Cmd::Cancel, "cancel", "cancel the build (asks first)"),
     bind(D, &[Char('l'), Enter], Cmd::Logs, "log", "follow the build's log"),
     bind(D, &[Char('x')], Cmd::Cancel, "cancel", "cancel the build (asks first)"),
+    bind(I, &[Char('['), Left], Cmd::PrevTab, "", "previous tab: public, private, shared"),
+    bind(I, &[Char(']'), Right], Cmd::NextTab, "", "next tab: public, private, shared"),
+    bind(I, &[Char('1')], Cmd::ShowPublic, "public", "public images (base images every project sees)"),
+    bind(I, &[Char('2')], Cmd::ShowPrivate, "private", "private images (built by this project)"),
+    bind(I, &[Char('3')], Cmd::ShowShared, "shared", "images other projects shared with this one"),
+    bind(I, &[Enter], Cmd::Open, "details", "all details of the image (any key closes)"),
     bind(I, &[Char('D')], Cmd::Delete, "delete", "delete the image (type its name to confirm)"),
     bind(L, &[Char('G'), End], Cmd::Bottom, "follow", "go to the end and follow again"),
     bind(L, &[Char('w')], Cmd::Wrap, "wrap", "wrap long lines on/off"),
@@ -102,31 +140,50 @@ pub const BINDINGS: &[Binding] = &[
     bind(L, &[Char('N')], Cmd::FindPrev, "prev", "previous match"),
     bind(L, &[Char('s')], Cmd::Serial, "serial", "build log / VM serial console"),
     bind(L, &[Char('x')], Cmd::Cancel, "cancel", "cancel the build (asks first)"),
-    bind(None, &[Char('j'), Down], Cmd::Down, "", "down (in a log: scroll; follow resumes at the end)"),
-    bind(None, &[Char('k'), Up], Cmd::Up, "", "up (in a log: scroll, which pauses following)"),
-    bind(None, &[PageDown], Cmd::PageDown, "", "page down"),
-    bind(None, &[PageUp], Cmd::PageUp, "", "page up"),
-    bind(None, &[Char('g'), Home], Cmd::Top, "", "first line"),
-    bind(None, &[Char('G'), End], Cmd::Bottom, "", "last line"),
-    bind(None, &[Tab], Cmd::NextView, "", "next view"),
-    bind(None, &[BackTab], Cmd::PrevView, "", "previous view"),
-    bind(None, &[Esc], Cmd::Back, "", "back / clear the filter"),
-    bind(None, &[Char('?')], Cmd::Help, "", "this help"),
-    bind(None, &[Char('q'), Ctrl('c')], Cmd::Quit, "", "quit (ctrl-c quits from anywhere)"),
+    bind(F, &[Ctrl('s')], Cmd::Save, "save", "save (refused while a field is invalid)"),
+    bind(F, &[Tab, Down], Cmd::NextField, "next", "next field"),
+    bind(F, &[BackTab, Up], Cmd::PrevField, "", "previous field"),
+    bind(F, &[Enter, Char(' ')], Cmd::Activate, "toggle/open", "toggle an app, pick the image, open the script"),
+    bind(F, &[Left], Cmd::PrevChoice, "", "previous OS (on the OS field)"),
+    bind(F, &[Right], Cmd::NextChoice, "", "next OS (on the OS field)"),
+    bind(F, &[Ctrl('e')], Cmd::EditToml, "TOML", "edit the whole template as TOML in $EDITOR"),
+    bind(F, &[Esc], Cmd::Back, "close", "close (asks before discarding changes)"),
+    bind(P, &[Enter], Cmd::Open, "use", "use the selected base image"),
+    bind(P, &[Esc], Cmd::Back, "cancel", "close without choosing"),
+    bind(ALL, &[Char('j'), Down], Cmd::Down, "", "down (in a log: scroll; follow resumes at the end)"),
+    bind(ALL, &[Char('k'), Up], Cmd::Up, "", "up (in a log: scroll, which pauses following)"),
+    bind(ALL, &[PageDown], Cmd::PageDown, "", "page down"),
+    bind(ALL, &[PageUp], Cmd::PageUp, "", "page up"),
+    bind(ALL, &[Char('g'), Home], Cmd::Top, "", "first line"),
+    bind(ALL, &[Char('G'), End], Cmd::Bottom, "", "last line"),
+    bind(ALL, &[Tab], Cmd::NextView, "", "next view"),
+    bind(ALL, &[BackTab], Cmd::PrevView, "", "previous view"),
+    bind(ALL, &[Esc], Cmd::Back, "", "back / clear the filter"),
+    bind(ALL, &[Char('?')], Cmd::Help, "", "this help"),
+    bind(ALL, &[Char('q'), Ctrl('c')], Cmd::Quit, "", "quit (ctrl-c quits from anywhere)"),
 ];
 
-/// The command `key` means in `view`, if any.
-pub fn command_for(view: View, key: Key) -> Option<Cmd> {
-    let scoped = BINDINGS
+/// The command `key` means in `scope`'s own bindings only.
+pub fn scoped_command(scope: Scope, key: Key) -> Option<Cmd> {
+    BINDINGS
         .iter()
-        .find(|b| b.scope == Some(view) && b.keys.contains(&key));
-    scoped
-        .or_else(|| {
-            BINDINGS
-                .iter()
-                .find(|b| b.scope.is_none() && b.keys.contains(&key))
-        })
+        .find(|b| b.scope == scope && b.keys.contains(&key))
         .map(|b| b.cmd)
+}
+
+/// The command `key` means in `view`, if any: the view's binding, else the global one. The
+/// template editor has only its own bindings.
+pub fn command_for(view: View, key: Key) -> Option<Cmd> {
+    let scoped = scoped_command(Scope::In(view), key);
+    if view == View::Form {
+        return scoped;
+    }
+    scoped.or_else(|| scoped_command(Scope::Global, key))
+}
+
+/// The command `key` means in the base-image picker: its own, else the global movement keys.
+pub fn picker_command(key: Key) -> Option<Cmd> {
+    scoped_command(Scope::Picker, key).or_else(|| scoped_command(Scope::Global, key))
 }
 
 /// How a key is written in the help.
@@ -142,6 +199,8 @@ pub fn key_label(key: Key) -> String {
         Backspace => "backspace".into(),
         Up => "↑".into(),
         Down => "↓".into(),
+        Left => "←".into(),
+        Right => "→".into(),
         PageUp => "pgup".into(),
         PageDown => "pgdn".into(),
         Home => "home".into(),
@@ -152,8 +211,10 @@ pub fn key_label(key: Key) -> String {
 /// The help overlay's lines, generated from `BINDINGS`: a heading per scope, then `keys  help`.
 pub fn help_lines() -> Vec<String> {
     let scopes = [
-        (None, "Everywhere"),
+        (ALL, "Everywhere"),
         (T, "Templates"),
+        (F, "Template editor (text fields take every other key)"),
+        (P, "Base image picker (j/k or arrows move)"),
         (B, "Builds"),
         (I, "Images"),
         (D, "Build detail"),
@@ -185,6 +246,10 @@ mod tests {
         assert_eq!(command_for(View::Builds, Enter), Some(Cmd::Open));
         assert_eq!(command_for(View::Builds, Char('j')), Some(Cmd::Down));
         assert_eq!(command_for(View::Templates, Char('x')), None);
+        assert_eq!(command_for(View::Form, Char('q')), None, "q types a q");
+        assert_eq!(command_for(View::Form, Ctrl('s')), Some(Cmd::Save));
+        assert_eq!(picker_command(Char('j')), Some(Cmd::Down));
+        assert_eq!(picker_command(Enter), Some(Cmd::Open));
     }
 
     #[test]

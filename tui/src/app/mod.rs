@@ -4,16 +4,26 @@
 
 #[cfg(test)]
 pub mod fixtures;
+pub mod form;
 pub mod keymap;
 pub mod log;
+pub mod picker;
+
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
-use kiln_shared::protocol::{ImageInfo, ImageList, TemplateList, TemplateSummary};
+use kiln_shared::protocol::{
+    ErrorKind, ImageInfo, ImageList, TemplateList, TemplateRecord, TemplateSummary, Visibility,
+};
+use kiln_shared::Violation;
 use serde_json::{json, Value};
 
+use form::{EditWhat, Form};
 use keymap::{Cmd, Key};
 use log::LogView;
+use picker::{PickFor, Picker};
 
 /// Rows the chrome takes around a view's body: the tab bar, the message line, the status bar.
 pub const CHROME_ROWS: u16 = 3;
@@ -25,6 +35,8 @@ pub enum View {
     Images,
     Detail,
     Log,
+    /// The template editor form (new or edit); it takes the keyboard until saved or closed.
+    Form,
 }
 
 /// The connection to kilnd as the shell last reported it.
@@ -70,6 +82,37 @@ impl Deletable {
     }
 }
 
+/// A call kilnd (or the way to it) refused: the error kind when kilnd gave one, its message,
+/// and for an invalid template every violation with its field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    pub kind: Option<ErrorKind>,
+    pub message: String,
+    pub violations: Vec<Violation>,
+}
+
+impl From<&str> for CallError {
+    fn from(message: &str) -> CallError {
+        CallError {
+            kind: None,
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+}
+
+impl From<String> for CallError {
+    fn from(message: String) -> CallError {
+        CallError::from(message.as_str())
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Everything that can happen to the dashboard.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -93,12 +136,17 @@ pub enum Action {
     Reply {
         method: String,
         tag: u64,
-        result: Result<Value, String>,
+        result: Result<Value, CallError>,
     },
     /// A notification kilnd sent on the connection (`build.log`, `build.log.end`, ...).
     Notification {
         method: String,
         params: Value,
+    },
+    /// The person's editor, run for an `Effect::Edit`, returned with this text (or could not run).
+    Edited {
+        what: EditWhat,
+        result: Result<String, String>,
     },
 }
 
@@ -110,6 +158,11 @@ pub enum Effect {
         method: String,
         tag: u64,
         params: Value,
+    },
+    /// Leave the terminal to `$VISUAL`/`$EDITOR` on `text` and answer with `Action::Edited`.
+    Edit {
+        what: EditWhat,
+        text: String,
     },
     Quit,
 }
@@ -147,13 +200,30 @@ pub struct App {
     pub build_sel: usize,
     /// The image catalog as this project sees it (public, private, shared).
     pub images: Vec<ImageInfo>,
+    /// The Images view's tab: it lists the images of this visibility.
+    pub image_tab: Visibility,
+    /// Index into `visible_images()`.
     pub image_sel: usize,
+    /// The selected image's details window is open.
+    pub image_details: bool,
     pub images_pending: bool,
     pub images_loaded: bool,
     /// The build the detail view shows, and how far it is scrolled down.
     pub detail: Option<u64>,
     pub detail_scroll: usize,
     pub log: Option<LogView>,
+    /// The template editor, while open.
+    pub form: Option<Form>,
+    /// The base-image picker, while open (over the form or the templates view).
+    pub picker: Option<Picker>,
+    /// The template `b` is about to build, and its source image once `template.get` told it.
+    pub build_source: Option<BuildSource>,
+    /// Select this template once a list holding it arrives (the one just saved).
+    pub template_focus: Option<String>,
+    /// The application catalog the form offers and validates against (kiln's builtin one).
+    pub catalog: AppCatalog,
+    /// Where relative file paths in TOML from `$EDITOR` are taken from (the shell sets it).
+    pub cwd: PathBuf,
     /// Whether a list call is in flight (so polling never piles requests up).
     pub templates_pending: bool,
     pub builds_pending: bool,
@@ -163,6 +233,14 @@ pub struct App {
     next_tag: u64,
     /// Log notifications that arrived before the reply naming their subscription.
     early_notes: Vec<(String, Value)>,
+}
+
+/// The default base image for the build `b` started: the template's source, once known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSource {
+    pub template: String,
+    pub tag: u64,
+    pub image: Option<String>,
 }
 
 /// Notifications kept while a `build.logs` reply (which names the subscription) is on its way.
@@ -189,12 +267,20 @@ impl App {
             builds_template: None,
             build_sel: 0,
             images: Vec::new(),
+            image_tab: Visibility::Public,
             image_sel: 0,
+            image_details: false,
             images_pending: false,
             images_loaded: false,
             detail: None,
             detail_scroll: 0,
             log: None,
+            form: None,
+            picker: None,
+            build_source: None,
+            template_focus: None,
+            catalog: AppCatalog::builtin(),
+            cwd: PathBuf::new(),
             templates_pending: false,
             builds_pending: false,
             templates_loaded: false,
@@ -238,6 +324,26 @@ impl App {
             .collect()
     }
 
+    /// The images of the Images view's tab.
+    pub fn visible_images(&self) -> Vec<&ImageInfo> {
+        self.images
+            .iter()
+            .filter(|i| i.visibility == self.image_tab)
+            .collect()
+    }
+
+    pub fn selected_image(&self) -> Option<&ImageInfo> {
+        self.visible_images().get(self.image_sel).copied()
+    }
+
+    /// The images the picker offers now.
+    pub fn picker_choices(&self) -> Vec<&ImageInfo> {
+        match &self.picker {
+            Some(p) => picker::compatible(&self.images, &p.os),
+            None => Vec::new(),
+        }
+    }
+
     pub fn selected_build(&self) -> Option<&Build> {
         self.visible_builds().get(self.build_sel).copied()
     }
@@ -275,6 +381,15 @@ impl App {
         let t = self.next_tag;
         self.next_tag += 1;
         t
+    }
+
+    /// Asks for the catalog again (a picker or the form is about to offer images from it).
+    fn fresh_images(&mut self) -> Vec<Effect> {
+        if self.images_pending || !self.is_connected() {
+            return Vec::new();
+        }
+        self.images_pending = true;
+        vec![call("image.list", 0, json!({}))]
     }
 
     fn refresh(&mut self) -> Vec<Effect> {
@@ -378,10 +493,30 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             on_notification(app, &method, params);
             Vec::new()
         }
+        Action::Edited { what, result } => {
+            form::on_edited(app, what, result);
+            Vec::new()
+        }
     }
 }
 
-fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>) -> Vec<Effect> {
+fn on_reply(
+    app: &mut App,
+    method: &str,
+    tag: u64,
+    result: Result<Value, CallError>,
+) -> Vec<Effect> {
+    if form::owns(app, tag) {
+        return form::on_reply(app, method, tag, result);
+    }
+    if app
+        .build_source
+        .as_ref()
+        .is_some_and(|b| b.tag == tag && tag != 0)
+    {
+        on_build_source(app, result);
+        return Vec::new();
+    }
     match method {
         "template.list" => app.templates_pending = false,
         "build.list" => app.builds_pending = false,
@@ -405,7 +540,15 @@ fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>
     match method {
         "template.list" => match serde_json::from_value::<TemplateList>(value) {
             Ok(list) => {
-                let keep = app.selected_template().map(|t| t.name.clone());
+                let mut keep = app.selected_template().map(|t| t.name.clone());
+                if let Some(name) = app.template_focus.take() {
+                    if list.templates.iter().any(|t| t.name == name) {
+                        app.template_filter.clear();
+                        keep = Some(name);
+                    } else {
+                        app.template_focus = Some(name);
+                    }
+                }
                 app.templates = list.templates;
                 app.templates_loaded = true;
                 let visible = app.visible_templates();
@@ -432,13 +575,18 @@ fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>
         },
         "image.list" => match serde_json::from_value::<ImageList>(value) {
             Ok(list) => {
-                let keep = app.images.get(app.image_sel).map(|i| i.id.clone());
+                let keep = app.selected_image().map(|i| i.id.clone());
                 app.images = list.images;
                 app.images_loaded = true;
+                let visible = app.visible_images();
                 app.image_sel = keep
-                    .and_then(|id| app.images.iter().position(|i| i.id == id))
+                    .and_then(|id| visible.iter().position(|i| i.id == id))
                     .unwrap_or(app.image_sel)
-                    .min(app.images.len().saturating_sub(1));
+                    .min(visible.len().saturating_sub(1));
+                let choices = app.picker_choices().len();
+                if let Some(p) = app.picker.as_mut() {
+                    p.sel = p.sel.min(choices.saturating_sub(1));
+                }
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -455,6 +603,12 @@ fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>
                     "build {} of {} queued (image {})",
                     r.build.id, r.build.template, r.build.image_name
                 ));
+                // Jump to the new build's details (unless the person went on to the form).
+                if app.form.is_none() {
+                    app.detail = Some(r.build.id);
+                    app.detail_scroll = 0;
+                    app.view = View::Detail;
+                }
                 app.builds.retain(|b| b.id != r.build.id);
                 app.builds.insert(0, r.build);
                 app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
@@ -490,6 +644,26 @@ fn on_reply(app: &mut App, method: &str, tag: u64, result: Result<Value, String>
         _ => {}
     }
     Vec::new()
+}
+
+/// `template.get` told the source image of the template `b` builds: the picker's default.
+fn on_build_source(app: &mut App, result: Result<Value, CallError>) {
+    let Some(source) = result
+        .ok()
+        .and_then(|v| serde_json::from_value::<TemplateRecord>(v).ok())
+        .map(|r| r.template.source.image)
+    else {
+        return;
+    };
+    if let Some(b) = app.build_source.as_mut() {
+        b.image = Some(source.clone());
+    }
+    let at = app.picker_choices().iter().position(|i| i.name == source);
+    if let (Some(p), Some(at)) = (app.picker.as_mut(), at) {
+        if matches!(p.purpose, PickFor::Build { .. }) && !p.touched {
+            p.sel = at;
+        }
+    }
 }
 
 fn on_notification(app: &mut App, method: &str, params: Value) {
@@ -529,7 +703,7 @@ fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
         return on_prompt_key(app, prompt, key);
     }
     if app.help {
-        match keymap::command_for(app.view, key) {
+        match keymap::scoped_command(keymap::Scope::Global, key) {
             Some(Cmd::Down) => app.help_scroll = app.help_scroll.saturating_add(1),
             Some(Cmd::Up) => app.help_scroll = app.help_scroll.saturating_sub(1),
             _ => {
@@ -539,10 +713,91 @@ fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
         }
         return Vec::new();
     }
+    if app.picker.is_some() {
+        return on_picker_key(app, key);
+    }
+    if app.image_details {
+        app.image_details = false;
+        return Vec::new();
+    }
+    if app.view == View::Form {
+        return form::on_key(app, key);
+    }
     let Some(cmd) = keymap::command_for(app.view, key) else {
         return Vec::new();
     };
     on_command(app, cmd)
+}
+
+fn on_picker_key(app: &mut App, key: Key) -> Vec<Effect> {
+    let Some(cmd) = keymap::picker_command(key) else {
+        return Vec::new();
+    };
+    let len = app.picker_choices().len();
+    let page = app.list_page() as isize;
+    let delta = match cmd {
+        Cmd::Up => -1,
+        Cmd::Down => 1,
+        Cmd::PageUp => -page,
+        Cmd::PageDown => page,
+        Cmd::Top => isize::MIN / 2,
+        Cmd::Bottom => isize::MAX / 2,
+        Cmd::Help => {
+            app.help = true;
+            return Vec::new();
+        }
+        Cmd::Back => {
+            if let Some(PickFor::Build { template, .. }) = app.picker.take().map(|p| p.purpose) {
+                app.message = Some(format!("no build of {template} started"));
+            }
+            return Vec::new();
+        }
+        Cmd::Open => return choose_image(app),
+        _ => return Vec::new(),
+    };
+    if let Some(p) = app.picker.as_mut() {
+        p.sel = moved(p.sel, delta, len);
+        p.touched = true;
+    }
+    Vec::new()
+}
+
+/// `enter` in the picker: the selected image becomes the source, or the build starts from it.
+fn choose_image(app: &mut App) -> Vec<Effect> {
+    let Some(p) = app.picker.clone() else {
+        return Vec::new();
+    };
+    let Some(image) = app.picker_choices().get(p.sel).map(|i| i.name.clone()) else {
+        app.message = Some(if app.images_loaded {
+            format!(
+                "no available {} image: make one with `kiln image bootstrap {}` or import one",
+                p.os, p.os
+            )
+        } else {
+            "the image list has not arrived yet".to_string()
+        });
+        return Vec::new();
+    };
+    app.picker = None;
+    match p.purpose {
+        PickFor::Source => {
+            form::set_source(app, image);
+            Vec::new()
+        }
+        PickFor::Build {
+            template,
+            image_name,
+        } => {
+            app.build_source = None;
+            app.message = Some(format!("starting a build of {template} from {image}..."));
+            let params = json!({
+                "template": template,
+                "image_name": image_name,
+                "base_image": image,
+            });
+            vec![call("build.start", 0, params)]
+        }
+    }
 }
 
 fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
@@ -644,11 +899,37 @@ fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 Vec::new()
             }
             Key::Enter => {
-                app.message = Some(format!("starting a build of {template}..."));
-                let params = json!({ "template": template, "image_name": input.trim() });
-                vec![call("build.start", 0, params)]
+                // Then the base image: one of the template's OS, the template's source first.
+                let os = app
+                    .templates
+                    .iter()
+                    .find(|t| t.name == template)
+                    .map(|t| t.os.clone())
+                    .unwrap_or_default();
+                let source = app
+                    .build_source
+                    .as_ref()
+                    .filter(|b| b.template == template)
+                    .and_then(|b| b.image.clone());
+                let sel = picker::compatible(&app.images, &os)
+                    .iter()
+                    .position(|i| Some(&i.name) == source.as_ref())
+                    .unwrap_or(0);
+                app.picker = Some(Picker {
+                    purpose: PickFor::Build {
+                        template,
+                        image_name: input.trim().to_string(),
+                    },
+                    os,
+                    sel,
+                    touched: false,
+                });
+                app.fresh_images()
             }
-            Key::Esc => Vec::new(),
+            Key::Esc => {
+                app.build_source = None;
+                Vec::new()
+            }
             Key::Backspace => {
                 input.pop();
                 app.prompt = Some(Prompt::ImageName { template, input });
@@ -699,8 +980,9 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                 app.build_sel = moved(app.build_sel, delta, len);
             }
             View::Images => {
-                app.image_sel = moved(app.image_sel, delta, app.images.len());
+                app.image_sel = moved(app.image_sel, delta, app.visible_images().len());
             }
+            View::Form => {}
             View::Detail => {
                 // Room for the header, every step and three lines per run output.
                 let len = app
@@ -754,6 +1036,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             }
             View::Images => app.view = View::Templates,
             View::Detail => app.view = View::Builds,
+            View::Form => {}
             View::Log => {
                 app.view = if app.detail.is_some() {
                     View::Detail
@@ -779,7 +1062,8 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                     app.view = View::Detail;
                 }
             }
-            View::Images | View::Detail | View::Log => {}
+            View::Images => app.image_details = app.selected_image().is_some(),
+            View::Detail | View::Log | View::Form => {}
         },
         Cmd::Find => match app.view {
             View::Templates => app.prompt = Some(Prompt::Filter),
@@ -810,8 +1094,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                     .selected_template()
                     .map(|t| (Deletable::Template, t.name.clone())),
                 View::Images => app
-                    .images
-                    .get(app.image_sel)
+                    .selected_image()
                     .map(|i| (Deletable::Image, i.name.clone())),
                 _ => None,
             };
@@ -824,19 +1107,46 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             }
         }
         Cmd::StartBuild => {
-            if let Some(t) = app.selected_template() {
+            if let Some(name) = app.selected_template().map(|t| t.name.clone()) {
                 app.prompt = Some(Prompt::ImageName {
-                    template: t.name.clone(),
+                    template: name.clone(),
                     input: String::new(),
                 });
+                // The template's source image is the picker's default; ask for it now so that it
+                // is known by the time the image name is typed.
+                let tag = app.tag();
+                app.build_source = Some(BuildSource {
+                    template: name.clone(),
+                    tag,
+                    image: None,
+                });
+                return vec![call("template.get", tag, json!({ "name": name }))];
             }
+        }
+        Cmd::NewTemplate => return form::open_new(app),
+        Cmd::EditTemplate => {
+            if let Some(name) = app.selected_template().map(|t| t.name.clone()) {
+                return form::open_edit(app, name);
+            }
+        }
+        Cmd::PrevTab | Cmd::NextTab | Cmd::ShowPublic | Cmd::ShowPrivate | Cmd::ShowShared => {
+            let tabs = [Visibility::Public, Visibility::Private, Visibility::Shared];
+            let at = tabs.iter().position(|v| *v == app.image_tab).unwrap_or(0);
+            app.image_tab = match cmd {
+                Cmd::PrevTab => tabs[(at + 2) % 3],
+                Cmd::NextTab => tabs[(at + 1) % 3],
+                Cmd::ShowPrivate => Visibility::Private,
+                Cmd::ShowShared => Visibility::Shared,
+                _ => Visibility::Public,
+            };
+            app.image_sel = 0;
         }
         Cmd::Cancel => {
             let id = match app.view {
                 View::Builds => app.selected_build().map(|b| b.id),
                 View::Detail => app.detail,
                 View::Log => app.log.as_ref().map(|l| l.build),
-                View::Templates | View::Images => None,
+                View::Templates | View::Images | View::Form => None,
             };
             if let Some(id) = id {
                 match app.build(id).map(|b| b.state) {
@@ -882,9 +1192,19 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             }
         }
         Cmd::Up | Cmd::Down | Cmd::PageUp | Cmd::PageDown | Cmd::Top | Cmd::Bottom => {}
+        // The form's and the picker's own commands are handled by their key handlers.
+        Cmd::Save
+        | Cmd::NextField
+        | Cmd::PrevField
+        | Cmd::Activate
+        | Cmd::PrevChoice
+        | Cmd::NextChoice
+        | Cmd::EditToml => {}
     }
     Vec::new()
 }
 
+#[cfg(test)]
+mod form_tests;
 #[cfg(test)]
 mod tests;

@@ -1,27 +1,42 @@
-//! The Images view: the catalog as the project sees it (public, private, shared) and a details
-//! pane for the selected image.
+//! The Images view: the catalog as the project sees it, in three tabs (public, private,
+//! shared), a details pane for the selected image and a window with all its details.
 
-use ratatui::layout::{Constraint, Rect};
-use ratatui::text::Line;
-use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::builds::size_text;
-use super::{empty, Theme};
+use super::{empty, popup, Theme};
 use crate::app::App;
+use kiln_shared::protocol::{ImageInfo, Visibility};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let [tabs, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    draw_tabs(f, app, tabs);
     let (list, pane) = super::list_and_details(area);
     let t = Theme::of(app);
-    if app.images.is_empty() {
-        let text = match (app.images_loaded, app.is_connected()) {
-            (false, true) => "loading images…",
-            (false, false) => "not connected to kilnd",
-            (true, _) => "no images yet: `kiln image bootstrap debian-12` makes a base image",
+    let visible = app.visible_images();
+    if visible.is_empty() {
+        let text = match (app.images_loaded, app.is_connected(), app.image_tab) {
+            (false, true, _) => "loading images…".to_string(),
+            (false, false, _) => "not connected to kilnd".to_string(),
+            (true, _, Visibility::Public) => {
+                "no public images yet: `kiln image bootstrap debian-12` makes a base image"
+                    .to_string()
+            }
+            (true, _, Visibility::Private) => {
+                "no private images yet: build one from a template (b on the Templates tab)"
+                    .to_string()
+            }
+            (true, _, Visibility::Shared) => {
+                format!("no image is shared with project {}", app.project)
+            }
         };
-        return empty(f, app, area, text);
+        return empty(f, app, area, &text);
     }
-    let rows = app.images.iter().map(|i| {
+    let rows = visible.iter().map(|i| {
         Row::new(vec![
             i.name.clone(),
             i.os.clone(),
@@ -59,7 +74,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let mut state = TableState::default().with_selected(Some(app.image_sel));
     f.render_stateful_widget(table, list, &mut state);
 
-    let (Some(pane), Some(i)) = (pane, app.images.get(app.image_sel)) else {
+    let (Some(pane), Some(i)) = (pane, app.selected_image()) else {
         return;
     };
     let from = match (&i.template, i.template_revision, i.build) {
@@ -96,4 +111,94 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Paragraph::new(lines).block(Block::bordered().title(" details ")),
         pane,
     );
+}
+
+/// `Public 2 │ Private 1 │ Shared 0`, the current tab reversed, and the keys that switch.
+fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let t = Theme::of(app);
+    let mut spans = Vec::new();
+    for (v, label) in [
+        (Visibility::Public, "Public"),
+        (Visibility::Private, "Private"),
+        (Visibility::Shared, "Shared"),
+    ] {
+        let count = app.images.iter().filter(|i| i.visibility == v).count();
+        let style = if app.image_tab == v {
+            t.selected()
+        } else {
+            Style::new()
+        };
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(format!(" {label} ({count}) "), style));
+    }
+    spans.push(Span::styled("  [ ] or 1-3 switch · enter details", t.dim()));
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Every field of the selected image, in a window (enter opens it, any key closes it).
+pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
+    let Some(i) = app.selected_image() else {
+        return;
+    };
+    let lines = detail_lines(i);
+    let Some(window) = popup(area, 90, lines.len() + 2) else {
+        return;
+    };
+    f.render_widget(Clear, window);
+    f.render_widget(
+        Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>())
+            .block(Block::bordered().title(format!(" image {} · any key closes ", i.name))),
+        window,
+    );
+}
+
+fn detail_lines(i: &ImageInfo) -> Vec<String> {
+    let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+    let mut lines = vec![
+        format!("id          {}", i.id),
+        format!("name        {}", i.name),
+        format!("os          {}", i.os),
+        format!(
+            "visibility  {} (owner {})",
+            i.visibility.as_str(),
+            or_dash(i.owner_project.clone())
+        ),
+        format!("state       {}", i.state.as_str()),
+        format!(
+            "from        {}",
+            match &i.template {
+                Some(t) => format!(
+                    "template {t} revision {} build {}",
+                    or_dash(i.template_revision.map(|r| r.to_string())),
+                    or_dash(i.build.map(|b| b.to_string()))
+                ),
+                None => "bootstrapped or imported".into(),
+            }
+        ),
+        format!(
+            "format      {} · file {} · virtual {}",
+            i.format,
+            size_text(i.file_size),
+            size_text(i.virtual_size)
+        ),
+        format!("min disk    {} GB", i.min_disk_gb),
+        format!(
+            "created     {}",
+            i.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        format!("path        {}", i.path),
+        format!("sha256      {}", i.sha256),
+        format!(
+            "shared with {}",
+            if i.shared_with.is_empty() {
+                "nobody".to_string()
+            } else {
+                i.shared_with.join(", ")
+            }
+        ),
+    ];
+    if let Some(m) = &i.message {
+        lines.push(format!("message     {m}"));
+    }
+    lines
 }

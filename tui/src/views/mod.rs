@@ -2,8 +2,10 @@
 //! message line, status bar, help overlay) lives here; each view's body has its own module.
 
 mod builds;
+mod form;
 mod images;
 mod log;
+mod picker;
 mod templates;
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -36,9 +38,16 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Images => images::draw(f, app, body),
         View::Detail => builds::draw_detail(f, app, body),
         View::Log => log::draw(f, app, body),
+        View::Form => form::draw(f, app, body),
     }
     draw_message(f, app, message);
     draw_status(f, app, status);
+    if app.image_details {
+        images::draw_details_window(f, app, area);
+    }
+    if app.picker.is_some() {
+        picker::draw(f, app, area);
+    }
     if app.help {
         draw_help(f, app, area);
     }
@@ -74,6 +83,14 @@ impl Theme {
             Style::new().fg(Color::DarkGray)
         } else {
             Style::new()
+        }
+    }
+    /// A choice that cannot be taken: grey, or faint under NO_COLOR (its text also says why).
+    fn greyed(&self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new().add_modifier(Modifier::DIM)
         }
     }
     fn state(&self, s: BuildState) -> Style {
@@ -114,6 +131,9 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         let what = if l.serial { "Serial" } else { "Log" };
         tab(format!("{what} {}", l.build), View::Log);
     }
+    if let Some(form) = &app.form {
+        tab(form.title(), View::Form);
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -133,6 +153,10 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
             format!("cancel build {id}? y/N"),
             t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ),
+        None if app.form.as_ref().is_some_and(|f| f.confirm_discard) => Line::styled(
+            "discard your changes? y/N",
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
         None => match &app.message {
             Some(m) => Line::from(m.as_str()),
             None => Line::styled(hint(app), t.dim()),
@@ -143,9 +167,14 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
 
 /// The message line when there is nothing to say: the current view's keys, from the key map.
 fn hint(app: &App) -> String {
+    let scope = if app.picker.is_some() {
+        keymap::Scope::Picker
+    } else {
+        keymap::Scope::In(app.view)
+    };
     let mut parts: Vec<String> = keymap::BINDINGS
         .iter()
-        .filter(|b| b.scope == Some(app.view))
+        .filter(|b| b.scope == scope && !b.short.is_empty())
         .map(|b| format!("{} {}", keymap::key_label(b.keys[0]), b.short))
         .collect();
     if !app.template_filter.is_empty() && app.view == View::Templates {
@@ -179,21 +208,30 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(line).style(bar), area);
 }
 
-fn draw_help(f: &mut Frame, app: &App, area: Rect) {
-    let lines = keymap::help_lines();
-    let width = (area.width.saturating_sub(4)).min(76);
-    let height = u16::try_from(lines.len() + 2)
+/// A centered window of at most `width` columns and `rows` rows (border included) inside
+/// `area`, leaving a margin; `None` when there is no room for one.
+fn popup(area: Rect, width: u16, rows: usize) -> Option<Rect> {
+    let width = (area.width.saturating_sub(4)).min(width);
+    let height = u16::try_from(rows)
         .unwrap_or(u16::MAX)
         .min(area.height.saturating_sub(2));
     if width < 3 || height < 3 {
-        return;
+        return None;
     }
-    let popup = Rect {
+    Some(Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
         width,
         height,
+    })
+}
+
+fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+    let lines = keymap::help_lines();
+    let Some(popup) = popup(area, 76, lines.len() + 2) else {
+        return;
     };
+    let height = popup.height;
     let max_scroll = lines.len().saturating_sub(usize::from(height - 2));
     let scroll = u16::try_from(app.help_scroll.min(max_scroll)).unwrap_or(0);
     let text: Vec<Line> = lines.into_iter().map(Line::from).collect();

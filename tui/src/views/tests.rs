@@ -6,9 +6,12 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 use serde_json::json;
 
-use crate::app::fixtures::{app, log_line};
+use crate::app::fixtures::{app, log_line, record, stored_template};
+use crate::app::form::Field;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App};
+use crate::app::{update, Action, App, CallError, Effect};
+use kiln_shared::protocol::ErrorKind;
+use kiln_shared::Violation;
 
 fn render(app: &App, width: u16, height: u16) -> String {
     let mut app = app.clone();
@@ -155,6 +158,139 @@ fn images() {
 }
 
 #[test]
+fn images_private_and_shared_tabs_and_details() {
+    let mut a = app();
+    keys(&mut a, &[Key::Tab, Key::Tab]);
+    chars(&mut a, "2");
+    check("images_private", &a);
+    chars(&mut a, "3");
+    check("images_shared", &a);
+    keys(&mut a, &[Key::Enter]);
+    check("images_shared_details", &a);
+}
+
+/// The tag of the one `method` call in `fx`.
+fn tag_of(fx: &[Effect], method: &str) -> u64 {
+    fx.iter()
+        .find_map(|e| match e {
+            Effect::Call { method: m, tag, .. } if m == method => Some(*tag),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {method} call in {fx:?}"))
+}
+
+fn focus(a: &mut App, field: Field) {
+    for _ in 0..40 {
+        if a.form.as_ref().map(|f| f.focused(&a.catalog)) == Some(field) {
+            return;
+        }
+        keys(a, &[Key::Tab]);
+    }
+    panic!("no field {field:?}");
+}
+
+/// A new template with nginx selected and a build timeout out of range, focus on the timeout.
+fn new_form_app() -> App {
+    let mut a = app();
+    chars(&mut a, "nweb");
+    focus(&mut a, Field::App(0));
+    chars(&mut a, " ");
+    focus(&mut a, Field::Timeout);
+    keys(&mut a, &[Key::Backspace]);
+    chars(&mut a, "3");
+    a
+}
+
+/// Editing web-base after kilnd refused a save (a violation on a customize step) and after a
+/// conflict with revision 4.
+fn edit_form_app() -> App {
+    let mut a = app();
+    let tag = tag_of(&update(&mut a, Action::Key(Key::Char('e'))), "template.get");
+    let reply =
+        |a: &mut App, method: &str, tag: u64, result: Result<serde_json::Value, CallError>| {
+            update(
+                a,
+                Action::Reply {
+                    method: method.into(),
+                    tag,
+                    result,
+                },
+            )
+        };
+    reply(
+        &mut a,
+        "template.get",
+        tag,
+        Ok(record(&stored_template(), 3)),
+    );
+    focus(&mut a, Field::Description);
+    chars(&mut a, ", jq");
+    let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
+    let refused = CallError {
+        kind: Some(ErrorKind::InvalidTemplate),
+        message: "template \"web-base\" is invalid: 1 problem".into(),
+        violations: vec![Violation {
+            path: "customize[0].inline".into(),
+            message: "is empty: list at least one command, or use script instead".into(),
+        }],
+    };
+    reply(
+        &mut a,
+        "template.update",
+        tag_of(&fx, "template.update"),
+        Err(refused),
+    );
+    let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
+    let conflict = CallError {
+        kind: Some(ErrorKind::Conflict),
+        message: "stale".into(),
+        violations: Vec::new(),
+    };
+    let fx = reply(
+        &mut a,
+        "template.update",
+        tag_of(&fx, "template.update"),
+        Err(conflict),
+    );
+    reply(
+        &mut a,
+        "template.get",
+        tag_of(&fx, "template.get"),
+        Ok(record(&stored_template(), 4)),
+    );
+    a
+}
+
+#[test]
+fn form_new_with_an_error_beside_its_field() {
+    check("form_new", &new_form_app());
+}
+
+#[test]
+fn form_edit_with_kilnds_violation_and_a_conflict() {
+    check("form_edit_conflict", &edit_form_app());
+}
+
+#[test]
+fn form_asks_before_discarding() {
+    let mut a = new_form_app();
+    keys(&mut a, &[Key::Esc]);
+    check("form_confirm_discard", &a);
+}
+
+#[test]
+fn base_image_picker_for_a_build_and_for_the_source() {
+    let mut a = app();
+    chars(&mut a, "bweb-2");
+    keys(&mut a, &[Key::Enter]);
+    check("picker_build", &a);
+    let mut a = new_form_app();
+    focus(&mut a, Field::Source);
+    keys(&mut a, &[Key::Enter]);
+    check("picker_source", &a);
+}
+
+#[test]
 fn help() {
     let mut a = app();
     chars(&mut a, "?");
@@ -163,7 +299,14 @@ fn help() {
 
 #[test]
 fn no_color_leaves_every_cell_in_the_terminal_colors() {
-    let mut states = vec![app(), log_app(20)];
+    let mut states = vec![app(), log_app(20), new_form_app(), edit_form_app()];
+    let mut picker = app();
+    chars(&mut picker, "bx");
+    keys(&mut picker, &[Key::Enter]);
+    states.push(picker);
+    let mut details = app();
+    keys(&mut details, &[Key::Tab, Key::Tab, Key::Enter]);
+    states.push(details);
     let mut builds = app();
     keys(&mut builds, &[Key::Tab]);
     chars(&mut builds, "jx");
@@ -213,7 +356,21 @@ fn no_size_makes_any_view_panic() {
     states.push(wrapped);
     let mut prompt = app();
     chars(&mut prompt, "bsome-image-name");
+    states.push(prompt.clone());
+    keys(&mut prompt, &[Key::Enter]);
     states.push(prompt);
+    let mut form = new_form_app();
+    states.push(form.clone());
+    focus(&mut form, Field::Source);
+    keys(&mut form, &[Key::Enter]);
+    states.push(form);
+    states.push(edit_form_app());
+    let mut tabs = app();
+    keys(&mut tabs, &[Key::Tab, Key::Tab]);
+    chars(&mut tabs, "3");
+    states.push(tabs.clone());
+    keys(&mut tabs, &[Key::Enter]);
+    states.push(tabs);
     for s in &states {
         for w in (1..=20).chain((24..=130).step_by(7)).chain([80, 120]) {
             for h in (1..=12).chain((14..=45).step_by(4)).chain([24, 40]) {
