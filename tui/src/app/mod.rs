@@ -422,11 +422,12 @@ impl App {
         let Some(log) = self.log.as_mut() else {
             return Vec::new();
         };
-        log.sub = None;
+        // The stream being replaced ends on kilnd's side too.
+        let mut fx: Vec<Effect> = log.sub.take().map(unsubscribe).into_iter().collect();
         // Session 0 means no `build.logs` call is on its way.
         log.session = if connected { session } else { 0 };
         if !connected {
-            return Vec::new();
+            return fx;
         }
         let params = json!({
             "id": log.build,
@@ -434,18 +435,27 @@ impl App {
             "serial": log.serial,
             "from_line": log.next_seq,
         });
-        vec![call("build.logs", session, params)]
+        fx.push(call("build.logs", session, params));
+        fx
     }
 
     fn open_log(&mut self, build: u64) -> Vec<Effect> {
         if self.log.as_ref().is_none_or(|l| l.build != build) {
+            let old = self.log.take().and_then(|l| l.sub);
             self.log = Some(LogView::new(build, false, 0));
             self.view = View::Log;
-            return self.follow_log();
+            let mut fx: Vec<Effect> = old.map(unsubscribe).into_iter().collect();
+            fx.extend(self.follow_log());
+            return fx;
         }
         self.view = View::Log;
         Vec::new()
     }
+}
+
+/// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
+fn unsubscribe(sub: u64) -> Effect {
+    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
 }
 
 /// Applies one action to the state and returns what the shell must do about it.
@@ -526,6 +536,10 @@ fn on_reply(
     let value = match result {
         Ok(v) => v,
         Err(e) => {
+            if method == "build.logs.unsubscribe" {
+                // The stream had ended already: nothing to stop.
+                return Vec::new();
+            }
             if method == "build.logs" {
                 match app.log.as_mut() {
                     Some(l) if l.session == tag => l.session = 0,
@@ -632,7 +646,8 @@ fn on_reply(
             Ok(r) => {
                 let early = std::mem::take(&mut app.early_notes);
                 let Some(log) = app.log.as_mut().filter(|l| l.session == tag) else {
-                    return Vec::new();
+                    // A stream nobody shows any more (another build's, or replaced).
+                    return vec![unsubscribe(r.sub)];
                 };
                 log.sub = Some(r.sub);
                 for (method, params) in early {
@@ -1187,6 +1202,8 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                 let mut fresh = LogView::new(build, serial, 0);
                 fresh.wrap = l.wrap;
                 fresh.timestamps = l.timestamps;
+                // The other stream's subscription moves over, so follow_log ends it.
+                fresh.sub = l.sub;
                 app.log = Some(fresh);
                 return app.follow_log();
             }

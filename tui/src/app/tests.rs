@@ -434,7 +434,7 @@ fn s_switches_to_the_serial_console_with_a_fresh_buffer() {
     open_log(&mut app);
     note(&mut app, 9, 0, "a");
     let fx = press(&mut app, "s");
-    let Some(Effect::Call { params, .. }) = fx.first() else {
+    let Some(Effect::Call { params, .. }) = fx.last() else {
         panic!("no call");
     };
     assert_eq!(params["serial"], json!(true));
@@ -505,4 +505,47 @@ fn delete_needs_the_name_typed_exactly() {
     let mut fx = press(&mut app, "Ddebian-12");
     fx.extend(key(&mut app, Key::Enter));
     assert_eq!(methods(&fx), ["image.delete"]);
+}
+
+/// The `build.logs.unsubscribe` calls among `fx`, by subscription.
+fn unsubscribed(fx: &[Effect]) -> Vec<Value> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Call { method, params, .. } if method == "build.logs.unsubscribe" => {
+                Some(params["sub"].clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replaced_log_stream_is_unsubscribed() {
+    let mut app = app();
+    open_log(&mut app);
+    // Switching to the serial console replaces subscription 9.
+    let fx = press(&mut app, "s");
+    assert_eq!(unsubscribed(&fx), [json!(9)]);
+    assert_eq!(methods(&fx), ["build.logs.unsubscribe", "build.logs"]);
+    // A reply for a stream nobody shows any more is unsubscribed at once.
+    let stale = update(
+        &mut app,
+        Action::Reply {
+            method: "build.logs".into(),
+            tag: 1_000_000,
+            result: Ok(json!({ "sub": 12 })),
+        },
+    );
+    assert_eq!(unsubscribed(&stale), [json!(12)]);
+    // An unsubscribe that finds the stream ended already is no news.
+    app.message = None;
+    update(
+        &mut app,
+        Action::Reply {
+            method: "build.logs.unsubscribe".into(),
+            tag: 0,
+            result: Err(CallError::from("no open log stream 9")),
+        },
+    );
+    assert_eq!(app.message, None);
 }
