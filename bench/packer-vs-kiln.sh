@@ -112,8 +112,8 @@ for _ in $(seq 150); do
 done
 "$KILN" daemon status >/dev/null || die "kilnd did not answer on $KILN_SOCKET"
 
-say "kiln image import $BASE --no-warm (not timed)"
-"$KILN" image import "$BASE" --name debian-12 --os debian-12 --public --no-warm >/dev/null
+say "kiln image import $BASE (not timed; no saved VM yet)"
+"$KILN" image import "$BASE" --name debian-12 --os debian-12 --public >/dev/null
 
 cat >"$WORK/bench.toml" <<EOF
 name = "packer-bench"

@@ -474,7 +474,8 @@ pub struct ImageImportParams {
     /// Import as a public image (needs the admin group) instead of a private one.
     #[serde(default)]
     pub public: bool,
-    /// Save a booted VM of it afterwards (warm start); default: kilnd.toml's `warm_start`.
+    /// Save a booted VM of it afterwards (warm start); off by default, since an imported image
+    /// may not boot here the way kiln expects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<bool>,
 }

@@ -65,6 +65,31 @@ impl Kilnd {
         k
     }
 
+    /// Imports the disk image `file` as the public image `debian-12`; `warm` also saves a
+    /// booted VM of it (which boots it: only for a real base image).
+    pub fn import_base(&self, file: &Path, warm: bool) {
+        let mut args = vec![
+            "image",
+            "import",
+            file.to_str().unwrap(),
+            "--name",
+            "debian-12",
+            "--os",
+            "debian-12",
+            "--public",
+        ];
+        if warm {
+            args.push("--warm");
+        }
+        let out = self.kiln(&args);
+        assert!(
+            out.status.success(),
+            "importing {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The command line kilnd runs with, without spawning it.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(bin("kilnd"));
@@ -284,4 +309,88 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The dashboard (`kiln` run bare) in a detached tmux pane against a kilnd: driven with
+/// send-keys, read with capture-pane.
+pub struct Pane {
+    pub session: String,
+}
+
+impl Pane {
+    /// Runs the dashboard against `k` in a `width`x`height` pane, with `env` (`NAME=value`
+    /// words, shell-quoted by the caller) set; `None` without tmux.
+    pub fn start(k: &Kilnd, width: u16, height: u16, env: &str) -> Option<Pane> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("tmux is not installed: skipping a dashboard test");
+            return None;
+        }
+        let session = format!("kiln-test-{}", std::process::id());
+        let cmd = format!(
+            "{env} KILN_SOCKET={} {}",
+            k.socket.display(),
+            bin("kiln").display()
+        );
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+                &cmd,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session failed");
+        Some(Pane { session })
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let ok = Command::new("tmux")
+                .args(["send-keys", "-t", &self.session, key])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`.
+    pub fn expect(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if s.contains(text) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {text:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
 }

@@ -23,23 +23,7 @@ fn base_image() -> Option<PathBuf> {
 fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
     let base = base_image()?;
     let k = Kilnd::start_with_config(config);
-    let out = k.kiln(&[
-        "image",
-        "import",
-        base.to_str().unwrap(),
-        "--name",
-        "debian-12",
-        "--os",
-        "debian-12",
-        "--public",
-        "--no-warm",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    k.import_base(&base, false);
     Some(k)
 }
 

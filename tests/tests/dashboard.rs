@@ -6,94 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use kiln_tests::Kilnd;
+use kiln_tests::{Kilnd, Pane};
 use serde_json::json;
-
-struct Pane {
-    session: String,
-}
-
-impl Pane {
-    /// Runs the dashboard against `k`, with `editor` as `$EDITOR`.
-    fn start(k: &Kilnd, editor: &Path) -> Option<Pane> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("tmux is not installed: skipping the dashboard test");
-            return None;
-        }
-        let session = format!("kiln-test-{}", std::process::id());
-        let cmd = format!(
-            "VISUAL= EDITOR={} KILN_SOCKET={} NO_COLOR=1 {}",
-            editor.display(),
-            k.socket.display(),
-            kiln_tests::bin("kiln").display()
-        );
-        let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "80",
-                "-y",
-                "24",
-                &cmd,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux new-session failed");
-        Some(Pane { session })
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            let ok = Command::new("tmux")
-                .args(["send-keys", "-t", &self.session, key])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until the screen shows `text`.
-    fn expect(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.screen();
-            if s.contains(text) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {text:?}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
-    }
-}
 
 #[test]
 fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
@@ -106,21 +22,8 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
         .status()
         .unwrap()
         .success());
-    let out = k.kiln(&[
-        "image",
-        "import",
-        empty.to_str().unwrap(),
-        "--name",
-        "debian-12",
-        "--os",
-        "debian-12",
-        "--public",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // An empty disk boots nothing: no saved VM for it.
+    k.import_base(&empty, false);
     let mut c = k.connect();
     // The "editor": sets min_disk_gb in a template's TOML, writes a user script into any other
     // file.
@@ -135,7 +38,8 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     .unwrap();
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let Some(pane) = Pane::start(&k, &editor) else {
+    let env = format!("VISUAL= EDITOR={} NO_COLOR=1", editor.display());
+    let Some(pane) = Pane::start(&k, 80, 24, &env) else {
         return;
     };
     pane.expect("connected");

@@ -100,9 +100,14 @@ async fn event_loop(
     ));
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut stats = crate::stats::Stats::from_env();
 
     loop {
+        let drawing = std::time::Instant::now();
         terminal.draw(|f| crate::views::draw(f, &app))?;
+        if let Some(s) = stats.as_mut() {
+            s.on_frame(drawing.elapsed());
+        }
         let first = tokio::select! {
             ev = input.recv() => match ev {
                 Some(ev) => action_of(ev),
@@ -119,9 +124,17 @@ async fn event_loop(
             }
         }
         for action in batch {
+            if let Some(s) = stats.as_mut() {
+                s.on_action(&app, &action);
+            }
             for effect in update(&mut app, action) {
                 match effect {
-                    Effect::Quit => return Ok(()),
+                    Effect::Quit => {
+                        if let Some(s) = stats.as_mut() {
+                            s.write()?;
+                        }
+                        return Ok(());
+                    }
                     Effect::Call {
                         method,
                         tag,

@@ -8,6 +8,7 @@ use clap::Parser;
 mod app;
 mod cli;
 mod dashboard;
+mod stats;
 mod views;
 
 fn main() -> ExitCode {

@@ -113,7 +113,7 @@ async fn run(
             let mut image = catalog
                 .import(who, &p.path, &p.name, &p.os, p.public)
                 .await?;
-            if p.warm.unwrap_or(daemon.queue.warm_start()) {
+            if p.warm.unwrap_or(false) {
                 let (_, log) = collecting(progress);
                 warm_after(daemon, who, &mut image, &log).await;
             }

@@ -49,6 +49,30 @@ impl Store {
         tx.commit().map_err(db_err)
     }
 
+    /// Stores `records` in one transaction, each under the next build id (written into it):
+    /// for seeding a store with many builds at once (the dashboard benchmark).
+    pub fn add_builds(&self, records: &mut [BuildRecord]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let mut next = meta
+                .get("next_build_id")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            let mut table = tx.open_table(BUILDS).map_err(db_err)?;
+            for record in records.iter_mut() {
+                record.build.id = next;
+                next += 1;
+                table
+                    .insert(record.build.id, encode(record).as_slice())
+                    .map_err(db_err)?;
+            }
+            meta.insert("next_build_id", next).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
     pub fn get_build(&self, id: u64) -> Result<Option<BuildRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(BUILDS).map_err(db_err)?;

@@ -64,9 +64,10 @@ pub enum ImageCommand {
         /// Make it a public image every project sees (needs kilnd's admin group)
         #[arg(long)]
         public: bool,
-        /// Don't save a booted VM of it for fast builds (default: kilnd.toml's warm_start)
+        /// Then boot it once and save the ready VM, so builds from it start in seconds (it must
+        /// boot with cloud-init NoCloud and have the user debian)
         #[arg(long)]
-        no_warm: bool,
+        warm: bool,
     },
     /// Build a public base image from the distribution's mirror (takes minutes)
     ///
@@ -121,8 +122,8 @@ pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
             name,
             os,
             public,
-            no_warm,
-        } => import(settings, &file, &name, &os, public, !no_warm).await,
+            warm,
+        } => import(settings, &file, &name, &os, public, warm).await,
         ImageCommand::Bootstrap { os, no_warm } => bootstrap(settings, &os, !no_warm).await,
         ImageCommand::Warm { image } => warm(settings, &image).await,
     }
@@ -369,8 +370,8 @@ async fn import(
         return Err(Failure::io(format!("{} is not a file", file.display())));
     }
     let mut params = json!({ "path": path, "name": name, "os": os, "public": public });
-    if !warm {
-        params["warm"] = json!(false);
+    if warm {
+        params["warm"] = json!(true);
     }
     let (value, result, _) = with_progress::<ImageResult>(settings, "image.import", params).await?;
     if settings.json {

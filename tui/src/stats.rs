@@ -1,0 +1,119 @@
+//! Figures for the dashboard benchmark, kept only when `KILN_DASHBOARD_STATS=FILE` is set: how
+//! long each frame took to render and write to the terminal, and how long each line of the log
+//! on screen took from kilnd (its `ts`, stamped when kilnd wrote the line) to the end of the
+//! first frame that drew it. Written as JSON to FILE when the dashboard quits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::app::{Action, App};
+
+/// Lines whose latency is kept; a 10,000 lines/s build fills this in ten minutes.
+const MAX_SAMPLES: usize = 6_000_000;
+
+pub struct Stats {
+    path: PathBuf,
+    frames_us: Vec<u64>,
+    latencies_us: Vec<i64>,
+    /// Daemon timestamps of log lines received since the last frame.
+    pending: Vec<DateTime<Utc>>,
+    first_line: Option<DateTime<Utc>>,
+    last_line: Option<DateTime<Utc>>,
+}
+
+impl Stats {
+    pub fn from_env() -> Option<Stats> {
+        let path = std::env::var_os("KILN_DASHBOARD_STATS")?;
+        Some(Stats {
+            path: PathBuf::from(path),
+            frames_us: Vec::new(),
+            latencies_us: Vec::new(),
+            pending: Vec::new(),
+            first_line: None,
+            last_line: None,
+        })
+    }
+
+    /// Notes a line of the log on screen (before `update` applies the action).
+    pub fn on_action(&mut self, app: &App, action: &Action) {
+        let Action::Notification { method, params } = action else {
+            return;
+        };
+        if method != "build.log" {
+            return;
+        }
+        let shown = app.log.as_ref().and_then(|l| l.sub);
+        if shown.is_none() || params["sub"].as_u64() != shown {
+            return;
+        }
+        let Some(ts) = params["ts"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return;
+        };
+        let ts = ts.with_timezone(&Utc);
+        self.first_line.get_or_insert(ts);
+        self.last_line = Some(ts);
+        self.pending.push(ts);
+    }
+
+    /// A frame took `took` to draw and is on the terminal now.
+    pub fn on_frame(&mut self, took: Duration) {
+        self.frames_us.push(took.as_micros() as u64);
+        let now = Utc::now();
+        for ts in self.pending.drain(..) {
+            if self.latencies_us.len() < MAX_SAMPLES {
+                self.latencies_us
+                    .push((now - ts).num_microseconds().unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    pub fn write(&mut self) -> std::io::Result<()> {
+        self.frames_us.sort_unstable();
+        self.latencies_us.sort_unstable();
+        let span = match (self.first_line, self.last_line) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        let out = json!({
+            "frames": self.frames_us.len(),
+            "frame_ms": summary(&self.frames_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
+            "lines": self.latencies_us.len(),
+            "lines_span_s": span,
+            "latency_ms": summary(&self.latencies_us),
+        });
+        std::fs::write(&self.path, format!("{out:#}\n"))
+    }
+}
+
+/// p50/p99/max of sorted microsecond samples, in milliseconds.
+fn summary(sorted_us: &[i64]) -> Value {
+    if sorted_us.is_empty() {
+        return Value::Null;
+    }
+    let at = |p: f64| {
+        let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+        sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
+    };
+    json!({"p50": at(0.50), "p99": at(0.99), "max": at(1.0)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_in_milliseconds() {
+        let samples: Vec<i64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(
+            summary(&samples),
+            json!({"p50": 51.0, "p99": 99.0, "max": 100.0})
+        );
+        assert_eq!(summary(&[]), Value::Null);
+    }
+}
