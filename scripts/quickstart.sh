@@ -23,7 +23,7 @@ fi
 kiln daemon status
 
 if ! kiln image show debian-12 >/dev/null 2>&1; then
-  echo "==> bootstrapping the public base image debian-12 (mmdebstrap; a few minutes, needs root)"
+  echo "==> bootstrapping the public base image debian-12 (mmdebstrap, then one boot to save a ready VM for fast builds; a few minutes, needs root)"
   kiln image bootstrap debian-12
 fi
 

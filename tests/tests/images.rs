@@ -410,7 +410,7 @@ fn bootstrap_debian_12() {
         return;
     }
     let k = Kilnd::start();
-    let out = k.kiln(&["image", "bootstrap", "debian-12", "--json"]);
+    let out = k.kiln(&["image", "bootstrap", "debian-12", "--no-warm", "--json"]);
     let result = json_out(&out);
     let image = &result["image"];
     assert_eq!(image["name"], "debian-12");
