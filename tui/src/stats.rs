@@ -1,7 +1,8 @@
 //! Figures for the dashboard benchmark, kept only when `KILN_DASHBOARD_STATS=FILE` is set: how
 //! long each frame took to render and write to the terminal, and how long each line of the log
 //! on screen took from kilnd (its `ts`, stamped when kilnd wrote the line) to the end of the
-//! first frame that drew it. Written as JSON to FILE when the dashboard quits.
+//! first frame that drew it (live lines only: the backlog a stream starts with is counted, not
+//! timed). Written as JSON to FILE when the dashboard quits.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct Stats {
     pending: Vec<DateTime<Utc>>,
     first_line: Option<DateTime<Utc>>,
     last_line: Option<DateTime<Utc>>,
+    /// When the shown log's subscription was first seen in place: lines kilnd wrote before it
+    /// are the backlog the stream starts with, not live lines, and count only in `backlog`.
+    live_since: Option<DateTime<Utc>>,
+    backlog: u64,
 }
 
 impl Stats {
@@ -34,6 +39,8 @@ impl Stats {
             pending: Vec::new(),
             first_line: None,
             last_line: None,
+            live_since: None,
+            backlog: 0,
         })
     }
 
@@ -49,6 +56,7 @@ impl Stats {
         if shown.is_none() || params["sub"].as_u64() != shown {
             return;
         }
+        let live_since = *self.live_since.get_or_insert_with(Utc::now);
         let Some(ts) = params["ts"]
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -56,6 +64,10 @@ impl Stats {
             return;
         };
         let ts = ts.with_timezone(&Utc);
+        if ts < live_since {
+            self.backlog += 1;
+            return;
+        }
         self.first_line.get_or_insert(ts);
         self.last_line = Some(ts);
         self.pending.push(ts);
@@ -84,6 +96,7 @@ impl Stats {
             "frames": self.frames_us.len(),
             "frame_ms": summary(&self.frames_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
             "lines": self.latencies_us.len(),
+            "backlog_lines": self.backlog,
             "lines_span_s": span,
             "latency_ms": summary(&self.latencies_us),
         });
