@@ -124,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         apps: kiln_shared::apps::AppCatalog::builtin(),
         started_at: chrono::Utc::now(),
+        template_changes: tokio::sync::broadcast::channel(1024).0,
     });
 
     tokio::pin!(shutdown);

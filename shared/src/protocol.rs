@@ -499,3 +499,29 @@ pub struct ImageBootstrapResult {
 pub struct ImageProgress {
     pub line: String,
 }
+
+/// Params of an `event` notification, sent to an `events.subscribe` subscription whenever
+/// something of its project changes: `kind` says what, and the changed thing rides along.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub sub: u64,
+    pub kind: EventKind,
+    /// `build`: the build as `build.get` returns it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build::Build>,
+    /// `template`: the template's name, and its summary as `template.list` has it (`None` once
+    /// deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Build,
+    Template,
+    /// Events were lost (the subscriber fell behind): list everything again.
+    Resync,
+}

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use kiln_tests::{template, Kilnd};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn hello_is_the_first_line() {
@@ -296,4 +296,85 @@ fn socket_and_directory_are_private() {
     let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
     assert!(unix.contains(&k.socket.display().to_string()));
     assert!(!unix.lines().any(|l| l.ends_with("@kiln.sock")));
+}
+
+/// The next `event` notification of subscription `sub` (skipping anything else).
+fn next_event(c: &mut kiln_tests::Conn, sub: &Value) -> Value {
+    loop {
+        let m = c.read();
+        assert!(!m.is_null(), "connection closed");
+        if m["method"] == "event" && m["params"]["sub"] == *sub {
+            return m["params"].clone();
+        }
+    }
+}
+
+#[test]
+fn events_tell_of_template_and_build_changes() {
+    let k = Kilnd::start();
+    // An empty disk: a build from it boots nothing and waits in `booting` until canceled.
+    let empty = k.dir.path().join("empty.qcow2");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&empty)
+        .arg("1G")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    k.import_base(&empty, false);
+    let mut events = k.connect();
+    let sub = events.call("events.subscribe", json!({}))["sub"].clone();
+    let mut c = k.connect();
+
+    c.call("template.create", json!({"template": template("ev")}));
+    let e = next_event(&mut events, &sub);
+    assert_eq!(
+        (&e["kind"], &e["name"], &e["template"]["revision"]),
+        (&json!("template"), &json!("ev"), &json!(1)),
+        "{e}"
+    );
+
+    let id =
+        c.call("build.start", json!({"template": "ev", "image_name": "x"}))["build"]["id"].clone();
+    let e = next_event(&mut events, &sub);
+    assert_eq!(
+        (&e["kind"], &e["build"]["id"]),
+        (&json!("build"), &id),
+        "{e}"
+    );
+    c.call("build.cancel", json!({"id": id}));
+    loop {
+        let e = next_event(&mut events, &sub);
+        assert_eq!(e["kind"], "build", "{e}");
+        if e["build"]["state"] == "canceled" {
+            break;
+        }
+    }
+
+    c.call("template.delete", json!({"name": "ev"}));
+    let e = next_event(&mut events, &sub);
+    assert_eq!((&e["kind"], &e["name"]), (&json!("template"), &json!("ev")));
+    assert!(
+        e.get("template").is_none(),
+        "a deleted template has no summary: {e}"
+    );
+
+    // Unsubscribed: the stream ends, and later changes send nothing.
+    assert_eq!(
+        events.call("events.unsubscribe", json!({"sub": sub})),
+        json!({})
+    );
+    c.call("template.create", json!({"template": template("quiet")}));
+    let request = json!({"jsonrpc": "2.0", "id": 7, "method": "daemon.status", "params": {}});
+    events.send_raw(format!("{request}\n").as_bytes());
+    loop {
+        let m = events.read();
+        assert_ne!(m["method"], "event", "an event after unsubscribing: {m}");
+        if m["id"] == 7 {
+            break;
+        }
+    }
+    let (kind, _) = events.call_err("events.unsubscribe", json!({"sub": sub}));
+    assert_eq!(kind, "not_found");
 }

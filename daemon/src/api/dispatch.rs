@@ -28,6 +28,8 @@ pub struct Daemon {
     pub access: Access,
     pub apps: AppCatalog,
     pub started_at: DateTime<Utc>,
+    /// Told whenever a template is created, changed or deleted (for `events.subscribe`).
+    pub template_changes: tokio::sync::broadcast::Sender<super::TemplateChanged>,
 }
 
 impl From<StoreError> for RpcError {
@@ -202,12 +204,24 @@ impl Daemon {
         {
             return r;
         }
+        if let Some(r) = super::events::call(self, &project, method, &params_v, sink, follow_up) {
+            return r;
+        }
+        let changed = |name: &str| {
+            // Nobody subscribed is no error.
+            let _ = self.template_changes.send(super::TemplateChanged {
+                project: project.clone(),
+                name: name.to_string(),
+            });
+        };
         match method {
             "template.create" => {
                 let p: TemplateParams = params(method, &params_v)?;
                 let t = checked_template(p.template, &self.apps)?;
-                let revision = blocking(move || store.create_template(&project, &t)).await?;
+                let owner = project.clone();
+                let revision = blocking(move || store.create_template(&owner, &t)).await?;
                 let name = t_name(&params_v);
+                changed(&name);
                 to_value(TemplateRef { name, revision })
             }
             "template.get" => {
@@ -222,15 +236,23 @@ impl Daemon {
                 let p: TemplateUpdateParams = params(method, &params_v)?;
                 let t = checked_template(p.template, &self.apps)?;
                 let name = t.name.clone();
+                let (owner, old) = (project.clone(), p.name.clone());
                 let revision = blocking(move || {
-                    store.update_template(&project, &p.name, &t, p.expected_revision)
+                    store.update_template(&owner, &p.name, &t, p.expected_revision)
                 })
                 .await?;
+                // A rename changes two entries: the old name is gone.
+                if old != name {
+                    changed(&old);
+                }
+                changed(&name);
                 to_value(TemplateRef { name, revision })
             }
             "template.delete" => {
                 let p: NameParams = params(method, &params_v)?;
-                blocking(move || store.delete_template(&project, &p.name)).await?;
+                let (owner, name) = (project.clone(), p.name.clone());
+                blocking(move || store.delete_template(&owner, &p.name)).await?;
+                changed(&name);
                 Ok(json!({}))
             }
             "template.validate" => {
@@ -298,7 +320,7 @@ impl Daemon {
 }
 
 /// Method families DESIGN.md promises that this daemon does not serve yet.
-const KNOWN_LATER: &[&str] = &["events."];
+const KNOWN_LATER: &[&str] = &[];
 
 fn t_name(params: &Value) -> String {
     params

@@ -3,9 +3,11 @@
 mod builds;
 mod conn;
 mod dispatch;
+mod events;
 mod images;
 mod socket;
 
 pub use conn::serve_connection;
 pub use dispatch::Daemon;
+pub use events::TemplateChanged;
 pub use socket::{bind, SocketError};

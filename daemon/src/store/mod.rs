@@ -324,16 +324,25 @@ impl Store {
                 break;
             }
             let head: TemplateHead = decode(v.value(), || format!("template {p}/{name}"))?;
-            out.push(TemplateSummary {
-                name: name.to_string(),
-                os: head.os,
-                revision: head.revision,
-                description: head.description,
-                applications: head.applications,
-                updated_at: head.updated_at,
-            });
+            out.push(summary(name, head));
         }
         Ok(out)
+    }
+
+    /// One template's entry of [`Store::list_templates`]; `None` when there is no such template.
+    pub fn template_summary(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<TemplateSummary>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let heads = tx.open_table(TEMPLATES).map_err(db_err)?;
+        let row = heads.get((project, name)).map_err(db_err)?;
+        row.map(|v| {
+            decode::<TemplateHead>(v.value(), || format!("template {project}/{name}"))
+                .map(|head| summary(name, head))
+        })
+        .transpose()
     }
 
     /// Removes a template and all its revisions. Builds keep their own copy of what they ran.
@@ -456,6 +465,17 @@ fn ensure_project(
             .map_err(db_err)?;
     }
     Ok(())
+}
+
+fn summary(name: &str, head: TemplateHead) -> TemplateSummary {
+    TemplateSummary {
+        name: name.to_string(),
+        os: head.os,
+        revision: head.revision,
+        description: head.description,
+        applications: head.applications,
+        updated_at: head.updated_at,
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
 use kiln_shared::protocol::{
-    ErrorKind, ImageInfo, ImageList, TemplateList, TemplateRecord, TemplateSummary, Visibility,
+    ErrorKind, Event, EventKind, ImageInfo, ImageList, TemplateList, TemplateRecord,
+    TemplateSummary, Visibility,
 };
 use kiln_shared::Violation;
 use serde_json::{json, Value};
@@ -230,6 +231,9 @@ pub struct App {
     /// Whether each list has been received at least once since connecting.
     pub templates_loaded: bool,
     pub builds_loaded: bool,
+    /// The `events.subscribe` subscription that keeps templates and builds current; while it
+    /// is open the lists are not polled.
+    pub events_sub: Option<u64>,
     next_tag: u64,
     /// Log notifications that arrived before the reply naming their subscription.
     early_notes: Vec<(String, Value)>,
@@ -285,6 +289,7 @@ impl App {
             builds_pending: false,
             templates_loaded: false,
             builds_loaded: false,
+            events_sub: None,
             next_tag: 1,
             early_notes: Vec::new(),
         }
@@ -397,11 +402,13 @@ impl App {
         if !self.is_connected() {
             return fx;
         }
-        if !self.templates_pending {
+        // With events flowing, the lists change only through them.
+        let poll = self.events_sub.is_none();
+        if !self.templates_pending && (poll || !self.templates_loaded) {
             self.templates_pending = true;
             fx.push(call("template.list", 0, json!({})));
         }
-        if !self.builds_pending {
+        if !self.builds_pending && (poll || !self.builds_loaded) {
             self.builds_pending = true;
             fx.push(call("build.list", 0, json!({})));
         }
@@ -411,6 +418,24 @@ impl App {
             fx.push(call("image.list", 0, json!({})));
         }
         fx
+    }
+
+    /// Selects build `keep` again after the list changed (or keeps the row, within bounds).
+    fn reselect_build(&mut self, keep: Option<u64>) {
+        let visible = self.visible_builds();
+        self.build_sel = keep
+            .and_then(|id| visible.iter().position(|b| b.id == id))
+            .unwrap_or(self.build_sel)
+            .min(visible.len().saturating_sub(1));
+    }
+
+    /// Selects template `keep` again after the list changed (or keeps the row, within bounds).
+    fn reselect_template(&mut self, keep: Option<String>) {
+        let visible = self.visible_templates();
+        self.template_sel = keep
+            .and_then(|n| visible.iter().position(|t| t.name == n))
+            .unwrap_or(self.template_sel)
+            .min(visible.len().saturating_sub(1));
     }
 
     /// Opens (or reopens, after a reconnect or a switch to the serial console) the log of
@@ -453,6 +478,59 @@ impl App {
     }
 }
 
+/// An `event` from the events subscription: one build or template changed (or the events were
+/// lost and everything is listed again).
+fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
+    let Ok(e) = serde_json::from_value::<Event>(params) else {
+        return Vec::new();
+    };
+    if app.events_sub != Some(e.sub) {
+        return Vec::new();
+    }
+    match e.kind {
+        EventKind::Build => {
+            let Some(build) = e.build else {
+                return Vec::new();
+            };
+            let keep = app.selected_build().map(|b| b.id);
+            // Newest first: a new build goes on top, a known one is replaced where it is.
+            match app.builds.iter().position(|b| b.id == build.id) {
+                Some(i) => app.builds[i] = build,
+                None => {
+                    let i = app.builds.partition_point(|b| b.id > build.id);
+                    app.builds.insert(i, build);
+                }
+            }
+            app.reselect_build(keep);
+        }
+        EventKind::Template => {
+            let Some(name) = e.name else {
+                return Vec::new();
+            };
+            let keep = app.selected_template().map(|t| t.name.clone());
+            let at = app.templates.iter().position(|t| t.name == name);
+            match (at, e.template) {
+                (Some(i), Some(t)) => app.templates[i] = t,
+                (None, Some(t)) => {
+                    let i = app.templates.partition_point(|x| x.name < t.name);
+                    app.templates.insert(i, t);
+                }
+                (Some(i), None) => {
+                    app.templates.remove(i);
+                }
+                (None, None) => {}
+            }
+            app.reselect_template(keep);
+        }
+        EventKind::Resync => {
+            app.templates_loaded = false;
+            app.builds_loaded = false;
+            return app.refresh();
+        }
+    }
+    Vec::new()
+}
+
 /// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
 fn unsubscribe(sub: u64) -> Effect {
     call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
@@ -476,7 +554,9 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.templates_pending = false;
             app.builds_pending = false;
             app.images_pending = false;
-            let mut fx = app.refresh();
+            app.events_sub = None;
+            let mut fx = vec![call("events.subscribe", 0, json!({}))];
+            fx.extend(app.refresh());
             if app.log.as_ref().is_some_and(|l| !l.ended) {
                 fx.extend(app.follow_log());
             }
@@ -488,6 +568,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.templates_pending = false;
             app.builds_pending = false;
             app.images_pending = false;
+            app.events_sub = None;
             if let Some(l) = app.log.as_mut() {
                 l.sub = None;
                 l.session = 0;
@@ -499,6 +580,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             tag,
             result,
         } => on_reply(app, &method, tag, result),
+        Action::Notification { method, params } if method == "event" => on_event(app, params),
         Action::Notification { method, params } => {
             on_notification(app, &method, params);
             Vec::new()
@@ -540,6 +622,10 @@ fn on_reply(
                 // The stream had ended already: nothing to stop.
                 return Vec::new();
             }
+            if method == "events.subscribe" {
+                // An older kilnd without events: the lists are polled instead.
+                return Vec::new();
+            }
             if method == "build.logs" {
                 match app.log.as_mut() {
                     Some(l) if l.session == tag => l.session = 0,
@@ -565,11 +651,7 @@ fn on_reply(
                 }
                 app.templates = list.templates;
                 app.templates_loaded = true;
-                let visible = app.visible_templates();
-                app.template_sel = keep
-                    .and_then(|n| visible.iter().position(|t| t.name == n))
-                    .unwrap_or(app.template_sel)
-                    .min(visible.len().saturating_sub(1));
+                app.reselect_template(keep);
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -579,11 +661,7 @@ fn on_reply(
                 app.builds = list.builds;
                 app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
                 app.builds_loaded = true;
-                let visible = app.visible_builds();
-                app.build_sel = keep
-                    .and_then(|id| visible.iter().position(|b| b.id == id))
-                    .unwrap_or(app.build_sel)
-                    .min(visible.len().saturating_sub(1));
+                app.reselect_build(keep);
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -639,6 +717,16 @@ fn on_reply(
                 if let Some(b) = app.builds.iter_mut().find(|b| b.id == r.build.id) {
                     *b = r.build;
                 }
+            }
+            Err(e) => app.message = Some(bad(e)),
+        },
+        "events.subscribe" => match serde_json::from_value::<SubReply>(value) {
+            Ok(r) => {
+                app.events_sub = Some(r.sub);
+                // Listed again now that no change can slip between a list and the events.
+                app.templates_loaded = false;
+                app.builds_loaded = false;
+                return app.refresh();
             }
             Err(e) => app.message = Some(bad(e)),
         },

@@ -74,7 +74,15 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
             version: "0.1.0".into(),
         },
     );
-    assert_eq!(methods(&fx), ["template.list", "build.list", "image.list"]);
+    assert_eq!(
+        methods(&fx),
+        [
+            "events.subscribe",
+            "template.list",
+            "build.list",
+            "image.list"
+        ]
+    );
     let fx = update(
         &mut app,
         Action::Tick {
@@ -82,6 +90,7 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
         },
     );
     assert!(fx.is_empty(), "lists still in flight");
+    // (No events subscription answered: an older kilnd, so the lists are polled.)
     update(
         &mut app,
         Action::Reply {
@@ -180,7 +189,10 @@ fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
             version: "0.1.0".into(),
         },
     );
-    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+    assert_eq!(
+        methods(&fx),
+        ["events.subscribe", "template.list", "build.list"]
+    );
 }
 
 #[test]
@@ -548,4 +560,93 @@ fn a_replaced_log_stream_is_unsubscribed() {
         },
     );
     assert_eq!(app.message, None);
+}
+
+/// Answers the `events.subscribe` call with subscription 3; returns the effects.
+fn subscribed(app: &mut App) -> Vec<Effect> {
+    update(
+        app,
+        Action::Reply {
+            method: "events.subscribe".into(),
+            tag: 0,
+            result: Ok(json!({ "sub": 3 })),
+        },
+    )
+}
+
+fn event(app: &mut App, params: Value) -> Vec<Effect> {
+    update(
+        app,
+        Action::Notification {
+            method: "event".into(),
+            params,
+        },
+    )
+}
+
+#[test]
+fn events_keep_the_lists_current_without_polling() {
+    let mut app = app();
+    // Subscribed: listed once more, then ticks poll nothing.
+    let fx = subscribed(&mut app);
+    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+    for (method, list) in [
+        ("template.list", json!({"templates": app.templates.clone()})),
+        ("build.list", json!({"builds": app.builds.clone()})),
+    ] {
+        update(
+            &mut app,
+            Action::Reply {
+                method: method.into(),
+                tag: 0,
+                result: Ok(list),
+            },
+        );
+    }
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 0, 5),
+        },
+    );
+    assert!(methods(&fx).is_empty(), "{fx:?}");
+
+    // A new build goes on top; the selected build stays selected.
+    key(&mut app, Key::Tab);
+    press(&mut app, "j");
+    let selected = app.selected_build().map(|b| b.id);
+    let mut build = serde_json::to_value(&app.builds[0]).unwrap_or_default();
+    build["id"] = json!(99);
+    build["state"] = json!("queued");
+    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    assert_eq!(app.builds[0].id, 99);
+    assert_eq!(app.selected_build().map(|b| b.id), selected);
+    // A change replaces the build in place.
+    build["state"] = json!("running");
+    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    assert_eq!(app.builds.iter().filter(|b| b.id == 99).count(), 1);
+    assert_eq!(app.builds[0].state, BuildState::Running);
+    // Another subscription's event is ignored.
+    build["state"] = json!("failed");
+    event(&mut app, json!({"sub": 4, "kind": "build", "build": build}));
+    assert_eq!(app.builds[0].state, BuildState::Running);
+
+    // Templates: a deleted one leaves the list, a new one joins it in name order.
+    let gone = app.templates[0].name.clone();
+    event(
+        &mut app,
+        json!({"sub": 3, "kind": "template", "name": gone}),
+    );
+    assert!(app.templates.iter().all(|t| t.name != gone));
+    let mut t = serde_json::to_value(&app.templates[0]).unwrap_or_default();
+    t["name"] = json!("aaa-new");
+    event(
+        &mut app,
+        json!({"sub": 3, "kind": "template", "name": "aaa-new", "template": t}),
+    );
+    assert_eq!(app.templates[0].name, "aaa-new");
+
+    // Lost events: everything is listed again.
+    let fx = event(&mut app, json!({"sub": 3, "kind": "resync"}));
+    assert_eq!(methods(&fx), ["template.list", "build.list"]);
 }
