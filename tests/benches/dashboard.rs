@@ -80,14 +80,14 @@ fn main() {
     };
     let started = Instant::now();
     let mut k = Kilnd::start();
-    k.import_base(&base, true);
+    k.import_base(&base, false);
     let mut c = k.connect();
     let base_id = c.call("image.get", json!({"image": "debian-12"}))["image"]["id"]
         .as_str()
         .unwrap()
         .to_string();
     println!(
-        "imported and warmed the base in {:.0} s",
+        "imported the base in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     for i in 0..TEMPLATES {
@@ -100,6 +100,9 @@ fn main() {
         "template.create",
         json!({"template": {
             "name": "chatty", "os": "debian-12", "source": {"image": "debian-12"},
+            // One vCPU: under TCG each vCPU keeps a host core busy, and this machine has two;
+            // the VM is the load here, not what is measured. (It boots cold: the saved VM has 2.)
+            "vm": {"cpus": 1, "memory_mb": 1024},
             "customize": [{"type": "shell", "name": "chatty", "inline": [CHATTY]}],
             "distribute": [{"type": "image", "run_output_name": "local"}]
         }}),
@@ -182,6 +185,13 @@ fn main() {
         ms(&s["frame_ms"]["p50"]),
         ms(&s["frame_ms"]["p99"]),
         ms(&s["frame_ms"]["max"])
+    );
+    println!(
+        "  render  n={:<6} p50={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms   (laying out the frame, before writing it)",
+        s["frames"],
+        ms(&s["render_ms"]["p50"]),
+        ms(&s["render_ms"]["p99"]),
+        ms(&s["render_ms"]["max"])
     );
     println!(
         "latency   n={:<6} p50={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms   (target: < 100 ms)",

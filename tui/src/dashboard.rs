@@ -27,6 +27,9 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Actions applied between two frames at most (a burst of log lines draws once, not per line).
 const ACTIONS_PER_FRAME: usize = 2_000;
+/// At most 60 frames a second: a chatty log redraws when the eye can tell, and the terminal
+/// (often a remote one) is not flooded. A key waits at most this long to show.
+const MIN_FRAME_INTERVAL: Duration = Duration::from_millis(16);
 
 type Slot = Arc<Mutex<Option<Arc<Client>>>>;
 
@@ -101,12 +104,24 @@ async fn event_loop(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats = crate::stats::Stats::from_env();
+    let mut last_frame = std::time::Instant::now()
+        .checked_sub(MIN_FRAME_INTERVAL)
+        .unwrap_or_else(std::time::Instant::now);
 
     loop {
+        let since = last_frame.elapsed();
+        if since < MIN_FRAME_INTERVAL {
+            tokio::time::sleep(MIN_FRAME_INTERVAL - since).await;
+        }
         let drawing = std::time::Instant::now();
-        terminal.draw(|f| crate::views::draw(f, &app))?;
+        let mut render = Duration::ZERO;
+        terminal.draw(|f| {
+            crate::views::draw(f, &app);
+            render = drawing.elapsed();
+        })?;
+        last_frame = std::time::Instant::now();
         if let Some(s) = stats.as_mut() {
-            s.on_frame(drawing.elapsed());
+            s.on_frame(render, drawing.elapsed());
         }
         let first = tokio::select! {
             ev = input.recv() => match ev {

@@ -18,6 +18,7 @@ const MAX_SAMPLES: usize = 6_000_000;
 pub struct Stats {
     path: PathBuf,
     frames_us: Vec<u64>,
+    renders_us: Vec<u64>,
     latencies_us: Vec<i64>,
     /// Daemon timestamps of log lines received since the last frame.
     pending: Vec<DateTime<Utc>>,
@@ -35,6 +36,7 @@ impl Stats {
         Some(Stats {
             path: PathBuf::from(path),
             frames_us: Vec::new(),
+            renders_us: Vec::new(),
             latencies_us: Vec::new(),
             pending: Vec::new(),
             first_line: None,
@@ -73,8 +75,10 @@ impl Stats {
         self.pending.push(ts);
     }
 
-    /// A frame took `took` to draw and is on the terminal now.
-    pub fn on_frame(&mut self, took: Duration) {
+    /// A frame took `render` to lay out into ratatui's buffer and `took` in all (with the diff
+    /// written and flushed to the terminal), and is on the terminal now.
+    pub fn on_frame(&mut self, render: Duration, took: Duration) {
+        self.renders_us.push(render.as_micros() as u64);
         self.frames_us.push(took.as_micros() as u64);
         let now = Utc::now();
         for ts in self.pending.drain(..) {
@@ -87,6 +91,7 @@ impl Stats {
 
     pub fn write(&mut self) -> std::io::Result<()> {
         self.frames_us.sort_unstable();
+        self.renders_us.sort_unstable();
         self.latencies_us.sort_unstable();
         let span = match (self.first_line, self.last_line) {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
@@ -95,6 +100,7 @@ impl Stats {
         let out = json!({
             "frames": self.frames_us.len(),
             "frame_ms": summary(&self.frames_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
+            "render_ms": summary(&self.renders_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
             "lines": self.latencies_us.len(),
             "backlog_lines": self.backlog,
             "lines_span_s": span,
