@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
 use kiln_shared::protocol::{
-    ErrorKind, Event, EventKind, ImageInfo, ImageList, TemplateList, TemplateRecord,
-    TemplateSummary, Visibility,
+    ErrorKind, Event, EventKind, ImageInfo, ImageList, RevisionInfo, RevisionList, TemplateList,
+    TemplateRecord, TemplateSummary, Visibility,
 };
 use kiln_shared::Violation;
 use serde_json::{json, Value};
@@ -219,6 +219,8 @@ pub struct App {
     pub picker: Option<Picker>,
     /// The template `b` is about to build, and its source image once `template.get` told it.
     pub build_source: Option<BuildSource>,
+    /// The whole selected template and its revisions, for the Templates view's details pane.
+    pub template_details: Option<TemplateDetails>,
     /// Select this template once a list holding it arrives (the one just saved).
     pub template_focus: Option<String>,
     /// The application catalog the form offers and validates against (kiln's builtin one).
@@ -245,6 +247,18 @@ pub struct BuildSource {
     pub template: String,
     pub tag: u64,
     pub image: Option<String>,
+}
+
+/// What the details pane shows of the selected template beyond its summary: every field (the
+/// stored template at the summary's revision) and its revisions, fetched when it is selected.
+#[derive(Debug, Clone)]
+pub struct TemplateDetails {
+    pub name: String,
+    pub revision: u64,
+    /// Tags the `template.get` and `template.revisions` calls.
+    pub tag: u64,
+    pub record: Option<TemplateRecord>,
+    pub revisions: Option<Vec<RevisionInfo>>,
 }
 
 /// Notifications kept while a `build.logs` reply (which names the subscription) is on its way.
@@ -282,6 +296,7 @@ impl App {
             form: None,
             picker: None,
             build_source: None,
+            template_details: None,
             template_focus: None,
             catalog: AppCatalog::builtin(),
             cwd: PathBuf::new(),
@@ -420,6 +435,37 @@ impl App {
         fx
     }
 
+    /// Asks for the selected template's whole body and revisions when the Templates view shows
+    /// a template whose details are not loaded (or are of an older revision).
+    fn fetch_template_details(&mut self) -> Vec<Effect> {
+        if !self.is_connected() || self.view != View::Templates || self.form.is_some() {
+            return Vec::new();
+        }
+        let Some(t) = self.selected_template() else {
+            return Vec::new();
+        };
+        let (name, revision) = (t.name.clone(), t.revision);
+        if self
+            .template_details
+            .as_ref()
+            .is_some_and(|d| d.name == name && d.revision == revision)
+        {
+            return Vec::new();
+        }
+        let tag = self.tag();
+        self.template_details = Some(TemplateDetails {
+            name: name.clone(),
+            revision,
+            tag,
+            record: None,
+            revisions: None,
+        });
+        vec![
+            call("template.get", tag, json!({ "name": name })),
+            call("template.revisions", tag, json!({ "name": name })),
+        ]
+    }
+
     /// Selects build `keep` again after the list changed (or keeps the row, within bounds).
     fn reselect_build(&mut self, keep: Option<u64>) {
         let visible = self.visible_builds();
@@ -538,6 +584,12 @@ fn unsubscribe(sub: u64) -> Effect {
 
 /// Applies one action to the state and returns what the shell must do about it.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    let mut fx = apply(app, action);
+    fx.extend(app.fetch_template_details());
+    fx
+}
+
+fn apply(app: &mut App, action: Action) -> Vec<Effect> {
     match action {
         Action::Key(key) => on_key(app, key),
         Action::Resize { width, height } => {
@@ -600,6 +652,25 @@ fn on_reply(
 ) -> Vec<Effect> {
     if form::owns(app, tag) {
         return form::on_reply(app, method, tag, result);
+    }
+    if let Some(d) = app
+        .template_details
+        .as_mut()
+        .filter(|d| d.tag == tag && tag != 0)
+    {
+        // A failure (the template was deleted meanwhile) leaves the pane on the summary.
+        if let Ok(value) = result {
+            match method {
+                "template.get" => d.record = serde_json::from_value(value).ok(),
+                "template.revisions" => {
+                    d.revisions = serde_json::from_value::<RevisionList>(value)
+                        .ok()
+                        .map(|r| r.revisions);
+                }
+                _ => {}
+            }
+        }
+        return Vec::new();
     }
     if app
         .build_source

@@ -650,3 +650,44 @@ fn events_keep_the_lists_current_without_polling() {
     let fx = event(&mut app, json!({"sub": 3, "kind": "resync"}));
     assert_eq!(methods(&fx), ["template.list", "build.list"]);
 }
+
+#[test]
+fn the_selected_template_s_details_are_fetched_once_per_revision() {
+    let mut app = app();
+    let fx = press(&mut app, "j");
+    assert_eq!(methods(&fx), ["template.get", "template.revisions"]);
+    let Some(Effect::Call { tag, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    let name = app.selected_template().map(|t| t.name.clone());
+    let t = fixtures::stored_template();
+    update(
+        &mut app,
+        Action::Reply {
+            method: "template.get".into(),
+            tag,
+            result: Ok(fixtures::record(&t, 1)),
+        },
+    );
+    update(
+        &mut app,
+        Action::Reply {
+            method: "template.revisions".into(),
+            tag,
+            result: Ok(
+                json!({"revisions": [{"revision": 1, "created_at": "2026-11-20T08:00:00Z"}]}),
+            ),
+        },
+    );
+    let d = app.template_details.as_ref().expect("details");
+    assert_eq!(Some(d.name.clone()), name);
+    assert!(d.record.is_some() && d.revisions.as_ref().is_some_and(|r| r.len() == 1));
+    // Nothing more while the same revision stays selected.
+    let fx = update(
+        &mut app,
+        Action::Tick {
+            now: fixtures::at(10, 0, 9),
+        },
+    );
+    assert!(!methods(&fx).contains(&"template.get"), "{fx:?}");
+}

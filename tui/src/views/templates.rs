@@ -2,7 +2,11 @@
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState};
+use std::collections::HashMap;
+
+use kiln_shared::build::Build;
+use kiln_shared::template::{Customizer, Distribute, OnError, Template};
+use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 use super::{empty, state_text, Theme};
@@ -36,12 +40,20 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
         };
         return empty(f, app, area, &text);
     }
+    // The newest build of each template (builds are newest first).
+    let mut last: HashMap<&str, &Build> = HashMap::new();
+    for b in &app.builds {
+        last.entry(b.template.as_str()).or_insert(b);
+    }
     let rows = visible.iter().map(|tpl| {
         Row::new(vec![
             tpl.name.clone(),
             tpl.os.clone(),
             tpl.revision.to_string(),
             tpl.applications.join(", "),
+            last.get(tpl.name.as_str())
+                .map(|b| b.state.as_str().to_string())
+                .unwrap_or_else(|| "-".into()),
         ])
     });
     let table = Table::new(
@@ -51,9 +63,10 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
             Constraint::Length(13),
             Constraint::Length(4),
             Constraint::Fill(2),
+            Constraint::Length(11),
         ],
     )
-    .header(Row::new(vec!["NAME", "OS", "REV", "APPLICATIONS"]).style(t.header()))
+    .header(Row::new(vec!["NAME", "OS", "REV", "APPLICATIONS", "LAST BUILD"]).style(t.header()))
     .row_highlight_style(t.selected())
     .highlight_symbol("▶ ")
     .highlight_spacing(HighlightSpacing::Always);
@@ -67,30 +80,150 @@ fn draw_pane(f: &mut Frame, app: &App, area: Rect) {
     let Some(tpl) = app.selected_template() else {
         return;
     };
-    let builds: Vec<_> = app
+    let builds: Vec<&Build> = app
         .builds
         .iter()
         .filter(|b| b.template == tpl.name)
         .collect();
-    let last = builds
-        .first()
-        .map(|b| format!("#{} {}", b.id, state_text(b)))
-        .unwrap_or_else(|| "none".into());
     let apps = if tpl.applications.is_empty() {
         "none".to_string()
     } else {
         tpl.applications.join(", ")
     };
-    let lines = vec![
+    let mut lines = vec![
         Line::styled(tpl.name.clone(), t.header()),
         Line::from(tpl.description.clone().unwrap_or_default()),
         Line::from(format!("OS {} · revision {}", tpl.os, tpl.revision)),
         Line::from(format!("applications: {apps}")),
-        Line::from(format!(
-            "updated {}",
-            tpl.updated_at.format("%Y-%m-%d %H:%M UTC")
-        )),
-        Line::from(format!("builds: {} · last: {last}", builds.len())),
     ];
-    f.render_widget(Paragraph::new(lines).block(block), area);
+    let details = app.template_details.as_ref().filter(|d| d.name == tpl.name);
+    match details.and_then(|d| d.record.as_ref()) {
+        Some(r) => lines.extend(body_lines(&r.template).into_iter().map(Line::from)),
+        None => lines.push(Line::styled("loading the template…", t.dim())),
+    }
+    if let Some(revs) = details.and_then(|d| d.revisions.as_ref()) {
+        let shown: Vec<String> = revs
+            .iter()
+            .rev()
+            .take(5)
+            .map(|r| format!("{} ({})", r.revision, r.created_at.format("%m-%d %H:%M")))
+            .collect();
+        let more = if revs.len() > 5 { ", …" } else { "" };
+        lines.push(Line::from(format!("revisions: {}{more}", shown.join(", "))));
+    }
+    lines.push(Line::from(format!(
+        "updated {}",
+        tpl.updated_at.format("%Y-%m-%d %H:%M UTC")
+    )));
+    let recent: Vec<String> = builds
+        .iter()
+        .take(3)
+        .map(|b| format!("#{} {}", b.id, state_text(b)))
+        .collect();
+    lines.push(Line::from(format!(
+        "builds: {}{}{}",
+        builds.len(),
+        if recent.is_empty() { "" } else { " · " },
+        recent.join(", ")
+    )));
+    let images: Vec<String> = app
+        .images
+        .iter()
+        .filter(|i| i.template.as_deref() == Some(tpl.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    lines.push(Line::from(format!(
+        "images: {}",
+        if images.is_empty() {
+            "none".to_string()
+        } else {
+            images.join(", ")
+        }
+    )));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        area,
+    );
+}
+
+/// Every field of a stored template beyond the summary's, a line each.
+fn body_lines(t: &Template) -> Vec<String> {
+    let mut out = vec![
+        format!("source: {} ({})", t.source.image, t.source.version),
+        format!(
+            "vm: {} vCPUs · {} MB · os disk {} GB · min disk {} GB",
+            t.vm.cpus, t.vm.memory_mb, t.vm.os_disk_gb, t.min_disk_gb
+        ),
+        format!("timeout: {} min", t.effective_build_timeout_minutes()),
+    ];
+    if t.customize.is_empty() {
+        out.push("customize: none".into());
+    } else {
+        out.push("customize:".into());
+        for (i, c) in t.customize.iter().enumerate() {
+            let what = match c {
+                Customizer::Shell {
+                    inline: Some(lines),
+                    ..
+                } => format!("{} inline line(s)", lines.len()),
+                Customizer::Shell {
+                    script: Some(s), ..
+                } => s.clone(),
+                Customizer::Shell { .. } => String::new(),
+                Customizer::File {
+                    source,
+                    destination,
+                    ..
+                } => format!("{source} → {destination}"),
+                Customizer::Reboot { timeout, .. } => timeout
+                    .clone()
+                    .map(|t| format!("wait {t}"))
+                    .unwrap_or_default(),
+            };
+            out.push(format!("  {}. {} {} {what}", i + 1, c.kind(), c.name()));
+        }
+    }
+    out.push(match &t.user_script {
+        Some(s) => format!("user script: {} line(s)", s.lines().count()),
+        None => "user script: none".into(),
+    });
+    if t.generalize.skip {
+        out.push("generalize: skipped".into());
+    }
+    if t.validate.boot_test {
+        out.push(format!(
+            "validate: boot test, {} check(s)",
+            t.validate.in_vm.len()
+        ));
+    }
+    let targets: Vec<String> = t
+        .distribute
+        .iter()
+        .map(|d| match d {
+            Distribute::Image { run_output_name } => format!("image {run_output_name}"),
+            Distribute::Gallery {
+                run_output_name,
+                gallery,
+                ..
+            } => format!("gallery {gallery} ({run_output_name})"),
+            Distribute::Export { format, path, .. } => format!("{format} → {path}"),
+        })
+        .collect();
+    out.push(format!("distribute: {}", targets.join("; ")));
+    let on = |e: OnError| match e {
+        OnError::Cleanup => "cleanup",
+        OnError::Abort => "abort",
+    };
+    out.push(format!(
+        "on errors: customize {}, validate {}",
+        on(t.error_handling.on_customizer_error),
+        on(t.error_handling.on_validation_error)
+    ));
+    if !t.tags.is_empty() {
+        let tags: Vec<String> = t.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(format!("tags: {}", tags.join(", ")));
+    }
+    out
 }

@@ -81,7 +81,23 @@ fn log_app(n: u64) -> App {
 
 #[test]
 fn templates() {
-    check("templates", &app());
+    let mut a = app();
+    // The pane's whole template and revisions, as kilnd answers them for the selection.
+    let t = crate::app::fixtures::stored_template();
+    let record = crate::app::fixtures::record(&t, 3);
+    a.template_details = Some(crate::app::TemplateDetails {
+        name: "web-base".into(),
+        revision: 3,
+        tag: 1,
+        record: serde_json::from_value(record).ok(),
+        revisions: serde_json::from_value(serde_json::json!([
+            {"revision": 1, "created_at": "2026-11-20T08:00:00Z"},
+            {"revision": 2, "created_at": "2026-11-24T08:00:00Z"},
+            {"revision": 3, "created_at": "2026-11-26T08:00:00Z"}
+        ]))
+        .ok(),
+    });
+    check("templates", &a);
 }
 
 #[test]
