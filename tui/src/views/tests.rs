@@ -420,3 +420,51 @@ fn odd_values_from_the_daemon_draw_without_panicking() {
         keys(&mut a, &[view]);
     }
 }
+
+#[test]
+#[ignore = "a measurement, not a check: cargo test --release -p kiln-tui render_cost -- --ignored --nocapture"]
+fn render_cost_of_a_full_log_with_ten_thousand_builds() {
+    let mut a = app();
+    let b = a.builds[0].clone();
+    for i in 0..10_000u64 {
+        let mut x = b.clone();
+        x.id = 100 + i;
+        a.builds.push(x);
+    }
+    a.log = Some(crate::app::log::LogView::new(4, false, 0));
+    a.view = crate::app::View::Log;
+    if let Some(l) = a.log.as_mut() {
+        for seq in 0..12_000 {
+            l.push(crate::app::fixtures::log_line(
+                seq,
+                "chatty 1.0001 the quick brown fox jumps over the lazy dog",
+            ));
+        }
+    }
+    update(
+        &mut a,
+        Action::Resize {
+            width: 120,
+            height: 40,
+        },
+    );
+    let Ok(mut term) = Terminal::new(TestBackend::new(120, 40)) else {
+        return;
+    };
+    let mut times = Vec::new();
+    for i in 0..2000u64 {
+        if let Some(l) = a.log.as_mut() {
+            l.push(crate::app::fixtures::log_line(12_000 + i, "more"));
+        }
+        let t = std::time::Instant::now();
+        let _ = term.draw(|f| super::draw(f, &a));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "render+diff p50 {:?} p99 {:?} max {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    );
+}
