@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use kiln_shared::client::{Client, ClientError};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::app::form::EditWhat;
@@ -25,6 +27,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The reconnect backoff: from the first to the longest wait between attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The dashboard's terminal: crossterm on a buffered stdout, flushed once per frame.
+type Term = Terminal<CrosstermBackend<std::io::BufWriter<std::io::Stdout>>>;
+/// Bytes a frame may take before the buffer writes early (a full 250x80 redraw fits).
+const FRAME_BUFFER: usize = 256 * 1024;
 /// Actions applied between two frames at most (a burst of log lines draws once, not per line).
 const ACTIONS_PER_FRAME: usize = 2_000;
 /// At most 60 frames a second: a chatty log redraws when the eye can tell, and the terminal
@@ -54,8 +60,12 @@ pub fn run(settings: &Settings) -> ExitCode {
         }
     };
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    // Installs a panic hook that restores the terminal before the panic message prints.
-    let mut terminal = match ratatui::try_init() {
+    // Installs a panic hook that restores the terminal before the panic message prints; the
+    // terminal drawn on writes each frame with one write (stdout alone flushes every 1 KiB).
+    let mut terminal = match ratatui::try_init().and_then(|_| {
+        let out = std::io::BufWriter::with_capacity(FRAME_BUFFER, std::io::stdout());
+        Terminal::new(CrosstermBackend::new(out))
+    }) {
         Ok(t) => t,
         Err(e) => {
             ratatui::restore();
@@ -76,11 +86,7 @@ pub fn run(settings: &Settings) -> ExitCode {
     }
 }
 
-async fn event_loop(
-    terminal: &mut ratatui::DefaultTerminal,
-    settings: &Settings,
-    color: bool,
-) -> std::io::Result<()> {
+async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> std::io::Result<()> {
     let mut app = App::new(&settings.project, chrono::Utc::now(), color);
     app.cwd = std::env::current_dir().unwrap_or_default();
     let size = terminal.size()?;
@@ -209,7 +215,7 @@ fn spawn_input(gate: InputGate) -> UnboundedReceiver<Event> {
 /// (alternate screen, raw mode, a full redraw). The editor's failure is the result's error; only
 /// a terminal that cannot be restored ends the dashboard.
 fn run_editor(
-    terminal: &mut ratatui::DefaultTerminal,
+    terminal: &mut Term,
     gate: &InputGate,
     what: EditWhat,
     text: &str,
