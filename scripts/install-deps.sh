@@ -11,7 +11,7 @@ need=()
 for cmd in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
            socat:socat tmux:tmux ssh-keygen:openssh-client genisoimage:genisoimage \
            sfdisk:fdisk mkfs.ext4:e2fsprogs zstd:zstd cc:build-essential pkg-config:pkg-config \
-           curl:curl; do
+           curl:curl openssl:openssl python3:python3; do
   bin=${cmd%%:*}; pkg=${cmd##*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
