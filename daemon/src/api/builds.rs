@@ -38,6 +38,44 @@ impl Sink {
     async fn note(&self, method: &str, params: Value) -> bool {
         (self.send)(Notification::new(method, params)).await
     }
+
+    /// Opens a subscription on this connection: its number, and the token that ends it.
+    pub(super) fn open_sub(&self) -> (u64, CancellationToken) {
+        let sub = self
+            .next_sub
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = CancellationToken::new();
+        lock(&self.subs).insert(sub, token.clone());
+        (sub, token)
+    }
+
+    /// Forgets subscription `sub` once its stream has ended.
+    pub(super) fn closed(&self, sub: u64) {
+        lock(&self.subs).remove(&sub);
+    }
+
+    /// `*.unsubscribe`: ends subscription `p.sub` (`what` names it in the error).
+    pub(super) fn unsubscribe(
+        &self,
+        method: &str,
+        p: &Value,
+        what: &str,
+    ) -> Result<Value, RpcError> {
+        let s: SubReply = params(method, p)?;
+        match lock(&self.subs).remove(&s.sub) {
+            Some(token) => {
+                token.cancel();
+                Ok(json!({}))
+            }
+            None => Err(RpcError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no open {what} {} on this connection (it ended, or was never opened here)",
+                    s.sub
+                ),
+            )),
+        }
+    }
 }
 
 /// Runs a `build.*` method; `None` when `method` is not one.
@@ -81,16 +119,11 @@ pub async fn call(
         "build.logs" => match params::<BuildLogsParams>(method, p) {
             Ok(lp) => match queue.get(project, lp.id) {
                 Ok(_) => {
-                    let sub = sink
-                        .next_sub
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let token = CancellationToken::new();
-                    lock(&sink.subs).insert(sub, token.clone());
+                    let (sub, token) = sink.open_sub();
                     let sink = sink.clone();
                     *follow_up = Some(Box::pin(async move {
-                        let subs = sink.subs.clone();
-                        stream_logs(queue, lp, sub, sink, token).await;
-                        lock(&subs).remove(&sub);
+                        stream_logs(queue, lp, sub, sink.clone(), token).await;
+                        sink.closed(sub);
                     }));
                     to_value(SubReply { sub })
                 }
@@ -98,27 +131,13 @@ pub async fn call(
             },
             Err(e) => Err(e),
         },
-        "build.logs.unsubscribe" => params::<SubReply>(method, p).and_then(|s| {
-            match lock(&sink.subs).remove(&s.sub) {
-                Some(token) => {
-                    token.cancel();
-                    Ok(json!({}))
-                }
-                None => Err(RpcError::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "no open log stream {} on this connection (it ended, or was never opened here)",
-                        s.sub
-                    ),
-                )),
-            }
-        }),
+        "build.logs.unsubscribe" => sink.unsubscribe(method, p, "log stream"),
         _ => return None,
     };
     Some(r)
 }
 
-pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use kiln_shared::build::SubReply;
-use kiln_shared::protocol::{ErrorKind, Event, EventKind, Notification, RpcError};
-use serde_json::{json, Value};
+use kiln_shared::protocol::{Event, EventKind, Notification, RpcError};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::builds::{lock, FollowUp, Sink};
-use super::dispatch::{params, to_value, Daemon};
+use super::builds::{FollowUp, Sink};
+use super::dispatch::{to_value, Daemon};
 
 /// A template of `project` named `name` was created, changed or deleted.
 #[derive(Debug, Clone)]
@@ -32,18 +32,13 @@ pub fn call(
 ) -> Option<Result<Value, RpcError>> {
     let r = match method {
         "events.subscribe" => {
-            let sub = sink
-                .next_sub
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let token = CancellationToken::new();
-            lock(&sink.subs).insert(sub, token.clone());
+            let (sub, token) = sink.open_sub();
             // Subscribed now, before the reply: no change after it can be missed.
             let builds = daemon.queue.changes();
             let templates = daemon.template_changes.subscribe();
             let (queue, store) = (daemon.queue.clone(), daemon.store.clone());
             let (project, sink) = (project.to_string(), sink.clone());
             *follow_up = Some(Box::pin(async move {
-                let subs = sink.subs.clone();
                 let sources = Sources {
                     queue,
                     store,
@@ -51,22 +46,11 @@ pub fn call(
                     templates,
                 };
                 stream(sources, &project, sub, &sink, token).await;
-                lock(&subs).remove(&sub);
+                sink.closed(sub);
             }));
             to_value(SubReply { sub })
         }
-        "events.unsubscribe" => {
-            params::<SubReply>(method, p).and_then(|s| match lock(&sink.subs).remove(&s.sub) {
-                Some(token) => {
-                    token.cancel();
-                    Ok(json!({}))
-                }
-                None => Err(RpcError::new(
-                    ErrorKind::NotFound,
-                    format!("no open subscription {} on this connection", s.sub),
-                )),
-            })
-        }
+        "events.unsubscribe" => sink.unsubscribe(method, p, "subscription"),
         _ => return None,
     };
     Some(r)

@@ -162,10 +162,7 @@ fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverE
 /// Nothing runs afterwards; the host private key ends up only inside the seed ISO.
 pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
     let started = Instant::now();
-    let work_dir = std::fs::canonicalize(&spec.work_dir).map_err(|e| DriverError::WorkDir {
-        path: spec.work_dir.clone(),
-        reason: e.to_string(),
-    })?;
+    let work_dir = resolved_work_dir(spec)?;
     if !work_dir.is_dir() {
         return Err(DriverError::WorkDir {
             path: work_dir,
@@ -188,23 +185,7 @@ pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
 
     let overlay = work_dir.join("overlay.qcow2");
     let size = overlay_size(&base, spec.disk_gb).await?;
-    run_tool(
-        "qemu-img",
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-F".as_ref(),
-            "qcow2".as_ref(),
-            "-b".as_ref(),
-            base.as_os_str(),
-            overlay.as_os_str(),
-            size.to_string().as_ref(),
-        ],
-        || format!("creating the overlay {}", overlay.display()),
-    )
-    .await?;
+    create_overlay(&base, &overlay, Some(size)).await?;
 
     let client_key = work_dir.join("client_key");
     let host_key = work_dir.join("host_key");
@@ -217,11 +198,7 @@ pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
     let client_public = read(client_key.with_extension("pub")).await?;
     let host_private = read(host_key.clone()).await?;
     let host_public_line = read(host_key.with_extension("pub")).await?;
-    let host_public_key = host_public_line
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let host_public_key = public_key(&host_public_line);
 
     let seed = seed::write(
         &work_dir,
@@ -257,6 +234,51 @@ pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
         cpus: spec.cpus,
         memory_mb: spec.memory_mb,
     })
+}
+
+/// `spec.work_dir` with symlinks resolved (it must exist).
+fn resolved_work_dir(spec: &VmSpec) -> Result<PathBuf, DriverError> {
+    std::fs::canonicalize(&spec.work_dir).map_err(|e| DriverError::WorkDir {
+        path: spec.work_dir.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creates `overlay`, a qcow2 whose backing file is the qcow2 `backing`, of `size` bytes (the
+/// backing's size when `None`). Nothing is copied: the overlay holds only what is written to it.
+async fn create_overlay(
+    backing: &Path,
+    overlay: &Path,
+    size: Option<u64>,
+) -> Result<(), DriverError> {
+    let size = size.map(|s| s.to_string());
+    let mut args: Vec<&OsStr> = vec![
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-F".as_ref(),
+        "qcow2".as_ref(),
+        "-b".as_ref(),
+        backing.as_os_str(),
+        overlay.as_os_str(),
+    ];
+    if let Some(size) = &size {
+        args.push(size.as_ref());
+    }
+    run_tool("qemu-img", &args, || {
+        format!("creating the overlay {}", overlay.display())
+    })
+    .await
+    .map(drop)
+}
+
+/// "ssh-ed25519 AAAA..." from an OpenSSH public key line (its comment dropped).
+fn public_key(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The overlay's virtual size in bytes: the request, but never less than the base.

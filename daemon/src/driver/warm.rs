@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::qemu::kvm_device_usable;
-use super::{io_err, prepare, run_tool, Accel, AccelProbe, DriverError, Prepared, Vm, VmSpec};
+use super::{
+    create_overlay, io_err, overlay_size, prepare, public_key, resolved_work_dir, run_tool, Accel,
+    AccelProbe, DriverError, Prepared, Vm, VmSpec,
+};
 use crate::guest::Guest;
 
 /// A cold boot under TCG with cloud-init takes minutes on a busy machine.
@@ -133,22 +136,7 @@ impl WarmState {
         let dir = work_dir.join("kvm-probe");
         std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let overlay = dir.join("probe.qcow2");
-        run_tool(
-            "qemu-img",
-            &[
-                "create".as_ref(),
-                "-q".as_ref(),
-                "-f".as_ref(),
-                "qcow2".as_ref(),
-                "-F".as_ref(),
-                "qcow2".as_ref(),
-                "-b".as_ref(),
-                base.as_os_str(),
-                overlay.as_os_str(),
-            ],
-            || format!("creating the overlay {}", overlay.display()),
-        )
-        .await?;
+        create_overlay(base, &overlay, None).await?;
         let prepared = Prepared {
             overlay,
             seed: self.seed(),
@@ -391,7 +379,8 @@ impl WarmStates {
         vm.save(&state, MIGRATION_TIMEOUT).await?;
         let save_ms = saving.elapsed().as_millis() as u64;
         let state_bytes = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
-        let disk_bytes = overlay_bytes(&prepared.overlay).await?;
+        // The frozen disk has the base's size (prepared with disk_gb 0).
+        let disk_bytes = overlay_size(base, 0).await?;
 
         // The saved VM's files under the names builds look for.
         let rename = |from: &Path, to: &str| {
@@ -461,55 +450,14 @@ impl Drop for RemoveDir {
     }
 }
 
-async fn overlay_bytes(path: &Path) -> Result<u64, DriverError> {
-    let info = run_tool(
-        "qemu-img",
-        &[
-            "info".as_ref(),
-            "--force-share".as_ref(),
-            "--output=json".as_ref(),
-            path.as_os_str(),
-        ],
-        || format!("reading {}", path.display()),
-    )
-    .await?;
-    serde_json::from_slice::<serde_json::Value>(&info)
-        .ok()
-        .and_then(|v| v["virtual-size"].as_u64())
-        .ok_or_else(|| DriverError::BaseImage {
-            path: path.to_owned(),
-            reason: "`qemu-img info` reports no virtual size".into(),
-        })
-}
-
 /// Like [`prepare`], for a build resuming from `warm`: an overlay on the frozen disk (its size:
 /// the build grows it after the resume), the build's own client and host keys, and the saved
 /// VM's seed (attached because the saved machine had it; cloud-init does not read it again).
 /// The host private key stays in the work directory only until [`adopt`] has installed it.
 pub async fn prepare_from(spec: &VmSpec, warm: &WarmState) -> Result<Prepared, DriverError> {
-    let work_dir = std::fs::canonicalize(&spec.work_dir).map_err(|e| DriverError::WorkDir {
-        path: spec.work_dir.clone(),
-        reason: e.to_string(),
-    })?;
+    let work_dir = resolved_work_dir(spec)?;
     let overlay = work_dir.join("overlay.qcow2");
-    let disk = warm.disk();
-    run_tool(
-        "qemu-img",
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-F".as_ref(),
-            "qcow2".as_ref(),
-            "-b".as_ref(),
-            disk.as_os_str(),
-            overlay.as_os_str(),
-            warm.meta.disk_bytes.to_string().as_ref(),
-        ],
-        || format!("creating the overlay {}", overlay.display()),
-    )
-    .await?;
+    create_overlay(&warm.disk(), &overlay, Some(warm.meta.disk_bytes)).await?;
     let client_key = work_dir.join("client_key");
     let host_key = work_dir.join("host_key");
     tokio::try_join!(super::keygen(&client_key), super::keygen(&host_key))?;
@@ -520,11 +468,7 @@ pub async fn prepare_from(spec: &VmSpec, warm: &WarmState) -> Result<Prepared, D
         overlay,
         seed: warm.seed(),
         client_key,
-        host_public_key: host_public_line
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" "),
+        host_public_key: public_key(&host_public_line),
         serial_log: work_dir.join("serial.log"),
         qmp_socket: work_dir.join("qmp.sock"),
         user: warm.meta.user.clone(),

@@ -6,9 +6,10 @@ use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepState, SubState,
 };
 use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{update, Action, App};
+use super::keymap::Key;
+use super::{update, Action, App, CallError, Effect};
 
 pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, h, m, s)
@@ -274,4 +275,32 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         message: None,
         warm: None,
     }
+}
+
+/// Presses each key of `keys` (one char each), returning every effect.
+pub fn press(app: &mut App, keys: &str) -> Vec<Effect> {
+    keys.chars()
+        .flat_map(|c| update(app, Action::Key(Key::Char(c))))
+        .collect()
+}
+
+pub fn key(app: &mut App, k: Key) -> Vec<Effect> {
+    update(app, Action::Key(k))
+}
+
+/// kilnd's answer to the call `method` tagged `tag`.
+pub fn reply(
+    app: &mut App,
+    method: &str,
+    tag: u64,
+    result: Result<Value, CallError>,
+) -> Vec<Effect> {
+    update(
+        app,
+        Action::Reply {
+            method: method.into(),
+            tag,
+            result,
+        },
+    )
 }

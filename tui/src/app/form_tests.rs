@@ -4,31 +4,10 @@ use kiln_shared::protocol::{ErrorKind, Visibility};
 use kiln_shared::Violation;
 use serde_json::{json, Value};
 
-use super::fixtures::{app, record, stored_template};
+use super::fixtures::{app, key, press, record, reply, stored_template};
 use super::form::{EditWhat, Field, Form};
 use super::keymap::Key;
 use super::*;
-
-fn press(app: &mut App, keys: &str) -> Vec<Effect> {
-    keys.chars()
-        .flat_map(|c| update(app, Action::Key(Key::Char(c))))
-        .collect()
-}
-
-fn key(app: &mut App, k: Key) -> Vec<Effect> {
-    update(app, Action::Key(k))
-}
-
-fn reply(app: &mut App, method: &str, tag: u64, result: Result<Value, CallError>) -> Vec<Effect> {
-    update(
-        app,
-        Action::Reply {
-            method: method.into(),
-            tag,
-            result,
-        },
-    )
-}
 
 /// The single call among `fx`: its method, tag and params.
 fn the_call(fx: &[Effect], method: &str) -> (u64, Value) {

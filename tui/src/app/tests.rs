@@ -2,20 +2,9 @@
 
 use serde_json::json;
 
-use super::fixtures::{app, log_line};
+use super::fixtures::{app, key, log_line, press, reply};
 use super::keymap::Key;
 use super::*;
-
-/// Presses each key of `keys` (one char each), returning every effect.
-fn press(app: &mut App, keys: &str) -> Vec<Effect> {
-    keys.chars()
-        .flat_map(|c| update(app, Action::Key(Key::Char(c))))
-        .collect()
-}
-
-fn key(app: &mut App, k: Key) -> Vec<Effect> {
-    update(app, Action::Key(k))
-}
 
 fn methods(fx: &[Effect]) -> Vec<&str> {
     fx.iter()
@@ -36,14 +25,7 @@ fn open_log(app: &mut App) {
     };
     assert_eq!(method, "build.logs");
     let tag = *tag;
-    update(
-        app,
-        Action::Reply {
-            method: "build.logs".into(),
-            tag,
-            result: Ok(json!({ "sub": 9 })),
-        },
-    );
+    reply(app, "build.logs", tag, Ok(json!({ "sub": 9 })));
 }
 
 fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
@@ -91,14 +73,7 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
     );
     assert!(fx.is_empty(), "lists still in flight");
     // (No events subscription answered: an older kilnd, so the lists are polled.)
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.list".into(),
-            tag: 0,
-            result: Ok(json!({"builds": []})),
-        },
-    );
+    reply(&mut app, "build.list", 0, Ok(json!({"builds": []})));
     let fx = update(
         &mut app,
         Action::Tick {
@@ -141,22 +116,8 @@ fn images_are_polled_only_while_on_screen() {
     assert_eq!(methods(&fx), ["template.list", "build.list"]);
     key(&mut app, Key::Tab);
     key(&mut app, Key::Tab);
-    update(
-        &mut app,
-        Action::Reply {
-            method: "template.list".into(),
-            tag: 0,
-            result: Ok(json!({"templates": []})),
-        },
-    );
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.list".into(),
-            tag: 0,
-            result: Ok(json!({"builds": []})),
-        },
-    );
+    reply(&mut app, "template.list", 0, Ok(json!({"templates": []})));
+    reply(&mut app, "build.list", 0, Ok(json!({"builds": []})));
     let fx = update(
         &mut app,
         Action::Tick {
@@ -238,13 +199,11 @@ fn a_selection_survives_a_refresh_that_reorders_the_list() {
         fixtures::template("db", "debian-12", &[], 1),
         fixtures::template("aaa", "debian-12", &[], 1),
     ];
-    update(
+    reply(
         &mut app,
-        Action::Reply {
-            method: "template.list".into(),
-            tag: 0,
-            result: Ok(json!({ "templates": reordered })),
-        },
+        "template.list",
+        0,
+        Ok(json!({ "templates": reordered })),
     );
     assert_eq!(app.selected_template().map(|t| t.name.as_str()), Some("db"));
 }
@@ -367,14 +326,7 @@ fn log_lines_that_beat_the_subscription_reply_are_kept() {
     };
     note(&mut app, 9, 0, "early");
     note(&mut app, 5, 0, "someone else's");
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.logs".into(),
-            tag,
-            result: Ok(json!({"sub": 9})),
-        },
-    );
+    reply(&mut app, "build.logs", tag, Ok(json!({"sub": 9})));
     let lines: Vec<_> = app
         .log
         .iter()
@@ -479,13 +431,11 @@ fn ctrl_c_quits_even_inside_a_prompt() {
 #[test]
 fn errors_from_kilnd_land_in_the_message_line() {
     let mut app = app();
-    update(
+    reply(
         &mut app,
-        Action::Reply {
-            method: "build.cancel".into(),
-            tag: 0,
-            result: Err("not_found: no build 12".into()),
-        },
+        "build.cancel",
+        0,
+        Err("not_found: no build 12".into()),
     );
     assert_eq!(
         app.message.as_deref(),
@@ -540,38 +490,22 @@ fn a_replaced_log_stream_is_unsubscribed() {
     assert_eq!(unsubscribed(&fx), [json!(9)]);
     assert_eq!(methods(&fx), ["build.logs.unsubscribe", "build.logs"]);
     // A reply for a stream nobody shows any more is unsubscribed at once.
-    let stale = update(
-        &mut app,
-        Action::Reply {
-            method: "build.logs".into(),
-            tag: 1_000_000,
-            result: Ok(json!({ "sub": 12 })),
-        },
-    );
+    let stale = reply(&mut app, "build.logs", 1_000_000, Ok(json!({ "sub": 12 })));
     assert_eq!(unsubscribed(&stale), [json!(12)]);
     // An unsubscribe that finds the stream ended already is no news.
     app.message = None;
-    update(
+    reply(
         &mut app,
-        Action::Reply {
-            method: "build.logs.unsubscribe".into(),
-            tag: 0,
-            result: Err(CallError::from("no open log stream 9")),
-        },
+        "build.logs.unsubscribe",
+        0,
+        Err(CallError::from("no open log stream 9")),
     );
     assert_eq!(app.message, None);
 }
 
 /// Answers the `events.subscribe` call with subscription 3; returns the effects.
 fn subscribed(app: &mut App) -> Vec<Effect> {
-    update(
-        app,
-        Action::Reply {
-            method: "events.subscribe".into(),
-            tag: 0,
-            result: Ok(json!({ "sub": 3 })),
-        },
-    )
+    reply(app, "events.subscribe", 0, Ok(json!({ "sub": 3 })))
 }
 
 fn event(app: &mut App, params: Value) -> Vec<Effect> {
@@ -661,23 +595,12 @@ fn the_selected_template_s_details_are_fetched_once_per_revision() {
     };
     let name = app.selected_template().map(|t| t.name.clone());
     let t = fixtures::stored_template();
-    update(
+    reply(&mut app, "template.get", tag, Ok(fixtures::record(&t, 1)));
+    reply(
         &mut app,
-        Action::Reply {
-            method: "template.get".into(),
-            tag,
-            result: Ok(fixtures::record(&t, 1)),
-        },
-    );
-    update(
-        &mut app,
-        Action::Reply {
-            method: "template.revisions".into(),
-            tag,
-            result: Ok(
-                json!({"revisions": [{"revision": 1, "created_at": "2026-11-20T08:00:00Z"}]}),
-            ),
-        },
+        "template.revisions",
+        tag,
+        Ok(json!({"revisions": [{"revision": 1, "created_at": "2026-11-20T08:00:00Z"}]})),
     );
     let d = app.template_details.as_ref().expect("details");
     assert_eq!(Some(d.name.clone()), name);
