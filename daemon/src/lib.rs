@@ -75,14 +75,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } else {
         None
     };
-    let listener = api::bind(&config.socket, config.system_mode, group).await?;
-    tracing::info!(
-        socket = %config.socket.display(),
-        data_dir = %config.data_dir.display(),
-        "kilnd {} listening",
-        env!("CARGO_PKG_VERSION")
-    );
-    let socket_path = config.socket.clone();
     let data_err = |source| DaemonError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -115,6 +107,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     );
     queue.recover()?;
+    // Bound only now: a client that connects finds every build in a terminal state and no
+    // half-made file left from a daemon that died (the store's lock keeps a second kilnd out
+    // of this data dir before it touches anything).
+    let listener = api::bind(&config.socket, config.system_mode, group).await?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        data_dir = %config.data_dir.display(),
+        "kilnd {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    let socket_path = config.socket.clone();
     queue.spawn_scheduler();
     let daemon = Arc::new(api::Daemon {
         access: access::Access::new(&config.file),
