@@ -93,6 +93,15 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     assert_eq!(r["template"]["min_disk_gb"], 20);
     assert_eq!(r["template"]["user_script"], t["user_script"]);
 
+    // `d` shows every detail, scrolled with the movement keys; esc closes it.
+    pane.keys(&["d"]);
+    pane.expect("template web · j/k scroll");
+    pane.expect("revisions: 2");
+    pane.keys(&["G"]);
+    pane.expect("images: 0");
+    pane.keys(&["Escape"]);
+    pane.expect("d opens them whole");
+
     // `b` asks for the image name, then the base image, starts the build and shows it.
     pane.keys(&["b"]);
     pane.expect("image name");

@@ -62,6 +62,7 @@ pub enum Cmd {
     PrevChoice,
     NextChoice,
     EditToml,
+    Describe,
 }
 
 /// Where a binding applies: everywhere, in one view, or in the base-image picker (a window over
@@ -118,6 +119,7 @@ pub const BINDINGS: &[Binding] = &[
     bind(T, &[Char('e')], Cmd::EditTemplate, "edit", "edit the template (a new revision when saved)"),
     bind(T, &[Char('/')], Cmd::Find, "filter", "filter templates (name, OS, application)"),
     bind(T, &[Enter], Cmd::Open, "builds", "show the template's builds"),
+    bind(T, &[Char('d')], Cmd::Describe, "info", "all details: every field, revision, build and image (j/k scroll)"),
     bind(T, &[Char('b')], Cmd::StartBuild, "build", "start a build (asks the image name, then the base image)"),
     bind(T, &[Char('D')], Cmd::Delete, "delete", "delete the template (type its name to confirm)"),
     bind(B, &[Enter], Cmd::Open, "open", "open the build's details"),

@@ -207,6 +207,8 @@ pub struct App {
     pub image_sel: usize,
     /// The selected image's details window is open.
     pub image_details: bool,
+    /// The selected template's details window is open, scrolled down this many lines.
+    pub template_window: Option<usize>,
     pub images_pending: bool,
     pub images_loaded: bool,
     /// The build the detail view shows, and how far it is scrolled down.
@@ -288,6 +290,7 @@ impl App {
             image_tab: Visibility::Public,
             image_sel: 0,
             image_details: false,
+            template_window: None,
             images_pending: false,
             images_loaded: false,
             detail: None,
@@ -894,6 +897,21 @@ fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
         app.image_details = false;
         return Vec::new();
     }
+    if let Some(scroll) = app.template_window {
+        let page = app.list_page();
+        let max = crate::views::templates::window_max_scroll(app);
+        app.template_window = match keymap::scoped_command(keymap::Scope::Global, key) {
+            Some(Cmd::Down) => Some(scroll + 1),
+            Some(Cmd::Up) => Some(scroll.saturating_sub(1)),
+            Some(Cmd::PageDown) => Some(scroll + page),
+            Some(Cmd::PageUp) => Some(scroll.saturating_sub(page)),
+            Some(Cmd::Top) => Some(0),
+            Some(Cmd::Bottom) => Some(max),
+            _ => None,
+        }
+        .map(|s| s.min(max));
+        return Vec::new();
+    }
     if app.view == View::Form {
         return form::on_key(app, key);
     }
@@ -1239,6 +1257,11 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             View::Images => app.image_details = app.selected_image().is_some(),
             View::Detail | View::Log | View::Form => {}
         },
+        Cmd::Describe => {
+            if app.selected_template().is_some() {
+                app.template_window = Some(0);
+            }
+        }
         Cmd::Find => match app.view {
             View::Templates => app.prompt = Some(Prompt::Filter),
             View::Log => {

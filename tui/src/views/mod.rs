@@ -6,7 +6,7 @@ mod form;
 mod images;
 mod log;
 mod picker;
-mod templates;
+pub(crate) mod templates;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -44,6 +44,9 @@ pub fn draw(f: &mut Frame, app: &App) {
     draw_status(f, app, status);
     if app.image_details {
         images::draw_details_window(f, app, area);
+    }
+    if app.template_window.is_some() {
+        templates::draw_details_window(f, app, area);
     }
     if app.picker.is_some() {
         picker::draw(f, app, area);
@@ -210,7 +213,7 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
 
 /// A centered window of at most `width` columns and `rows` rows (border included) inside
 /// `area`, leaving a margin; `None` when there is no room for one.
-fn popup(area: Rect, width: u16, rows: usize) -> Option<Rect> {
+pub(crate) fn popup(area: Rect, width: u16, rows: usize) -> Option<Rect> {
     let width = (area.width.saturating_sub(4)).min(width);
     let height = u16::try_from(rows)
         .unwrap_or(u16::MAX)

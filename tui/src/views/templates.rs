@@ -5,11 +5,12 @@ use ratatui::text::Line;
 use std::collections::HashMap;
 
 use kiln_shared::build::Build;
+use kiln_shared::protocol::{ImageInfo, TemplateSummary};
 use kiln_shared::template::{Customizer, Distribute, OnError, Template};
-use ratatui::widgets::{Block, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Clear, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use super::{empty, state_text, Theme};
+use super::{empty, popup, state_text, Theme};
 use crate::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -75,11 +76,59 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_pane(f: &mut Frame, app: &App, area: Rect) {
-    let t = Theme::of(app);
-    let block = Block::bordered().title(" details ");
     let Some(tpl) = app.selected_template() else {
         return;
     };
+    f.render_widget(
+        Paragraph::new(details_lines(app, tpl, false))
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" details · d opens them whole ")),
+        area,
+    );
+}
+
+/// `d`: the selected template's details over the whole screen, every revision, build and image
+/// a line each, scrolled with the movement keys.
+pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
+    let (Some(tpl), Some(scroll)) = (app.selected_template(), app.template_window) else {
+        return;
+    };
+    let lines = details_lines(app, tpl, true);
+    let Some(window) = popup(area, 100, lines.len() + 2) else {
+        return;
+    };
+    let scroll = u16::try_from(scroll.min(max_scroll(lines.len(), window))).unwrap_or(0);
+    f.render_widget(Clear, window);
+    f.render_widget(
+        Paragraph::new(lines)
+            .scroll((scroll, 0))
+            .block(Block::bordered().title(format!(
+                " template {} · j/k scroll · other keys close ",
+                tpl.name
+            ))),
+        window,
+    );
+}
+
+/// How far the details window scrolls at most (the last line at its bottom), for a screen of
+/// the app's size.
+pub fn window_max_scroll(app: &App) -> usize {
+    let Some(tpl) = app.selected_template() else {
+        return 0;
+    };
+    let lines = details_lines(app, tpl, true).len();
+    let screen = Rect::new(0, 0, app.width, app.height);
+    popup(screen, 100, lines + 2).map_or(0, |w| max_scroll(lines, w))
+}
+
+fn max_scroll(lines: usize, window: Rect) -> usize {
+    lines.saturating_sub(usize::from(window.height.saturating_sub(2)))
+}
+
+/// What the details pane (`whole` false: the newest few revisions and builds) and the details
+/// window (`whole`: all of them, a line each) show of `tpl`.
+fn details_lines<'a>(app: &'a App, tpl: &'a TemplateSummary, whole: bool) -> Vec<Line<'a>> {
+    let t = Theme::of(app);
     let builds: Vec<&Build> = app
         .builds
         .iter()
@@ -102,50 +151,82 @@ fn draw_pane(f: &mut Frame, app: &App, area: Rect) {
         None => lines.push(Line::styled("loading the template…", t.dim())),
     }
     if let Some(revs) = details.and_then(|d| d.revisions.as_ref()) {
-        let shown: Vec<String> = revs
-            .iter()
-            .rev()
-            .take(5)
-            .map(|r| format!("{} ({})", r.revision, r.created_at.format("%m-%d %H:%M")))
-            .collect();
-        let more = if revs.len() > 5 { ", …" } else { "" };
-        lines.push(Line::from(format!("revisions: {}{more}", shown.join(", "))));
+        if whole {
+            lines.push(Line::from(format!("revisions: {}", revs.len())));
+            lines.extend(revs.iter().rev().map(|r| {
+                Line::from(format!(
+                    "  {} · {}",
+                    r.revision,
+                    r.created_at.format("%Y-%m-%d %H:%M UTC")
+                ))
+            }));
+        } else {
+            let shown: Vec<String> = revs
+                .iter()
+                .rev()
+                .take(5)
+                .map(|r| format!("{} ({})", r.revision, r.created_at.format("%m-%d %H:%M")))
+                .collect();
+            let more = if revs.len() > 5 { ", …" } else { "" };
+            lines.push(Line::from(format!("revisions: {}{more}", shown.join(", "))));
+        }
     }
     lines.push(Line::from(format!(
         "updated {}",
         tpl.updated_at.format("%Y-%m-%d %H:%M UTC")
     )));
-    let recent: Vec<String> = builds
-        .iter()
-        .take(3)
-        .map(|b| format!("#{} {}", b.id, state_text(b)))
-        .collect();
-    lines.push(Line::from(format!(
-        "builds: {}{}{}",
-        builds.len(),
-        if recent.is_empty() { "" } else { " · " },
-        recent.join(", ")
-    )));
-    let images: Vec<String> = app
+    if whole {
+        lines.push(Line::from(format!("builds: {}", builds.len())));
+        lines.extend(builds.iter().map(|b| {
+            Line::from(format!(
+                "  #{} {} · {} · rev {} · {}",
+                b.id,
+                state_text(b),
+                b.image_name,
+                b.revision,
+                b.created_at.format("%Y-%m-%d %H:%M UTC")
+            ))
+        }));
+    } else {
+        let recent: Vec<String> = builds
+            .iter()
+            .take(3)
+            .map(|b| format!("#{} {}", b.id, state_text(b)))
+            .collect();
+        lines.push(Line::from(format!(
+            "builds: {}{}{}",
+            builds.len(),
+            if recent.is_empty() { "" } else { " · " },
+            recent.join(", ")
+        )));
+    }
+    let images: Vec<&ImageInfo> = app
         .images
         .iter()
         .filter(|i| i.template.as_deref() == Some(tpl.name.as_str()))
-        .map(|i| i.name.clone())
         .collect();
-    lines.push(Line::from(format!(
-        "images: {}",
-        if images.is_empty() {
-            "none".to_string()
-        } else {
-            images.join(", ")
-        }
-    )));
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block),
-        area,
-    );
+    if whole {
+        lines.push(Line::from(format!("images: {}", images.len())));
+        lines.extend(images.iter().map(|i| {
+            Line::from(format!(
+                "  {} · {} · {}",
+                i.name,
+                i.visibility.as_str(),
+                i.state.as_str()
+            ))
+        }));
+    } else {
+        let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        lines.push(Line::from(format!(
+            "images: {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
+    lines
 }
 
 /// Every field of a stored template beyond the summary's, a line each.

@@ -79,8 +79,8 @@ fn log_app(n: u64) -> App {
     app
 }
 
-#[test]
-fn templates() {
+/// The Templates view with the selected template's whole record and revisions loaded.
+fn templates_app() -> App {
     let mut a = app();
     // The pane's whole template and revisions, as kilnd answers them for the selection.
     let t = crate::app::fixtures::stored_template();
@@ -97,7 +97,45 @@ fn templates() {
         ]))
         .ok(),
     });
-    check("templates", &a);
+    a
+}
+
+#[test]
+fn templates() {
+    check("templates", &templates_app());
+}
+
+#[test]
+fn template_details_window_scrolls_and_closes() {
+    let mut a = templates_app();
+    chars(&mut a, "d");
+    assert_eq!(a.template_window, Some(0));
+    check("template_details_window", &a);
+    update(
+        &mut a,
+        Action::Resize {
+            width: 80,
+            height: 24,
+        },
+    );
+    chars(&mut a, "G");
+    let bottom = a.template_window.unwrap_or_default();
+    assert!(bottom > 0, "the whole details do not fit 80x24");
+    insta::assert_snapshot!("template_details_window_bottom_80x24", render(&a, 80, 24));
+    chars(&mut a, "jjj");
+    assert_eq!(
+        a.template_window,
+        Some(bottom),
+        "scrolling stops at the last line"
+    );
+    chars(&mut a, "k");
+    assert_eq!(a.template_window, Some(bottom - 1));
+    chars(&mut a, "q");
+    assert_eq!(
+        a.template_window, None,
+        "q closes the window, it does not quit"
+    );
+    assert!(render(&a, 80, 24).contains("details · d opens them whole"));
 }
 
 #[test]
@@ -356,7 +394,9 @@ fn no_color_draws_the_same_text() {
 
 #[test]
 fn no_size_makes_any_view_panic() {
-    let mut states = vec![app(), log_app(200)];
+    let mut details = templates_app();
+    chars(&mut details, "dG");
+    let mut states = vec![app(), log_app(200), details];
     let mut a = app();
     keys(&mut a, &[Key::Tab]);
     states.push(a.clone());
