@@ -73,9 +73,12 @@ impl Template {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            // toml places an error about a whole `[[customize]]` element at the array's
+            // first header; that element's own header is the line to name.
+            let line = element_line(text, &path).or_else(|| line_of(inner.span()));
             Violation {
                 path: if path == "." { String::new() } else { path },
-                message: with_line(inner.message(), line_of(inner.span())),
+                message: with_line(inner.message(), line),
             }
         })
     }
@@ -152,36 +155,49 @@ impl Default for Vm {
     }
 }
 
+/// The line of the `[[KEY]]` header of element `path` = `KEY[N]` of an array of tables.
+fn element_line(text: &str, path: &str) -> Option<usize> {
+    let (key, index) = path.strip_suffix(']')?.split_once('[')?;
+    let index: usize = index.parse().ok()?;
+    let header = format!("[[{key}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.split('#').next().unwrap_or_default();
+            l.chars().filter(|c| !c.is_whitespace()).collect::<String>() == header
+        })
+        .nth(index)
+        .map(|(n, _)| n + 1)
+}
+
 /// One customize step, run in order inside the build VM.
+///
+/// Read through [`StepFields`], a plain struct, rather than as a serde-tagged enum: a tagged enum
+/// buffers its table, and an error inside it would lose the field's path and line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "StepFields")]
 pub enum Customizer {
     Shell {
-        #[serde(default)]
         name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         inline: Option<Vec<String>>,
         /// A local path (relative to the template file) or an https URL.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         script: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
     },
     File {
-        #[serde(default)]
         name: String,
-        #[serde(default)]
         source: String,
-        #[serde(default)]
         destination: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
     },
     Reboot {
-        #[serde(default)]
         name: String,
         /// How long to wait for the VM to come back, e.g. `5m` or `90s`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         timeout: Option<String>,
     },
 }
@@ -240,42 +256,197 @@ pub struct ValidateSpec {
     pub in_vm: Vec<Customizer>,
 }
 
-/// Where a finished image goes.
+/// Where a finished image goes. Read through [`TargetFields`], as [`Customizer`] is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "TargetFields")]
 pub enum Distribute {
     /// A private image in the project's catalog.
-    Image {
-        #[serde(default)]
-        run_output_name: String,
-    },
+    Image { run_output_name: String },
     Gallery {
-        #[serde(default)]
         run_output_name: String,
-        #[serde(default)]
         gallery: String,
-        #[serde(default)]
         image: String,
-        #[serde(default = "auto")]
         version: String,
-        #[serde(default)]
         exclude_from_latest: bool,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         share_with: Vec<String>,
     },
     /// A file in one of the export formats.
     Export {
-        #[serde(default)]
         run_output_name: String,
-        #[serde(default)]
         format: String,
-        #[serde(default)]
         path: String,
     },
 }
 
 fn auto() -> String {
     "auto".into()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StepType {
+    Shell,
+    File,
+    Reboot,
+}
+
+/// Every field any customize step has; `type` says which apply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFields {
+    #[serde(rename = "type")]
+    kind: StepType,
+    #[serde(default)]
+    name: String,
+    inline: Option<Vec<String>>,
+    script: Option<String>,
+    sha256: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+    timeout: Option<String>,
+}
+
+/// `Err` naming the first of `fields` that is set, as not one of a `kind` step's or target's.
+fn none_set(kind: &str, what: &str, fields: &[(&str, bool)]) -> Result<(), String> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((field, _)) => {
+            let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            Err(format!("`{field}` is not a field of {a} {kind} {what}"))
+        }
+        None => Ok(()),
+    }
+}
+
+impl TryFrom<StepFields> for Customizer {
+    type Error = String;
+
+    fn try_from(f: StepFields) -> Result<Customizer, String> {
+        let step = |kind, fields: &[(&str, bool)]| none_set(kind, "step", fields);
+        Ok(match f.kind {
+            StepType::Shell => {
+                step(
+                    "shell",
+                    &[
+                        ("source", f.source.is_some()),
+                        ("destination", f.destination.is_some()),
+                        ("timeout", f.timeout.is_some()),
+                    ],
+                )?;
+                Customizer::Shell {
+                    name: f.name,
+                    inline: f.inline,
+                    script: f.script,
+                    sha256: f.sha256,
+                }
+            }
+            StepType::File => {
+                step(
+                    "file",
+                    &[
+                        ("inline", f.inline.is_some()),
+                        ("script", f.script.is_some()),
+                        ("timeout", f.timeout.is_some()),
+                    ],
+                )?;
+                Customizer::File {
+                    name: f.name,
+                    source: f.source.unwrap_or_default(),
+                    destination: f.destination.unwrap_or_default(),
+                    sha256: f.sha256,
+                }
+            }
+            StepType::Reboot => {
+                step(
+                    "reboot",
+                    &[
+                        ("inline", f.inline.is_some()),
+                        ("script", f.script.is_some()),
+                        ("sha256", f.sha256.is_some()),
+                        ("source", f.source.is_some()),
+                        ("destination", f.destination.is_some()),
+                    ],
+                )?;
+                Customizer::Reboot {
+                    name: f.name,
+                    timeout: f.timeout,
+                }
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TargetType {
+    Image,
+    Gallery,
+    Export,
+}
+
+/// Every field any distribute target has; `type` says which apply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFields {
+    #[serde(rename = "type")]
+    kind: TargetType,
+    #[serde(default)]
+    run_output_name: String,
+    gallery: Option<String>,
+    image: Option<String>,
+    version: Option<String>,
+    exclude_from_latest: Option<bool>,
+    share_with: Option<Vec<String>>,
+    format: Option<String>,
+    path: Option<String>,
+}
+
+impl TryFrom<TargetFields> for Distribute {
+    type Error = String;
+
+    fn try_from(f: TargetFields) -> Result<Distribute, String> {
+        let target = |kind, fields: &[(&str, bool)]| none_set(kind, "target", fields);
+        let gallery_fields = [
+            ("gallery", f.gallery.is_some()),
+            ("image", f.image.is_some()),
+            ("version", f.version.is_some()),
+            ("exclude_from_latest", f.exclude_from_latest.is_some()),
+            ("share_with", f.share_with.is_some()),
+        ];
+        let export_fields = [("format", f.format.is_some()), ("path", f.path.is_some())];
+        Ok(match f.kind {
+            TargetType::Image => {
+                target("image", &gallery_fields)?;
+                target("image", &export_fields)?;
+                Distribute::Image {
+                    run_output_name: f.run_output_name,
+                }
+            }
+            TargetType::Gallery => {
+                target("gallery", &export_fields)?;
+                Distribute::Gallery {
+                    run_output_name: f.run_output_name,
+                    gallery: f.gallery.unwrap_or_default(),
+                    image: f.image.unwrap_or_default(),
+                    version: f.version.unwrap_or_else(auto),
+                    exclude_from_latest: f.exclude_from_latest.unwrap_or_default(),
+                    share_with: f.share_with.unwrap_or_default(),
+                }
+            }
+            TargetType::Export => {
+                target("export", &gallery_fields)?;
+                Distribute::Export {
+                    run_output_name: f.run_output_name,
+                    format: f.format.unwrap_or_default(),
+                    path: f.path.unwrap_or_default(),
+                }
+            }
+        })
+    }
 }
 
 impl Distribute {

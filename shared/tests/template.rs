@@ -164,24 +164,45 @@ fn defaults_fill_what_a_template_leaves_out() {
 #[test]
 fn shape_errors_name_the_field() {
     let cases: &[(&str, &str, &[&str])] = &[
-        // A typo inside a tagged step.
+        // A typo inside a step: the path and line of that field.
         (
             "[[customize]]\ntype = \"shell\"\nname = \"a\"\ninlin = [\"true\"]\n",
-            "customize",
-            &["inlin"],
+            "customize[0].inlin",
+            &["inlin", "line 4"],
+        ),
+        (
+            "[[customize]]\ntype = \"shell\"\ninline = []\n\n[[customize]]\ntype = \"file\"\nname = \"f\"\ndestination = 5\n",
+            "customize[1].destination",
+            &["expected a string", "line 8"],
+        ),
+        // A field of another kind of step: that element's header line.
+        (
+            "[[customize]]\ntype = \"shell\"\ninline = []\n\n[[customize]]\ntype = \"file\"\ntimeout = \"5m\"\n",
+            "customize[1]",
+            &["`timeout` is not a field of a file step", "line 5"],
+        ),
+        (
+            "[validate]\nboot_test = true\n[[validate.in_vm]]\ntype = \"reboot\"\ninline = [\"x\"]\n",
+            "validate.in_vm[0]",
+            &["`inline` is not a field of a reboot step", "line 3"],
+        ),
+        (
+            "[[distribute]]\ntype = \"image\"\nformat = \"raw\"\n",
+            "distribute[0]",
+            &["`format` is not a field of an image target", "line 1"],
         ),
         ("nmae = \"x\"\n", "", &["nmae"]),
         ("[vm]\ncpu = 2\n", "vm", &["cpu"]),
         ("[source]\nimg = \"debian-12\"\n", "source", &["img"]),
         (
             "[[distribute]]\ntype = \"export\"\nrun_output_name = \"a\"\nformt = \"raw\"\n",
-            "distribute",
-            &["formt"],
+            "distribute[0].formt",
+            &["formt", "line 4"],
         ),
         (
             "[[customize]]\ntype = \"script\"\nname = \"a\"\n",
-            "customize",
-            &["script"],
+            "customize[0].type",
+            &["script", "line 2"],
         ),
         (
             "[error_handling]\non_customizer_error = \"ignore\"\n",
