@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod driver;
 pub mod guest;
+pub mod leftovers;
 pub mod logs;
 pub mod queue;
 pub mod store;
@@ -65,6 +66,15 @@ fn group_id(name: &str) -> Option<u32> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     prepare_data_dir(&config.data_dir)?;
     let store = Arc::new(store::Store::open(&config.data_dir.join("kiln.redb"))?);
+    // This kilnd alone holds the data dir now: whatever a dead one left running goes before
+    // anything cleans up the files those processes might still write.
+    let killed = leftovers::kill(&config.data_dir);
+    if !killed.is_empty() {
+        tracing::warn!(
+            count = killed.len(),
+            "killed processes a previous kilnd left running"
+        );
+    }
     let group = if config.system_mode {
         let name = config
             .file

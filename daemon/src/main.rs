@@ -38,6 +38,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the runtime's threads exist: every child kilnd starts inherits the mark.
+    kiln_daemon::leftovers::mark_this_process(&config.data_dir);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -38,6 +38,8 @@ pub struct Kilnd {
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Searched before `$PATH` for the programs kilnd runs (a test's stand-in tools).
+    pub path_first: Option<PathBuf>,
 }
 
 impl Kilnd {
@@ -60,6 +62,7 @@ impl Kilnd {
             data_dir,
             child: None,
             log,
+            path_first: None,
         };
         k.spawn();
         k
@@ -102,6 +105,12 @@ impl Kilnd {
             cmd.arg("--config").arg(config);
         }
         cmd.env("RUST_LOG", "debug");
+        if let Some(dir) = &self.path_first {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![dir.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs).unwrap());
+        }
         cmd
     }
 

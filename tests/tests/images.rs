@@ -383,6 +383,81 @@ fn restart_repairs_unfinished_images() {
     k.connect().call("image.delete", json!({"image": "half"}));
 }
 
+/// Processes of this data dir: what a dead kilnd would have left.
+fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (!zombie && text.contains(&needle) && !text.contains("kilnd")).then_some(text)
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_mid_import_leaves_no_process_behind() {
+    let mut k = Kilnd::start();
+    let file = disk(k.dir.path(), "a.qcow2", "qcow2");
+    // A qemu-img whose convert hangs (in a child of its own, as a tool's helpers would) until
+    // killed: kilnd dies while it runs.
+    let tools = k.dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let started = k.dir.path().join("convert-started");
+    std::fs::write(
+        tools.join("qemu-img"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = convert ]; then touch {}; sleep 600; fi\nexec /usr/bin/qemu-img \"$@\"\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tools.join("qemu-img"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(k.terminate());
+    k.path_first = Some(tools);
+    k.spawn();
+    let mut import = k
+        .kiln_cmd(&["image", "import", &file, "--name", "a", "--os", "debian-12"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "convert never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    k.kill9();
+    let _ = import.wait();
+    let images = k.data_dir.join("images");
+    assert!(
+        !processes_mentioning(&images).is_empty(),
+        "the stand-in qemu-img outlived kilnd"
+    );
+
+    k.path_first = None;
+    k.spawn();
+    assert_eq!(processes_mentioning(&images), Vec::<String>::new());
+    assert!(
+        k.log_text()
+            .contains("killed a process a previous kilnd left running"),
+        "{}",
+        k.log_text()
+    );
+    let list = k.connect().call("image.list", json!({}))["images"].clone();
+    assert_eq!(list[0]["state"], "failed", "{list}");
+    assert_eq!(catalog_files(&k), Vec::<String>::new());
+}
+
 #[test]
 fn bootstrap_refuses_unknown_os() {
     let k = Kilnd::start();
