@@ -10,6 +10,8 @@ use crate::config::FileConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
+    /// The primary group (files kilnd makes for this peer get it).
+    pub gid: u32,
     /// Primary and supplementary groups.
     pub gids: Vec<u32>,
     pub pid: Option<u32>,
@@ -33,6 +35,7 @@ impl Peer {
         }
         Peer {
             uid,
+            gid,
             gids: gids.into_iter().collect(),
             pid,
         }
@@ -159,16 +162,19 @@ mod tests {
         let access = Access::new(&cfg);
         let stranger = Peer {
             uid: 4242,
+            gid: 4242,
             gids: vec![4242],
             pid: None,
         };
         let user = Peer {
             uid: 12345,
+            gid: 12345,
             gids: vec![1],
             pid: None,
         };
         let grouped = Peer {
             uid: 999,
+            gid: 999,
             gids: vec![5, 777],
             pid: None,
         };

@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{params, to_value, Daemon};
+use crate::access::Peer;
 use crate::queue::Queue;
 
 /// Work to start once the reply has been written: it sends notifications through `Sink`.
@@ -81,6 +82,7 @@ impl Sink {
 /// Runs a `build.*` method; `None` when `method` is not one.
 pub async fn call(
     daemon: &Daemon,
+    peer: &Peer,
     project: &str,
     method: &str,
     p: &Value,
@@ -91,7 +93,15 @@ pub async fn call(
     let r = match method {
         "build.start" => match params::<BuildStartParams>(method, p) {
             Ok(sp) => queue
-                .submit(project, sp)
+                .submit(
+                    project,
+                    crate::store::StartedBy {
+                        uid: peer.uid,
+                        gid: peer.gid,
+                        gids: peer.gids.clone(),
+                    },
+                    sp,
+                )
                 .await
                 .and_then(|build| to_value(BuildReply { build })),
             Err(e) => Err(e),

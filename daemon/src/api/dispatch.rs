@@ -200,7 +200,7 @@ impl Daemon {
             }
         }
         if let Some(r) =
-            super::builds::call(self, &project, method, &params_v, sink, follow_up).await
+            super::builds::call(self, peer, &project, method, &params_v, sink, follow_up).await
         {
             return r;
         }

@@ -189,10 +189,79 @@ pub fn may_read(path: &Path, uid: u32, gids: &[u32]) -> bool {
     path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(path, 0o4)
 }
 
+/// Whether the user `uid` with groups `gids` may create or replace the file `path` by the
+/// permission bits: search on every directory above it, write and search on its directory, and
+/// in a sticky directory (like /tmp) a file of someone else's is off limits. Root may.
+pub fn may_replace(path: &Path, uid: u32, gids: &[u32]) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let bits_of = |meta: &std::fs::Metadata| {
+        let mode = meta.permissions().mode();
+        if meta.uid() == uid {
+            mode >> 6
+        } else if gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        }
+    };
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let searchable = dir
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| bits_of(&m) & 0o1 == 0o1));
+    let sticky_blocks = dir_meta.permissions().mode() & 0o1000 != 0
+        && dir_meta.uid() != uid
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() != uid);
+    searchable && bits_of(&dir_meta) & 0o3 == 0o3 && !sticky_blocks
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn may_replace_follows_the_directory_bits_and_the_sticky_rule() {
+        if kiln_shared::paths::current_uid() != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mode =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(dir.path(), 0o755);
+        let (uid, gids) = (4242, [4242]);
+        assert!(
+            !may_replace(&dir.path().join("new"), uid, &gids),
+            "0755 root dir"
+        );
+        assert!(may_replace(&dir.path().join("new"), 0, &[0]), "root may");
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        mode(&shared, 0o1777);
+        std::fs::write(shared.join("roots"), "x").unwrap();
+        assert!(may_replace(&shared.join("new"), uid, &gids));
+        assert!(
+            !may_replace(&shared.join("roots"), uid, &gids),
+            "someone else's file in /tmp"
+        );
+        std::os::unix::fs::chown(shared.join("roots"), Some(uid), None).unwrap();
+        assert!(
+            may_replace(&shared.join("roots"), uid, &gids),
+            "their own file"
+        );
+        mode(dir.path(), 0o700);
+        assert!(
+            !may_replace(&shared.join("new"), uid, &gids),
+            "cannot reach the directory"
+        );
+    }
 
     #[test]
     fn seal_hashes_and_renames() {

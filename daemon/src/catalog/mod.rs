@@ -8,7 +8,7 @@
 //! Work that is dropped (a canceled build, shutdown) kills its programs and cleans up the same way.
 
 mod bootstrap;
-mod files;
+pub(crate) mod files;
 mod qemu_img;
 mod record;
 mod tool;
@@ -1021,6 +1021,7 @@ impl Catalog {
         source: &Path,
         format: &str,
         dest: &Path,
+        owner: Option<&crate::store::StartedBy>,
     ) -> Result<(PathBuf, u64, String), CatalogError> {
         let fmt = qemu_img::Format::for_export(format).ok_or_else(|| {
             CatalogError::Invalid(format!(
@@ -1041,9 +1042,28 @@ impl Catalog {
                 parent.display()
             )));
         }
+        // Written as the build's starter could write it, and theirs once written.
+        let owner = owner.filter(|o| o.is_other_user());
+        if let Some(o) = owner {
+            if !files::may_replace(dest, o.uid, &o.gids)
+                || !files::may_replace(&files::partial_of(dest), o.uid, &o.gids)
+            {
+                return Err(CatalogError::Forbidden(format!(
+                    "cannot export to {}: uid {} (who started the build) may not write there, \
+                     so kilnd will not write it for them",
+                    dest.display(),
+                    o.uid
+                )));
+            }
+        }
         let written = files::partial_of(dest);
         let mut cleanup = RemoveOnDrop(Some(written.clone()));
         qemu_img::convert(source, "qcow2", fmt, &written).await?;
+        if let Some(o) = owner {
+            std::os::unix::fs::chown(&written, Some(o.uid), Some(o.gid)).map_err(io_err(
+                format!("give {} to uid {}", written.display(), o.uid),
+            ))?;
+        }
         let (src, target) = (written.clone(), dest.to_path_buf());
         let (size, sha256) = blocking(move || {
             files::seal(&src, &target).map_err(io_err(format!("write {}", target.display())))
@@ -1137,6 +1157,7 @@ mod tests {
     fn admins() {
         let peer = |uid, gids: Vec<u32>| Peer {
             uid,
+            gid: uid,
             gids,
             pid: None,
         };
@@ -1250,12 +1271,44 @@ mod tests {
         assert!(!Path::new(&second.path).exists());
 
         let dest = dir.path().join("out.vhd");
-        let (path, size, sha) = catalog.export(&src, "vhd", &dest).await.unwrap();
+        let (path, size, sha) = catalog.export(&src, "vhd", &dest, None).await.unwrap();
         assert_eq!(path, dest);
         assert_eq!(sha256_file(&dest).unwrap(), (size, sha));
         assert!(!files::partial_of(&dest).exists());
-        let err = catalog.export(&src, "vdi", &dest).await.unwrap_err();
+        let err = catalog.export(&src, "vdi", &dest, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParams);
+
+        // For a build another user started, kilnd writes only where they may write, and the
+        // file is theirs. (Making files of another user takes root.)
+        if kiln_shared::paths::current_uid() == 0 {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let other = crate::store::StartedBy {
+                uid: 4242,
+                gid: 4343,
+                gids: vec![4343],
+            };
+            let mode =
+                |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+            mode(dir.path(), 0o755).unwrap();
+            let closed = dir.path().join("closed");
+            std::fs::create_dir(&closed).unwrap();
+            mode(&closed, 0o755).unwrap();
+            let err = catalog
+                .export(&src, "raw", &closed.join("x.raw"), Some(&other))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("uid 4242"), "{err}");
+            assert!(!closed.join("x.raw").exists());
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4343)).unwrap();
+            let (path, _, _) = catalog
+                .export(&src, "raw", &theirs.join("x.raw"), Some(&other))
+                .await
+                .unwrap();
+            let meta = std::fs::metadata(path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+        }
         let leftovers: Vec<_> = std::fs::read_dir(catalog.dir()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

@@ -17,7 +17,7 @@ use crate::catalog::Catalog;
 use crate::driver::warm::WarmStates;
 use crate::driver::AccelProbe;
 use crate::logs::Logs;
-use crate::store::{BuildRecord, Store, StoreError};
+use crate::store::{BuildRecord, StartedBy, Store, StoreError};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -174,7 +174,12 @@ impl Queue {
     }
 
     /// Queues a build of `params.template` in `project`, pinning its latest revision.
-    pub async fn submit(&self, project: &str, params: BuildStartParams) -> Result<Build, RpcError> {
+    pub async fn submit(
+        &self,
+        project: &str,
+        started_by: StartedBy,
+        params: BuildStartParams,
+    ) -> Result<Build, RpcError> {
         if params.image_name.is_empty()
             || params.image_name.len() > 255
             || !params.image_name.bytes().all(|b| b.is_ascii_graphic())
@@ -248,6 +253,7 @@ impl Queue {
             template_body: template,
             work_dir: None,
             qemu_pid: None,
+            started_by: Some(started_by),
         };
         self.save(&rec);
         lock(&self.state).waiting.push_back(id);

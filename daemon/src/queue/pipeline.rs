@@ -18,7 +18,7 @@ use crate::driver::warm::{WarmLease, WarmState};
 use crate::driver::{self, Vm, VmSpec};
 use crate::guest::{Guest, Stream};
 use crate::logs::{BuildLog, Logs};
-use crate::store::BuildRecord;
+use crate::store::{BuildRecord, StartedBy};
 
 /// Files a `file` customizer may upload.
 const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
@@ -543,7 +543,8 @@ impl Run {
                         .await?;
                     Ok(code)
                 } else {
-                    let data = read_local(&src, sha256.as_deref(), None)?;
+                    let data =
+                        read_local(&src, self.rec.started_by.as_ref(), sha256.as_deref(), None)?;
                     self.run_script(step, data).await
                 }
             }
@@ -563,7 +564,12 @@ impl Run {
                     );
                     self.exec(&step, &fetch).await
                 } else {
-                    let data = read_local(&source, sha256.as_deref(), Some(MAX_FILE_BYTES))?;
+                    let data = read_local(
+                        &source,
+                        self.rec.started_by.as_ref(),
+                        sha256.as_deref(),
+                        Some(MAX_FILE_BYTES),
+                    )?;
                     let n = data.len();
                     self.guest()?
                         .upload_bytes(data, &destination, 0o644)
@@ -724,7 +730,12 @@ impl Run {
                         .kiln(&format!("distribute {name}: export {format} to {path}"));
                     self.queue
                         .catalog
-                        .export(&overlay, format, std::path::Path::new(path))
+                        .export(
+                            &overlay,
+                            format,
+                            std::path::Path::new(path),
+                            self.rec.started_by.as_ref(),
+                        )
                         .await
                         .map(|(p, size, sha256)| RunOutput {
                             run_output_name: name.clone(),
@@ -944,16 +955,33 @@ fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>)
     cmd
 }
 
-/// Reads a local file a template names, checking its size and hash.
-fn read_local(path: &str, sha256: Option<&str>, max: Option<u64>) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+/// Reads a local file a template names, checking its size and hash, and (for a build another
+/// user started) that they may read it: the path with every symlink resolved, which is then
+/// what kilnd reads.
+fn read_local(
+    path: &str,
+    started_by: Option<&StartedBy>,
+    sha256: Option<&str>,
+    max: Option<u64>,
+) -> Result<Vec<u8>, String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if let Some(who) = started_by.filter(|w| w.is_other_user()) {
+        if !crate::catalog::files::may_read(&real, who.uid, &who.gids) {
+            return Err(format!(
+                "{path}: uid {} (who started the build) may not read this file, so kilnd will \
+                 not read it for them",
+                who.uid
+            ));
+        }
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read {path}: {e}"))?;
     if let Some(max) = max.filter(|m| meta.len() > *m) {
         return Err(format!(
             "{path} is {} bytes; the limit is {max} bytes (20 MB)",
             meta.len()
         ));
     }
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let data = std::fs::read(&real).map_err(|e| format!("cannot read {path}: {e}"))?;
     if let Some(want) = sha256 {
         let got = format!("{:x}", Sha256::digest(&data));
         if !got.eq_ignore_ascii_case(want) {
@@ -983,3 +1011,64 @@ sudo rm -f /etc/ssh/ssh_host_*
 rm -f "$HOME/.ssh/authorized_keys"
 sudo sync
 "#;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn local_files_are_read_only_as_far_as_the_builds_starter_may() {
+        // Files another user cannot read take root to make.
+        if kiln_shared::paths::current_uid() != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        let file = |name: &str, m| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            mode(&p, m);
+            p.display().to_string()
+        };
+        let open = file("open.txt", 0o644);
+        let secret = file("secret.txt", 0o600);
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let hidden = dir.path().join("private");
+        std::fs::create_dir(&hidden).unwrap();
+        std::fs::write(hidden.join("f.txt"), "f").unwrap();
+        mode(&hidden.join("f.txt"), 0o644);
+        mode(&hidden, 0o700);
+
+        let other = StartedBy {
+            uid: 4242,
+            gid: 4242,
+            gids: vec![4242],
+        };
+        assert_eq!(
+            read_local(&open, Some(&other), None, None).unwrap(),
+            b"open.txt"
+        );
+        for path in [
+            secret.clone(),
+            link.display().to_string(),
+            hidden.join("f.txt").display().to_string(),
+        ] {
+            let err = read_local(&path, Some(&other), None, None).unwrap_err();
+            assert!(err.contains("uid 4242") && err.contains(&path), "{err}");
+        }
+        // kilnd's own builds (and old records without a starter) read what kilnd may.
+        let root = StartedBy {
+            uid: 0,
+            gid: 0,
+            gids: vec![0],
+        };
+        assert!(read_local(&secret, Some(&root), None, None).is_ok());
+        assert!(read_local(&secret, None, None, None).is_ok());
+    }
+}

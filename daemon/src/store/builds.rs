@@ -20,6 +20,28 @@ pub struct BuildRecord {
     pub work_dir: Option<PathBuf>,
     #[serde(default)]
     pub qemu_pid: Option<u32>,
+    /// Who started the build (None in records from before kiln kept it).
+    #[serde(default)]
+    pub started_by: Option<StartedBy>,
+}
+
+/// The user who started a build, from the socket's peer credentials. kilnd reads the local
+/// files a template names, and writes its export files, only where this user may: in system
+/// mode kilnd runs as root and must not be anyone's way around file permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedBy {
+    pub uid: u32,
+    /// Primary group: export files are given to (uid, gid).
+    pub gid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl StartedBy {
+    /// Whether this user's permissions are to be checked: not when kilnd itself (or root)
+    /// asked, whose permissions kilnd has anyway.
+    pub fn is_other_user(&self) -> bool {
+        self.uid != 0 && self.uid != kiln_shared::paths::current_uid()
+    }
 }
 
 impl Store {

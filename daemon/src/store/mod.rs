@@ -6,7 +6,7 @@
 mod builds;
 mod images;
 
-pub use builds::BuildRecord;
+pub use builds::{BuildRecord, StartedBy};
 
 use std::path::{Path, PathBuf};
 
