@@ -456,6 +456,15 @@ fn full_build_then_boot_the_output_image() {
     });
 }
 
+/// Runs `command` in a kept VM with the ssh command `kiln build show` printed.
+fn over_attach(attach: &str, command: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("timeout 120 {attach} {command} </dev/null"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn failing_step_fails_the_build_keeps_the_vm_on_abort_and_cancel_ends_it() {
     let Some(k) = daemon_with_base(None) else {
@@ -506,28 +515,28 @@ fn failing_step_fails_the_build_keeps_the_vm_on_abort_and_cancel_ends_it() {
     let shown =
         String::from_utf8_lossy(&k.kiln(&["build", "show", &id.to_string()]).stdout).into_owned();
     assert!(shown.contains(&attach), "{shown}");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("timeout 120 {attach} cat /etc/hostname </dev/null"))
-        .output()
-        .unwrap();
+    let out = over_attach(&attach, "cat /etc/hostname");
     assert!(
         out.status.success(),
         "attach failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Cancel ends the kept VM; nothing is left and no image was published.
+    cancel_kept(&k, &mut c, id, "broken-image");
+}
+
+/// Cancel ends build `id`'s kept VM: nothing is left and no image `image` was published.
+fn cancel_kept(k: &Kilnd, c: &mut Conn, id: u64, image: &str) {
     let b = c.call("build.cancel", json!({"id": id}))["build"].clone();
     assert!(b.get("attach_command").is_none(), "{b}");
-    assert_nothing_left(&k, id);
+    assert_nothing_left(k, id);
     let images = c.call("image.list", json!({}))["images"].clone();
     assert!(
         !images
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i["name"] == "broken-image"),
+            .any(|i| i["name"] == image),
         "{images}"
     );
 }
@@ -818,6 +827,48 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
         "sha256sum's verdict in the log: {log}"
     );
     assert_nothing_left(&k, bad);
+
+    // on_validation_error = "abort": a failing check keeps the booted output VM to look into;
+    // the image is not published; cancel ends the VM.
+    create(
+        &mut c,
+        json!({
+            "name": "bad-check", "os": "debian-12", "source": {"image": "debian-12"},
+            "customize": [
+                {"type": "shell", "name": "mark", "inline": ["echo checked | sudo tee /etc/kiln-check"]}
+            ],
+            "validate": {"boot_test": true, "in_vm": [
+                {"type": "shell", "name": "must-fail", "inline": ["grep -q never /etc/kiln-check"]}
+            ]},
+            "error_handling": {"on_validation_error": "abort"},
+            "distribute": [{"type": "image", "run_output_name": "local"}]
+        }),
+    );
+    let checked = start(&mut c, "bad-check", "checked");
+    let b = wait(&mut c, checked);
+    let log = log_lines(&mut c, checked).join("\n");
+    assert_eq!(b["state"], "failed", "{b}\n{log}");
+    let failed: Vec<&str> = b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "failed")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, vec!["validate-must-fail"], "{b}");
+    assert!(log.contains("on_validation_error = \"abort\""), "{log}");
+    let attach = b["attach_command"]
+        .as_str()
+        .expect("attach command")
+        .to_string();
+    let out = over_attach(&attach, "cat /etc/kiln-check");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "checked",
+        "attach to the kept validation VM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cancel_kept(&k, &mut c, checked, "checked");
 
     // Deleting the base removes its saved VM.
     let deleted = k.kiln(&["image", "delete", "debian-12", "--yes"]);

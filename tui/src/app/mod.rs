@@ -9,6 +9,7 @@ pub mod keymap;
 pub mod log;
 pub mod picker;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -196,6 +197,11 @@ pub struct App {
     pub template_filter: String,
     pub template_sel: usize,
     pub builds: Vec<Build>,
+    /// Queued and running builds in `builds`, counted when the list changes: the status bar
+    /// shows them in every frame, and counting 10,000 builds a frame was most of its cost.
+    counts: (usize, usize),
+    /// Each template's newest build state, kept with `counts` for the Templates view.
+    last_states: HashMap<String, BuildState>,
     /// Builds view shows only this template's builds.
     pub builds_template: Option<String>,
     pub build_sel: usize,
@@ -284,6 +290,8 @@ impl App {
             template_filter: String::new(),
             template_sel: 0,
             builds: Vec::new(),
+            counts: (0, 0),
+            last_states: HashMap::new(),
             builds_template: None,
             build_sel: 0,
             images: Vec::new(),
@@ -377,17 +385,30 @@ impl App {
 
     /// Builds waiting in the queue, as the status bar shows them.
     pub fn queued(&self) -> usize {
-        self.builds
-            .iter()
-            .filter(|b| b.state == BuildState::Queued)
-            .count()
+        self.counts.0
     }
 
     pub fn running(&self) -> usize {
-        self.builds
-            .iter()
-            .filter(|b| b.state == BuildState::Running)
-            .count()
+        self.counts.1
+    }
+
+    /// The state of `template`'s newest build, if it has any.
+    pub fn last_build_state(&self, template: &str) -> Option<BuildState> {
+        self.last_states.get(template).copied()
+    }
+
+    /// Counts queued and running builds and finds each template's newest build again; every
+    /// change to `builds` ends with it.
+    pub fn recount(&mut self) {
+        let count = |s| self.builds.iter().filter(|b| b.state == s).count();
+        self.counts = (count(BuildState::Queued), count(BuildState::Running));
+        self.last_states.clear();
+        // Newest first: the first build of a template is its last.
+        for b in &self.builds {
+            if !self.last_states.contains_key(&b.template) {
+                self.last_states.insert(b.template.clone(), b.state);
+            }
+        }
     }
 
     /// Rows of log text on screen (the body less the log's own header line).
@@ -550,6 +571,7 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
                     app.builds.insert(i, build);
                 }
             }
+            app.recount();
             app.reselect_build(keep);
         }
         EventKind::Template => {
@@ -734,6 +756,7 @@ fn on_reply(
                 let keep = app.selected_build().map(|b| b.id);
                 app.builds = list.builds;
                 app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
+                app.recount();
                 app.builds_loaded = true;
                 app.reselect_build(keep);
             }
@@ -778,6 +801,7 @@ fn on_reply(
                 app.builds.retain(|b| b.id != r.build.id);
                 app.builds.insert(0, r.build);
                 app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
+                app.recount();
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -791,6 +815,7 @@ fn on_reply(
                 if let Some(b) = app.builds.iter_mut().find(|b| b.id == r.build.id) {
                     *b = r.build;
                 }
+                app.recount();
             }
             Err(e) => app.message = Some(bad(e)),
         },

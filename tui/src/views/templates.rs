@@ -2,7 +2,6 @@
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
-use std::collections::HashMap;
 
 use kiln_shared::build::Build;
 use kiln_shared::protocol::{ImageInfo, TemplateSummary};
@@ -41,19 +40,14 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
         };
         return empty(f, app, area, &text);
     }
-    // The newest build of each template (builds are newest first).
-    let mut last: HashMap<&str, &Build> = HashMap::new();
-    for b in &app.builds {
-        last.entry(b.template.as_str()).or_insert(b);
-    }
     let rows = visible.iter().map(|tpl| {
         Row::new(vec![
             tpl.name.clone(),
             tpl.os.clone(),
             tpl.revision.to_string(),
             tpl.applications.join(", "),
-            last.get(tpl.name.as_str())
-                .map(|b| b.state.as_str().to_string())
+            app.last_build_state(&tpl.name)
+                .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|| "-".into()),
         ])
     });

@@ -471,6 +471,7 @@ fn render_cost_of_a_full_log_with_ten_thousand_builds() {
         x.id = 100 + i;
         a.builds.push(x);
     }
+    a.recount();
     a.log = Some(crate::app::log::LogView::new(4, false, 0));
     a.view = crate::app::View::Log;
     if let Some(l) = a.log.as_mut() {
