@@ -25,4 +25,4 @@ if [ -z "${KILN_TEST_BASE_IMAGE:-}" ]; then
 fi
 
 # VM tests boot real QEMU guests; two at a time is what two cores take.
-cargo test --workspace -- --test-threads="${KILN_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads="${KILN_TEST_THREADS:-2}"
