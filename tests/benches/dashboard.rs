@@ -194,6 +194,13 @@ fn main() {
         ms(&s["render_ms"]["max"])
     );
     println!(
+        "  cpu     n={:<6} p50={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms   (the frame's CPU time: what is left without the waits for a core)",
+        s["frames"],
+        ms(&s["frame_cpu_ms"]["p50"]),
+        ms(&s["frame_cpu_ms"]["p99"]),
+        ms(&s["frame_cpu_ms"]["max"])
+    );
+    println!(
         "latency   n={:<6} p50={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms   (target: < 100 ms)",
         lines,
         ms(&s["latency_ms"]["p50"]),

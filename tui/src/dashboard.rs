@@ -48,8 +48,9 @@ pub fn run(settings: &Settings) -> ExitCode {
         );
         return ExitCode::from(crate::cli::EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: reading kilnd's lines and drawing take turns instead of competing for a core
+    // while a frame is laid out (the terminal's input has a thread of its own).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -121,14 +122,16 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
             tokio::time::sleep(MIN_FRAME_INTERVAL - since).await;
         }
         let drawing = std::time::Instant::now();
+        let cpu = stats.as_ref().map(|_| crate::stats::thread_cpu_time());
         let mut render = Duration::ZERO;
         terminal.draw(|f| {
             crate::views::draw(f, &app);
             render = drawing.elapsed();
         })?;
         last_frame = std::time::Instant::now();
-        if let Some(s) = stats.as_mut() {
-            s.on_frame(render, drawing.elapsed());
+        if let (Some(s), Some(cpu)) = (stats.as_mut(), cpu) {
+            let cpu = crate::stats::thread_cpu_time().saturating_sub(cpu);
+            s.on_frame(render, drawing.elapsed(), cpu);
         }
         let first = tokio::select! {
             ev = input.recv() => match ev {

@@ -19,6 +19,9 @@ pub struct Stats {
     path: PathBuf,
     frames_us: Vec<u64>,
     renders_us: Vec<u64>,
+    /// CPU time the dashboard's thread spent on each frame: the frame's time less the time it
+    /// waited for a core.
+    frames_cpu_us: Vec<u64>,
     latencies_us: Vec<i64>,
     /// Daemon timestamps of log lines received since the last frame.
     pending: Vec<DateTime<Utc>>,
@@ -37,6 +40,7 @@ impl Stats {
             path: PathBuf::from(path),
             frames_us: Vec::new(),
             renders_us: Vec::new(),
+            frames_cpu_us: Vec::new(),
             latencies_us: Vec::new(),
             pending: Vec::new(),
             first_line: None,
@@ -76,10 +80,11 @@ impl Stats {
     }
 
     /// A frame took `render` to lay out into ratatui's buffer and `took` in all (with the diff
-    /// written and flushed to the terminal), and is on the terminal now.
-    pub fn on_frame(&mut self, render: Duration, took: Duration) {
+    /// written and flushed to the terminal), `cpu` of it on a core, and is on the terminal now.
+    pub fn on_frame(&mut self, render: Duration, took: Duration, cpu: Duration) {
         self.renders_us.push(render.as_micros() as u64);
         self.frames_us.push(took.as_micros() as u64);
+        self.frames_cpu_us.push(cpu.as_micros() as u64);
         let now = Utc::now();
         for ts in self.pending.drain(..) {
             if self.latencies_us.len() < MAX_SAMPLES {
@@ -92,6 +97,7 @@ impl Stats {
     pub fn write(&mut self) -> std::io::Result<()> {
         self.frames_us.sort_unstable();
         self.renders_us.sort_unstable();
+        self.frames_cpu_us.sort_unstable();
         self.latencies_us.sort_unstable();
         let span = match (self.first_line, self.last_line) {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
@@ -101,6 +107,7 @@ impl Stats {
             "frames": self.frames_us.len(),
             "frame_ms": summary(&self.frames_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
             "render_ms": summary(&self.renders_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
+            "frame_cpu_ms": summary(&self.frames_cpu_us.iter().map(|&u| u as i64).collect::<Vec<_>>()),
             "lines": self.latencies_us.len(),
             "backlog_lines": self.backlog,
             "lines_span_s": span,
@@ -108,6 +115,15 @@ impl Stats {
         });
         std::fs::write(&self.path, format!("{out:#}\n"))
     }
+}
+
+/// CPU time this thread has used so far.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// p50/p99/max of sorted microsecond samples, in milliseconds.
