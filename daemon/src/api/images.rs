@@ -200,7 +200,7 @@ async fn warm_info(daemon: &Daemon, image: &ImageInfo) -> Option<WarmInfo> {
     let state = daemon
         .queue
         .warm
-        .find(&image.id, std::path::Path::new(&image.path))
+        .peek(&image.id, std::path::Path::new(&image.path))
         .await?;
     Some(info_of(&state))
 }

@@ -261,6 +261,15 @@ impl WarmStates {
     /// The warm state of image `id` whose file is `base`, if one is complete and still fits
     /// that file and this QEMU; a stale one is removed (when no build uses it).
     pub async fn find(&self, id: &str, base: &Path) -> Option<WarmState> {
+        self.lookup(id, base, true).await
+    }
+
+    /// What `find` would answer, without removing a stale state: for listing images.
+    pub async fn peek(&self, id: &str, base: &Path) -> Option<WarmState> {
+        self.lookup(id, base, false).await
+    }
+
+    async fn lookup(&self, id: &str, base: &Path, remove_stale: bool) -> Option<WarmState> {
         let dir = self.dir.join(id);
         let meta: WarmMeta = std::fs::read(dir.join("meta.json"))
             .ok()
@@ -277,8 +286,10 @@ impl WarmStates {
             None
         };
         if let Some(why) = stale {
-            tracing::info!(image = id, "warm state is stale ({why}); removing it");
-            let _ = self.remove(id);
+            if remove_stale {
+                tracing::info!(image = id, "warm state is stale ({why}); removing it");
+                let _ = self.remove(id);
+            }
             return None;
         }
         Some(WarmState { dir, meta })
