@@ -544,7 +544,8 @@ impl Run {
                     Ok(code)
                 } else {
                     let data =
-                        read_local(&src, self.rec.started_by.as_ref(), sha256.as_deref(), None)?;
+                        read_local(&src, self.rec.started_by.as_ref(), sha256.as_deref(), None)
+                            .await?;
                     self.run_script(step, data).await
                 }
             }
@@ -569,7 +570,8 @@ impl Run {
                         self.rec.started_by.as_ref(),
                         sha256.as_deref(),
                         Some(MAX_FILE_BYTES),
-                    )?;
+                    )
+                    .await?;
                     let n = data.len();
                     self.guest()?
                         .upload_bytes(data, &destination, 0o644)
@@ -955,33 +957,30 @@ fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>)
     cmd
 }
 
-/// Reads a local file a template names, checking its size and hash, and (for a build another
-/// user started) that they may read it: the path with every symlink resolved, which is then
-/// what kilnd reads.
-fn read_local(
+/// Reads a local file a template names, checking its size and hash. For a build another user
+/// started, the file is read as that user (see [`read_as`]).
+async fn read_local(
     path: &str,
     started_by: Option<&StartedBy>,
     sha256: Option<&str>,
     max: Option<u64>,
 ) -> Result<Vec<u8>, String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    if let Some(who) = started_by.filter(|w| w.is_other_user()) {
-        if !crate::catalog::files::may_read(&real, who.uid, &who.gids) {
-            return Err(format!(
-                "{path}: uid {} (who started the build) may not read this file, so kilnd will \
-                 not read it for them",
-                who.uid
-            ));
+    let too_big = |len: u64, max: u64| {
+        format!("{path} is {len} bytes or more; the limit is {max} bytes (20 MB)")
+    };
+    let data = match started_by.filter(|w| w.is_other_user()) {
+        Some(who) => read_as(who, path, max).await?,
+        None => {
+            let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            if let Some(max) = max.filter(|m| meta.len() > *m) {
+                return Err(too_big(meta.len(), max));
+            }
+            std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?
         }
+    };
+    if let Some(max) = max.filter(|m| data.len() as u64 > *m) {
+        return Err(too_big(data.len() as u64, max));
     }
-    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read {path}: {e}"))?;
-    if let Some(max) = max.filter(|m| meta.len() > *m) {
-        return Err(format!(
-            "{path} is {} bytes; the limit is {max} bytes (20 MB)",
-            meta.len()
-        ));
-    }
-    let data = std::fs::read(&real).map_err(|e| format!("cannot read {path}: {e}"))?;
     if let Some(want) = sha256 {
         let got = format!("{:x}", Sha256::digest(&data));
         if !got.eq_ignore_ascii_case(want) {
@@ -991,6 +990,39 @@ fn read_local(
         }
     }
     Ok(data)
+}
+
+/// Reads `path` as `who`: `setpriv` takes on their uid, gid and groups before `head` opens the
+/// file, so the kernel decides (ACLs and every directory on the way included) and a path
+/// swapped after some check of kilnd's cannot fool it. At most `max` + 1 bytes are read.
+async fn read_as(who: &StartedBy, path: &str, max: Option<u64>) -> Result<Vec<u8>, String> {
+    let groups: Vec<String> = who.gids.iter().map(u32::to_string).collect();
+    let mut cmd = tokio::process::Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", who.uid))
+        .arg(format!("--regid={}", who.gid));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        cmd.arg(format!("--groups={}", groups.join(",")));
+    }
+    cmd.args(["--", "head", "-c"])
+        .arg(max.map_or(u64::MAX, |m| m + 1).to_string())
+        .args(["--", path])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run setpriv (util-linux) to read {path}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{path}: uid {} (who started the build) cannot read it, so kilnd will not read it \
+             for them: {}",
+            who.uid,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
 }
 
 /// The default deprovisioning: what makes a VM an image others can boot as their own.
@@ -1018,8 +1050,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn local_files_are_read_only_as_far_as_the_builds_starter_may() {
+    #[tokio::test]
+    async fn local_files_are_read_only_as_far_as_the_builds_starter_may() {
         // Files another user cannot read take root to make.
         if kiln_shared::paths::current_uid() != 0 {
             return;
@@ -1051,7 +1083,7 @@ mod tests {
             gids: vec![4242],
         };
         assert_eq!(
-            read_local(&open, Some(&other), None, None).unwrap(),
+            read_local(&open, Some(&other), None, None).await.unwrap(),
             b"open.txt"
         );
         for path in [
@@ -1059,7 +1091,9 @@ mod tests {
             link.display().to_string(),
             hidden.join("f.txt").display().to_string(),
         ] {
-            let err = read_local(&path, Some(&other), None, None).unwrap_err();
+            let err = read_local(&path, Some(&other), None, None)
+                .await
+                .unwrap_err();
             assert!(err.contains("uid 4242") && err.contains(&path), "{err}");
         }
         // kilnd's own builds (and old records without a starter) read what kilnd may.
@@ -1068,7 +1102,13 @@ mod tests {
             gid: 0,
             gids: vec![0],
         };
-        assert!(read_local(&secret, Some(&root), None, None).is_ok());
-        assert!(read_local(&secret, None, None, None).is_ok());
+        assert!(read_local(&secret, Some(&root), None, None).await.is_ok());
+        assert!(read_local(&secret, None, None, None).await.is_ok());
+        // The size limit holds as the user too.
+        let big = file("big.txt", 0o644);
+        let err = read_local(&big, Some(&other), None, Some(3))
+            .await
+            .unwrap_err();
+        assert!(err.contains("the limit is 3 bytes"), "{err}");
     }
 }
