@@ -189,37 +189,133 @@ pub fn may_read(path: &Path, uid: u32, gids: &[u32]) -> bool {
     path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(path, 0o4)
 }
 
-/// Whether the user `uid` with groups `gids` may create or replace the file `path` by the
-/// permission bits: search on every directory above it, write and search on its directory, and
-/// in a sticky directory (like /tmp) a file of someone else's is off limits. Root may.
-pub fn may_replace(path: &Path, uid: u32, gids: &[u32]) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let Some(dir) = path.parent() else {
-        return false;
-    };
-    let bits_of = |meta: &std::fs::Metadata| {
-        let mode = meta.permissions().mode();
-        if meta.uid() == uid {
-            mode >> 6
-        } else if gids.contains(&meta.gid()) {
-            mode >> 3
-        } else {
-            mode
+/// A file kilnd (root, in system mode) writes on a user's behalf outside its data dir, pinned to
+/// its directory: the directory is opened once and checked through that handle, the temporary
+/// `NAME.partial` is created in it exclusively (never through a symlink left there) and then
+/// written (by path [`Pinned::write_path`], kilnd's handle), hashed, synced and renamed through
+/// the handles. A directory swapped for a symlink after the checks changes nothing.
+pub struct Pinned {
+    dir: File,
+    name: std::ffi::OsString,
+    partial: std::ffi::OsString,
+    file: File,
+    sealed: bool,
+}
+
+/// Who a pinned file is written for: checked against, and given the file.
+#[derive(Debug, Clone, Copy)]
+pub struct ForUser<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: &'a [u32],
+}
+
+impl Pinned {
+    /// Opens `dest`'s directory and creates `dest.partial` in it; with `user`, only if that
+    /// user may create `dest` there (by the permission bits: search on every directory above, write on its own,
+    /// and in a sticky directory like /tmp never over someone else's file), and the file is theirs.
+    pub fn create(dest: &Path, user: Option<ForUser>) -> Result<Pinned, String> {
+        use rustix::fs::{openat, statat, unlinkat, AtFlags, Mode, OFlags};
+        let shown = dest.display();
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(format!("{shown} names no file"));
+        };
+        let dir =
+            File::open(parent).map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
+        if let Some(u) = user {
+            let meta = dir
+                .metadata()
+                .map_err(|e| format!("{}: {e}", parent.display()))?;
+            let bits = |uid: u32, gid: u32, mode: u32| {
+                if uid == u.uid {
+                    mode >> 6
+                } else if u.gids.contains(&gid) {
+                    mode >> 3
+                } else {
+                    mode
+                }
+            };
+            let writable = bits(meta.uid(), meta.gid(), meta.mode()) & 0o3 == 0o3;
+            let reachable = parent.ancestors().skip(1).all(|d| {
+                std::fs::metadata(d).is_ok_and(|m| bits(m.uid(), m.gid(), m.mode()) & 0o1 == 0o1)
+            });
+            let sticky_blocks = meta.mode() & 0o1000 != 0
+                && meta.uid() != u.uid
+                && statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_uid != u.uid);
+            if !(writable && reachable && meta.is_dir()) || sticky_blocks {
+                return Err(format!(
+                    "uid {} may not write {shown}, so kilnd will not write it for them",
+                    u.uid
+                ));
+            }
         }
-    };
-    let Ok(dir_meta) = std::fs::metadata(dir) else {
-        return false;
-    };
-    let searchable = dir
-        .ancestors()
-        .skip(1)
-        .all(|d| std::fs::metadata(d).is_ok_and(|m| bits_of(&m) & 0o1 == 0o1));
-    let sticky_blocks = dir_meta.permissions().mode() & 0o1000 != 0
-        && dir_meta.uid() != uid
-        && std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() != uid);
-    searchable && bits_of(&dir_meta) & 0o3 == 0o3 && !sticky_blocks
+        let mut partial = name.to_owned();
+        partial.push(PARTIAL);
+        match unlinkat(&dir, partial.as_os_str(), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(format!("cannot remove {shown}{PARTIAL}: {e}")),
+        }
+        let fd = openat(
+            &dir,
+            partial.as_os_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| format!("cannot create {shown}{PARTIAL}: {e}"))?;
+        let file = File::from(fd);
+        let pinned = Pinned {
+            dir,
+            name: name.to_owned(),
+            partial,
+            file,
+            sealed: false,
+        };
+        if let Some(u) = user {
+            std::os::unix::fs::fchown(&pinned.file, Some(u.uid), Some(u.gid))
+                .map_err(|e| format!("cannot give {shown}{PARTIAL} to uid {}: {e}", u.uid))?;
+        }
+        Ok(pinned)
+    }
+
+    /// The path by which another process (qemu-img) writes the temporary file: kilnd's own
+    /// handle on it, whatever its name points at by then.
+    pub fn write_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
+    /// Hashes the written file, syncs it, renames it into place and syncs the directory.
+    pub fn seal(mut self) -> io::Result<(u64, String)> {
+        use std::io::Seek;
+        self.file.rewind()?;
+        let (size, sha256) = hash(&mut self.file)?;
+        self.file.sync_all()?;
+        rustix::fs::renameat(
+            &self.dir,
+            self.partial.as_os_str(),
+            &self.dir,
+            self.name.as_os_str(),
+        )?;
+        self.dir.sync_all()?;
+        self.sealed = true;
+        Ok((size, sha256))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if !self.sealed {
+            let _ = rustix::fs::unlinkat(
+                &self.dir,
+                self.partial.as_os_str(),
+                rustix::fs::AtFlags::empty(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn may_replace_follows_the_directory_bits_and_the_sticky_rule() {
+    fn pinned_files_follow_the_users_permissions_and_no_symlink() {
         if kiln_shared::paths::current_uid() != 0 {
             return;
         }
@@ -236,29 +332,53 @@ mod tests {
         let mode =
             |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
         mode(dir.path(), 0o755);
-        let (uid, gids) = (4242, [4242]);
+        let user = ForUser {
+            uid: 4242,
+            gid: 4343,
+            gids: &[4343],
+        };
+        let create = |p: &Path, u| Pinned::create(p, u).map(drop);
         assert!(
-            !may_replace(&dir.path().join("new"), uid, &gids),
+            create(&dir.path().join("new"), Some(user)).is_err(),
             "0755 root dir"
         );
-        assert!(may_replace(&dir.path().join("new"), 0, &[0]), "root may");
+        assert!(create(&dir.path().join("new"), None).is_ok(), "kilnd's own");
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         mode(&shared, 0o1777);
         std::fs::write(shared.join("roots"), "x").unwrap();
-        assert!(may_replace(&shared.join("new"), uid, &gids));
+        assert!(create(&shared.join("new"), Some(user)).is_ok());
+        let err = create(&shared.join("roots"), Some(user)).unwrap_err();
+        assert!(err.contains("uid 4242 may not write"), "{err}");
+        std::os::unix::fs::chown(shared.join("roots"), Some(4242), None).unwrap();
         assert!(
-            !may_replace(&shared.join("roots"), uid, &gids),
-            "someone else's file in /tmp"
-        );
-        std::os::unix::fs::chown(shared.join("roots"), Some(uid), None).unwrap();
-        assert!(
-            may_replace(&shared.join("roots"), uid, &gids),
+            create(&shared.join("roots"), Some(user)).is_ok(),
             "their own file"
         );
+
+        // A symlink left where the temporary file goes is replaced, never followed; the file
+        // is the user's, written through kilnd's handle, and lands under its name.
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4343)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, theirs.join("out.raw.partial")).unwrap();
+        let pinned = Pinned::create(&theirs.join("out.raw"), Some(user)).unwrap();
+        std::fs::write(pinned.write_path(), "abc").unwrap();
+        let (size, _) = pinned.seal().unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = std::fs::metadata(theirs.join("out.raw")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.len()), (4242, 4343, 3));
+        assert!(!theirs.join("out.raw.partial").exists());
+
+        // Dropped unsealed: the temporary file goes.
+        drop(Pinned::create(&theirs.join("gone.raw"), Some(user)).unwrap());
+        assert!(!theirs.join("gone.raw.partial").exists());
         mode(dir.path(), 0o700);
         assert!(
-            !may_replace(&shared.join("new"), uid, &gids),
+            create(&shared.join("new"), Some(user)).is_err(),
             "cannot reach the directory"
         );
     }

@@ -1042,34 +1042,29 @@ impl Catalog {
                 parent.display()
             )));
         }
-        // Written as the build's starter could write it, and theirs once written.
-        let owner = owner.filter(|o| o.is_other_user());
-        if let Some(o) = owner {
-            if !files::may_replace(dest, o.uid, &o.gids)
-                || !files::may_replace(&files::partial_of(dest), o.uid, &o.gids)
-            {
-                return Err(CatalogError::Forbidden(format!(
-                    "cannot export to {}: uid {} (who started the build) may not write there, \
-                     so kilnd will not write it for them",
-                    dest.display(),
-                    o.uid
-                )));
+        // Written where the build's starter may write, theirs once written, and pinned to the
+        // directory checked (see files::Pinned).
+        let user = owner.filter(|o| o.is_other_user()).map(|o| files::ForUser {
+            uid: o.uid,
+            gid: o.gid,
+            gids: &o.gids,
+        });
+        let pinned = files::Pinned::create(dest, user).map_err(|e| {
+            let e = format!("cannot export to {}: {e}", dest.display());
+            if user.is_some() {
+                CatalogError::Forbidden(e)
+            } else {
+                CatalogError::Tool(e)
             }
-        }
-        let written = files::partial_of(dest);
-        let mut cleanup = RemoveOnDrop(Some(written.clone()));
-        qemu_img::convert(source, "qcow2", fmt, &written).await?;
-        if let Some(o) = owner {
-            std::os::unix::fs::chown(&written, Some(o.uid), Some(o.gid)).map_err(io_err(
-                format!("give {} to uid {}", written.display(), o.uid),
-            ))?;
-        }
-        let (src, target) = (written.clone(), dest.to_path_buf());
+        })?;
+        qemu_img::convert(source, "qcow2", fmt, &pinned.write_path()).await?;
+        let target = dest.to_path_buf();
         let (size, sha256) = blocking(move || {
-            files::seal(&src, &target).map_err(io_err(format!("write {}", target.display())))
+            pinned
+                .seal()
+                .map_err(io_err(format!("write {}", target.display())))
         })
         .await?;
-        cleanup.0 = None;
         tracing::info!(path = %dest.display(), size, format, "exported image");
         Ok((dest.to_path_buf(), size, sha256))
     }
