@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod as_user;
 pub mod catalog;
 pub mod config;
 pub mod driver;

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -166,29 +166,6 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Whether the user `uid` with groups `gids` may read `path` by its permission bits, including
-/// search permission on every directory above it. Root may read everything.
-pub fn may_read(path: &Path, uid: u32, gids: &[u32]) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let allowed = |p: &Path, bits: u32| {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return false;
-        };
-        let mode = meta.permissions().mode();
-        let shift = if meta.uid() == uid {
-            6
-        } else if gids.contains(&meta.gid()) {
-            3
-        } else {
-            0
-        };
-        (mode >> shift) & bits == bits
-    };
-    path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(path, 0o4)
-}
-
 /// A file kilnd (root, in system mode) writes on a user's behalf outside its data dir, pinned to
 /// its directory: the directory is opened once and checked through that handle, the temporary
 /// `NAME.partial` is created in it exclusively (never through a symlink left there) and then
@@ -322,6 +299,7 @@ impl Drop for Pinned {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn pinned_files_follow_the_users_permissions_and_no_symlink() {
@@ -427,26 +405,6 @@ mod tests {
             ]
         );
         assert!(d.join("img-1.qcow2").exists());
-    }
-
-    #[test]
-    fn permission_bits_decide_who_may_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("disk.img");
-        std::fs::write(&f, b"x").unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let owner = std::fs::metadata(&f).unwrap().uid();
-        let stranger = owner.wrapping_add(4242).max(1);
-        assert!(owner == 0 || may_read(&f, owner, &[]));
-        assert!(!may_read(&f, stranger, &[]));
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o604)).unwrap();
-        assert!(may_read(&f, stranger, &[]));
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(
-            !may_read(&f, stranger, &[]),
-            "the directory is closed to others"
-        );
     }
 
     #[test]

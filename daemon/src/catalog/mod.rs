@@ -94,6 +94,7 @@ pub struct Requester {
     pub project: String,
     pub admin: bool,
     pub uid: u32,
+    pub gid: u32,
     pub gids: Vec<u32>,
     /// The configured admin group, for messages.
     pub admin_group: Option<String>,
@@ -105,6 +106,7 @@ impl Requester {
             project: project.to_string(),
             admin: is_admin(peer, admin_group),
             uid: peer.uid,
+            gid: peer.gid,
             gids: peer.gids.clone(),
             admin_group: admin_group.map(str::to_string),
         }
@@ -909,14 +911,30 @@ impl Catalog {
                 "{path} is not a regular file"
             )));
         }
-        if who.uid != kiln_shared::paths::current_uid()
-            && !files::may_read(&source, who.uid, &who.gids)
-        {
-            return Err(CatalogError::Forbidden(format!(
-                "{path}: uid {} may not read this file, so kilnd will not read it for you",
-                who.uid
-            )));
-        }
+        // Another user's file is read through a handle that user opened (see as_user).
+        let held = if who.uid != 0 && who.uid != kiln_shared::paths::current_uid() {
+            let user = crate::as_user::User {
+                uid: who.uid,
+                gid: who.gid,
+                gids: &who.gids,
+            };
+            Some(
+                crate::as_user::HeldOpen::open(user, &source)
+                    .await
+                    .map_err(|e| {
+                        CatalogError::Forbidden(format!(
+                            "{path}: uid {} may not read this file, so kilnd will not read it \
+                             for you ({e})",
+                            who.uid
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
+        let source = held
+            .as_ref()
+            .map_or(source.clone(), |h| h.path().to_owned());
         let info = qemu_img::info(&source, None).await.map_err(|e| {
             CatalogError::Invalid(format!("{path} is not a disk image qemu-img can read: {e}"))
         })?;
@@ -1199,6 +1217,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn another_users_import_reads_only_what_they_may() {
+        if !qemu_img_available() || kiln_shared::paths::current_uid() != 0 {
+            eprintln!("skipped: needs qemu-img and root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, catalog) = catalog();
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        for p in [dir.path(), files.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let disk = |name: &str, mode| {
+            let p = files.join(name);
+            let ok = std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&p)
+                .arg("64M")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let who = Requester {
+            project: "p".into(),
+            admin: false,
+            uid: 4242,
+            gid: 4242,
+            gids: vec![4242],
+            admin_group: None,
+        };
+        let theirs = disk("readable.qcow2", 0o644);
+        let image = catalog
+            .import(&who, &theirs, "readable", "debian-12", false)
+            .await
+            .unwrap();
+        assert_eq!(image.virtual_size, 64 << 20);
+        let secret = disk("secret.qcow2", 0o600);
+        let err = catalog
+            .import(&who, &secret, "secret", "debian-12", false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+    }
+
+    #[tokio::test]
     async fn publish_and_export_are_atomic_and_hashed() {
         if !qemu_img_available() {
             eprintln!("skipped: qemu-img is not installed");
@@ -1248,6 +1315,7 @@ mod tests {
             project: "p".into(),
             admin: false,
             uid: 4242,
+            gid: 4242,
             gids: vec![],
             admin_group: None,
         };

@@ -996,20 +996,14 @@ async fn read_local(
 /// file, so the kernel decides (ACLs and every directory on the way included) and a path
 /// swapped after some check of kilnd's cannot fool it. At most `max` + 1 bytes are read.
 async fn read_as(who: &StartedBy, path: &str, max: Option<u64>) -> Result<Vec<u8>, String> {
-    let groups: Vec<String> = who.gids.iter().map(u32::to_string).collect();
-    let mut cmd = tokio::process::Command::new("setpriv");
-    cmd.arg(format!("--reuid={}", who.uid))
-        .arg(format!("--regid={}", who.gid));
-    if groups.is_empty() {
-        cmd.arg("--clear-groups");
-    } else {
-        cmd.arg(format!("--groups={}", groups.join(",")));
-    }
+    let mut cmd = crate::as_user::command(crate::as_user::User {
+        uid: who.uid,
+        gid: who.gid,
+        gids: &who.gids,
+    });
     cmd.args(["--", "head", "-c"])
         .arg(max.map_or(u64::MAX, |m| m + 1).to_string())
-        .args(["--", path])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+        .args(["--", path]);
     let out = cmd
         .output()
         .await
