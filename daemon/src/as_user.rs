@@ -14,8 +14,17 @@ use tokio::process::{Child, Command};
 #[derive(Debug, Clone, Copy)]
 pub struct User<'a> {
     pub uid: u32,
+    /// Primary group: files kilnd makes for the user get it.
     pub gid: u32,
     pub gids: &'a [u32],
+}
+
+impl User<'_> {
+    /// Whether kilnd must act as this user rather than as itself: not for root or kilnd's own
+    /// user (user mode), whose permissions kilnd has anyway.
+    pub fn is_other(&self) -> bool {
+        self.uid != 0 && self.uid != kiln_shared::paths::current_uid()
+    }
 }
 
 /// `setpriv` with the user's uid, gid and groups, ready for `--` and a command.
@@ -31,6 +40,21 @@ pub fn command(user: User) -> Command {
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     cmd
+}
+
+/// Reads at most `limit` bytes of `file` as `user`; the error is the reader's own words.
+pub async fn read(user: User<'_>, file: &str, limit: u64) -> Result<Vec<u8>, String> {
+    let out = command(user)
+        .args(["--", "head", "-c"])
+        .arg(limit.to_string())
+        .args(["--", file])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run setpriv (util-linux): {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(out.stdout)
 }
 
 /// A file opened by the user and held open by a helper process: [`HeldOpen::path`] reaches that

@@ -81,7 +81,7 @@ pub fn kill(data_dir: &Path) -> Vec<u32> {
 }
 
 /// Whether `pid` still runs (a zombie does not).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         // Field 3 (after the parenthesised name) is the state; Z = dead, not yet reaped.
         !stat

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::as_user::User;
+
 /// Suffix of a file that is still being written; never a finished image.
 pub const PARTIAL: &str = ".partial";
 /// Prefix of the bootstrap script written next to the images while it runs.
@@ -179,19 +181,11 @@ pub struct Pinned {
     sealed: bool,
 }
 
-/// Who a pinned file is written for: checked against, and given the file.
-#[derive(Debug, Clone, Copy)]
-pub struct ForUser<'a> {
-    pub uid: u32,
-    pub gid: u32,
-    pub gids: &'a [u32],
-}
-
 impl Pinned {
     /// Opens `dest`'s directory and creates `dest.partial` in it; with `user`, only if that
     /// user may create `dest` there (by the permission bits: search on every directory above, write on its own,
     /// and in a sticky directory like /tmp never over someone else's file), and the file is theirs.
-    pub fn create(dest: &Path, user: Option<ForUser>) -> Result<Pinned, String> {
+    pub fn create(dest: &Path, user: Option<User>) -> Result<Pinned, String> {
         use rustix::fs::{openat, statat, unlinkat, AtFlags, Mode, OFlags};
         let shown = dest.display();
         let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
@@ -310,7 +304,7 @@ mod tests {
         let mode =
             |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
         mode(dir.path(), 0o755);
-        let user = ForUser {
+        let user = User {
             uid: 4242,
             gid: 4343,
             gids: &[4343],

@@ -112,6 +112,14 @@ impl Requester {
         }
     }
 
+    pub fn user(&self) -> crate::as_user::User<'_> {
+        crate::as_user::User {
+            uid: self.uid,
+            gid: self.gid,
+            gids: &self.gids,
+        }
+    }
+
     fn needs_admin(&self, what: &str) -> Result<(), CatalogError> {
         if self.admin {
             return Ok(());
@@ -912,12 +920,8 @@ impl Catalog {
             )));
         }
         // Another user's file is read through a handle that user opened (see as_user).
-        let held = if who.uid != 0 && who.uid != kiln_shared::paths::current_uid() {
-            let user = crate::as_user::User {
-                uid: who.uid,
-                gid: who.gid,
-                gids: &who.gids,
-            };
+        let user = who.user();
+        let held = if user.is_other() {
             Some(
                 crate::as_user::HeldOpen::open(user, &source)
                     .await
@@ -1062,11 +1066,9 @@ impl Catalog {
         }
         // Written where the build's starter may write, theirs once written, and pinned to the
         // directory checked (see files::Pinned).
-        let user = owner.filter(|o| o.is_other_user()).map(|o| files::ForUser {
-            uid: o.uid,
-            gid: o.gid,
-            gids: &o.gids,
-        });
+        let user = owner
+            .map(crate::store::StartedBy::user)
+            .filter(|u| u.is_other());
         let pinned = files::Pinned::create(dest, user).map_err(|e| {
             let e = format!("cannot export to {}: {e}", dest.display());
             if user.is_some() {

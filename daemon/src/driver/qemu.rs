@@ -949,20 +949,8 @@ pub fn kill_stale(pid: u32, work_dir: &Path) -> bool {
     }
     tracing::info!(pid, work_dir = %work_dir.display(), "killed a stale qemu");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => break,
-            // Field 3 (after the parenthesised name) is the state; Z = dead, not yet reaped.
-            Ok(stat)
-                if stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
-            {
-                break
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
+    while Instant::now() < deadline && crate::leftovers::alive(pid) {
+        std::thread::sleep(Duration::from_millis(20));
     }
     true
 }

@@ -958,7 +958,7 @@ fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>)
 }
 
 /// Reads a local file a template names, checking its size and hash. For a build another user
-/// started, the file is read as that user (see [`read_as`]).
+/// started, the file is read as that user (see [`crate::as_user`]).
 async fn read_local(
     path: &str,
     started_by: Option<&StartedBy>,
@@ -968,8 +968,16 @@ async fn read_local(
     let too_big = |len: u64, max: u64| {
         format!("{path} is {len} bytes or more; the limit is {max} bytes (20 MB)")
     };
-    let data = match started_by.filter(|w| w.is_other_user()) {
-        Some(who) => read_as(who, path, max).await?,
+    let data = match started_by.map(StartedBy::user).filter(|u| u.is_other()) {
+        Some(user) => crate::as_user::read(user, path, max.map_or(u64::MAX, |m| m + 1))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{path}: uid {} (who started the build) cannot read it, so kilnd will not \
+                     read it for them: {e}",
+                    user.uid
+                )
+            })?,
         None => {
             let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
             if let Some(max) = max.filter(|m| meta.len() > *m) {
@@ -990,33 +998,6 @@ async fn read_local(
         }
     }
     Ok(data)
-}
-
-/// Reads `path` as `who`: `setpriv` takes on their uid, gid and groups before `head` opens the
-/// file, so the kernel decides (ACLs and every directory on the way included) and a path
-/// swapped after some check of kilnd's cannot fool it. At most `max` + 1 bytes are read.
-async fn read_as(who: &StartedBy, path: &str, max: Option<u64>) -> Result<Vec<u8>, String> {
-    let mut cmd = crate::as_user::command(crate::as_user::User {
-        uid: who.uid,
-        gid: who.gid,
-        gids: &who.gids,
-    });
-    cmd.args(["--", "head", "-c"])
-        .arg(max.map_or(u64::MAX, |m| m + 1).to_string())
-        .args(["--", path]);
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("cannot run setpriv (util-linux) to read {path}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{path}: uid {} (who started the build) cannot read it, so kilnd will not read it \
-             for them: {}",
-            who.uid,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
 }
 
 /// The default deprovisioning: what makes a VM an image others can boot as their own.

@@ -37,10 +37,12 @@ pub struct StartedBy {
 }
 
 impl StartedBy {
-    /// Whether this user's permissions are to be checked: not when kilnd itself (or root)
-    /// asked, whose permissions kilnd has anyway.
-    pub fn is_other_user(&self) -> bool {
-        self.uid != 0 && self.uid != kiln_shared::paths::current_uid()
+    pub fn user(&self) -> crate::as_user::User<'_> {
+        crate::as_user::User {
+            uid: self.uid,
+            gid: self.gid,
+            gids: &self.gids,
+        }
     }
 }
 
