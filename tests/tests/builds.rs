@@ -1,27 +1,18 @@
 //! Real builds: real QEMU guests booted from a bootstrapped Debian 12 base image, real SSH, real
-//! images. Needs `KILN_TEST_BASE_IMAGE` (scripts/test.sh prepares it); skipped without it.
+//! images. Needs `KILN_TEST_BASE_IMAGE` (scripts/test.sh prepares it); skipped without it, and a
+//! failure under `CI=true`.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiln_tests::{Conn, Kilnd};
 use serde_json::{json, Value};
 
-fn base_image() -> Option<PathBuf> {
-    match std::env::var_os("KILN_TEST_BASE_IMAGE") {
-        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("KILN_TEST_BASE_IMAGE is not set: skipping a test that boots VMs (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
 /// A daemon with the base image imported as public `debian-12`, without a saved VM: builds
 /// boot it cold (the warm start has its own test).
 fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
-    let base = base_image()?;
+    let base = kiln_tests::base_image::base_image()?;
     let k = Kilnd::start_with_config(config);
     k.import_base(&base, false);
     Some(k)
@@ -242,6 +233,49 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// Fingerprints of the keys a build's log says kiln put into its guest (`build key`, `saved VM's
+/// key`, `host key` lines).
+fn logged_kiln_keys(log: &[String]) -> Vec<String> {
+    let fp =
+        regex::Regex::new(r"^(?:build key|saved VM's key|host key) (SHA256:[A-Za-z0-9+/]{43}) ")
+            .unwrap();
+    log.iter()
+        .filter_map(|l| fp.captures(l).map(|c| c[1].to_string()))
+        .collect()
+}
+
+/// Proves over the whole root file system of `image`, by fingerprint, that no key in `kiln_keys`
+/// is written anywhere (any authorized_keys, root's included), that no key carries kiln's
+/// `kiln-build` comment, and that no SSH host key or private key is left.
+fn assert_no_kiln_keys(image: &str, work: &Path, kiln_keys: &[String]) {
+    let fs = kiln_tests::image_scan::Unpacked::new(Path::new(image), work);
+    let keys = fs.public_keys();
+    for k in &keys {
+        assert!(
+            !kiln_keys.contains(&k.fingerprint),
+            "a key kiln installed ({}) is in {} of the image: {}",
+            k.fingerprint,
+            k.file,
+            k.line
+        );
+        assert!(
+            !k.line.trim_end().ends_with("kiln-build"),
+            "a kiln key is in {}: {}",
+            k.file,
+            k.line
+        );
+    }
+    let host_keys: Vec<String> = fs
+        .files()
+        .iter()
+        .map(|f| fs.inside(f))
+        .filter(|f| f.starts_with("/etc/ssh/ssh_host_"))
+        .collect();
+    assert!(host_keys.is_empty(), "host keys left: {host_keys:?}");
+    assert_eq!(fs.private_keys(), Vec::<String>::new(), "private keys left");
+    let _ = std::fs::remove_dir_all(work);
+}
+
 const MOTD: &str = "built by kiln\n";
 
 #[test]
@@ -374,6 +408,11 @@ fn full_build_then_boot_the_output_image() {
         info.get("backing-filename").is_none(),
         "published image must stand alone: {info}"
     );
+    // No key kiln installed is anywhere in the image (cloud-init copied the build's key to
+    // root's authorized_keys at the build's first boot).
+    let kiln_keys = logged_kiln_keys(&log);
+    assert_eq!(kiln_keys.len(), 2, "build key and host key in the log");
+    assert_no_kiln_keys(&image, &dir.join("scan"), &kiln_keys);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use kiln_daemon::driver::{prepare, AccelProbe, Vm, VmSpec};
@@ -803,6 +842,23 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
         out["path"].as_str().unwrap(),
     ]);
     assert!(!info.contains("backing-filename"), "{info}");
+    // Neither the saved VM's key (authorized at its first boot, copied to root by cloud-init)
+    // nor the build's is anywhere in the output image.
+    let mut kiln_keys = logged_kiln_keys(&lines);
+    assert_eq!(
+        kiln_keys.len(),
+        3,
+        "saved VM's key, build key, host key: {kiln_keys:?}"
+    );
+    for f in ["client_key.pub", "host_key.pub"] {
+        let line = std::fs::read_to_string(saved.join(f)).unwrap();
+        kiln_keys.push(kiln_tests::image_scan::line_fingerprint(&line).unwrap());
+    }
+    assert_no_kiln_keys(
+        out["path"].as_str().unwrap(),
+        &k.dir.path().join("scan"),
+        &kiln_keys,
+    );
 
     // An https file whose sha256 does not match fails its step (and the build), naming it.
     let https = Https::start(&[("blob.txt", b"the real content\n")]);

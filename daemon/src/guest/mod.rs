@@ -153,6 +153,11 @@ fn key_blob(line: &str) -> Result<Vec<u8>, GuestError> {
         .map_err(|_| bad())
 }
 
+/// The fingerprint of an OpenSSH public key line, `None` when it is not one.
+pub fn key_fingerprint(line: &str) -> Option<String> {
+    key_blob(line).ok().map(|b| fingerprint(&b))
+}
+
 /// OpenSSH's fingerprint notation, "SHA256:..." as `ssh-keygen -l` prints it.
 pub fn fingerprint(blob: &[u8]) -> String {
     let digest = sha2::Sha256::digest(blob);

@@ -72,6 +72,8 @@ struct Run {
     work_dir: PathBuf,
     base_lease: Option<ImageLease>,
     warm_lease: Option<WarmLease>,
+    /// Public key lines kiln authorized in this guest: generalize removes each wherever it is.
+    kiln_keys: Vec<String>,
 }
 
 /// Runs build `id` to a terminal state.
@@ -92,6 +94,7 @@ pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) {
         work_dir,
         base_lease: None,
         warm_lease: None,
+        kiln_keys: Vec::new(),
     };
     run.rec.build.state = BuildState::Running;
     run.rec.build.started_at = Some(Utc::now());
@@ -247,6 +250,8 @@ impl Run {
         let prepared = driver::prepare(spec)
             .await
             .map_err(|e| failed(format!("prepare: {e}")))?;
+        self.authorized("build key", &prepared.client_key);
+        self.pinned(&prepared.host_public_key);
         self.set_sub(SubState::Booting);
         let vm = Vm::boot(&prepared, &self.queue.accel)
             .await
@@ -270,6 +275,11 @@ impl Run {
     ) -> Result<Guest, driver::DriverError> {
         let started = std::time::Instant::now();
         let prepared = driver::warm::prepare_from(spec, warm).await?;
+        // The saved VM's key was authorized at its first boot (and copied to root by
+        // cloud-init); the build's key replaces it for the default user only.
+        self.authorized("saved VM's key", &warm.client_key());
+        self.authorized("build key", &prepared.client_key);
+        self.pinned(&prepared.host_public_key);
         self.set_sub(SubState::Booting);
         self.log.kiln(&format!(
             "warm start: resuming {} from the VM saved {} ({} vCPUs, {} MB, {})",
@@ -295,6 +305,33 @@ impl Run {
             started.elapsed().as_secs_f64()
         ));
         Ok(guest)
+    }
+
+    /// Remembers the public half of `private_key` as a key kiln authorized in the guest, and logs
+    /// its fingerprint (so anyone can check an image for it).
+    fn authorized(&mut self, what: &str, private_key: &std::path::Path) {
+        let public = private_key.with_extension("pub");
+        match std::fs::read_to_string(&public) {
+            Ok(line) => {
+                let line = line.trim().to_string();
+                let fp = crate::guest::key_fingerprint(&line).unwrap_or_else(|| "?".into());
+                self.log.kiln(&format!(
+                    "{what} {fp} (removed from every authorized_keys at generalize)"
+                ));
+                self.kiln_keys.push(line);
+            }
+            Err(e) => self.log.kiln(&format!(
+                "cannot read {} ({e}); generalize removes keys by kiln's comment only",
+                public.display()
+            )),
+        }
+    }
+
+    /// Logs the fingerprint of the guest's pinned host key.
+    fn pinned(&self, host_public_key: &str) {
+        let fp = crate::guest::key_fingerprint(host_public_key).unwrap_or_else(|| "?".into());
+        self.log
+            .kiln(&format!("host key {fp} (pinned; removed at generalize)"));
     }
 
     fn record_vm(&mut self, vm: &Vm) {
@@ -686,7 +723,7 @@ impl Run {
         }
         // Whatever the template says, the build's keys never reach the image.
         let code = self
-            .exec("generalize", REMOVE_BUILD_KEYS)
+            .exec("generalize", &remove_kiln_keys(&self.kiln_keys))
             .await
             .map_err(|e| failed(format!("generalize: {e}")))?;
         if code != 0 {
@@ -1012,18 +1049,159 @@ sudo rm -f /tmp/kiln-step-*.sh
 sudo fstrim -a >/dev/null 2>&1 || true
 "#;
 
-/// Removes the per-build SSH host keys and the build's client key; the session stays open.
-const REMOVE_BUILD_KEYS: &str = r#"set -e
-sudo rm -f /etc/ssh/ssh_host_*
-rm -f "$HOME/.ssh/authorized_keys"
-sudo sync
-"#;
+/// The guest command that removes every key in `keys` (public key lines) from every
+/// authorized_keys file of the guest, and every SSH host key (`assets/remove-kiln-keys.sh`). The
+/// session stays open: sshd has its keys loaded.
+fn remove_kiln_keys(keys: &[String]) -> String {
+    let blobs: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.split_whitespace().nth(1))
+        .map(shell_quote)
+        .collect();
+    format!(
+        "sudo bash -c {} remove-kiln-keys {}",
+        shell_quote(REMOVE_KILN_KEYS),
+        blobs.join(" ")
+    )
+}
+
+const REMOVE_KILN_KEYS: &str = include_str!("../../assets/remove-kiln-keys.sh");
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Every file under `root` (relative path, content), symlinks not followed.
+    fn tree(root: &std::path::Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    dirs.push(e.path());
+                } else if t.is_file() {
+                    let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                    let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into();
+                    out.push((rel, text));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn kiln_keys_are_removed_from_every_authorized_keys_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let put = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        let (build, saved, legacy) = ("AAAAbuildKey1", "AAAAsavedVmKey2", "AAAAoldKiln3");
+        let own = "ssh-ed25519 AAAAusersOwnKey alice@laptop";
+        put(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\ndebian:x:1000:1000::/home/debian:/bin/bash\n\
+             alice:x:1001:1001::/home/alice:/bin/bash\nsvc:x:998:998::/srv/svc:/usr/sbin/nologin\n",
+        );
+        put(
+            "etc/ssh/sshd_config",
+            "Port 22\nAuthorizedKeysFile .ssh/authorized_keys /etc/ssh/keys/%u\n",
+        );
+        // What cloud-init's disable_root writes for root, from the saved VM's first boot.
+        put(
+            "root/.ssh/authorized_keys",
+            &format!("no-port-forwarding,command=\"echo 'Please login as the user \\\"debian\\\"'\" ssh-ed25519 {saved} kiln-build\n"),
+        );
+        put(
+            "home/debian/.ssh/authorized_keys",
+            &format!("ssh-ed25519 {build} kiln-build\n{own}\n"),
+        );
+        put(
+            "etc/ssh/keys/alice",
+            &format!("ssh-ed25519 {build} copied\n"),
+        );
+        put("home/alice/.ssh/authorized_keys", &format!("{own}\n"));
+        put(
+            "var/backups/authorized_keys.old",
+            &format!("ssh-ed25519 {saved}\n"),
+        );
+        put(
+            "srv/svc/.ssh/authorized_keys2",
+            &format!("ssh-ed25519 {legacy} kiln-build\n"),
+        );
+        put(
+            "var/lib/cloud/instances/i-1/user-data.txt",
+            "ssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n",
+        );
+        put("var/lib/cloud/instances/i-1/boot-finished", "done\n");
+        put("etc/ssh/ssh_host_ed25519_key", "private");
+        put("etc/ssh/ssh_host_ed25519_key.pub", "ssh-ed25519 AAAAhost");
+
+        let keys = [
+            format!("ssh-ed25519 {build} kiln-build"),
+            format!("ssh-ed25519 {saved} kiln-build"),
+        ];
+        // The guest runs `sudo bash -c SCRIPT NAME BLOB...`; the same words here, without sudo.
+        let cmd = remove_kiln_keys(&keys);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.replacen("sudo ", "", 1))
+            .env("KILN_ROOT", root)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let files = tree(root);
+        for (rel, text) in &files {
+            for k in [
+                build,
+                saved,
+                legacy,
+                "kiln-build",
+                "PRIVATE KEY",
+                "AAAAhost",
+            ] {
+                assert!(!text.contains(k), "{k} left in {rel}: {text}\n{stdout}");
+            }
+        }
+        let names: Vec<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
+        for gone in [
+            "root/.ssh/authorized_keys",
+            "etc/ssh/keys/alice",
+            "var/backups/authorized_keys.old",
+            "srv/svc/.ssh/authorized_keys2",
+            "var/lib/cloud/instances/i-1/user-data.txt",
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub",
+        ] {
+            assert!(!names.contains(&gone), "{gone} should be gone: {names:?}");
+        }
+        // Keys that are not kiln's stay, in files that keep their mode.
+        let debian = root.join("home/debian/.ssh/authorized_keys");
+        assert_eq!(
+            std::fs::read_to_string(&debian).unwrap(),
+            format!("{own}\n")
+        );
+        assert_eq!(
+            std::fs::metadata(&debian).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let alice = std::fs::read_to_string(root.join("home/alice/.ssh/authorized_keys"));
+        assert_eq!(alice.unwrap(), format!("{own}\n"));
+        assert!(names.contains(&"var/lib/cloud/instances/i-1/boot-finished"));
+    }
 
     #[tokio::test]
     async fn local_files_are_read_only_as_far_as_the_builds_starter_may() {
