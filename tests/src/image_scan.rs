@@ -143,3 +143,65 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-partition disk (MBR, ext4 at 1 MiB, as kiln's images are) made from `tree`.
+    fn disk_of(tree: &Path, disk: &Path) {
+        run(Command::new("truncate").args(["-s", "40M"]).arg(disk));
+        let mut sfdisk = Command::new("sfdisk");
+        sfdisk
+            .arg("-q")
+            .arg(disk)
+            .stdin(std::process::Stdio::piped());
+        let mut child = sfdisk.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\nstart=2048, type=83\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "offset=1048576", "-d"])
+            .arg(tree)
+            .arg(disk)
+            .arg("38M"));
+    }
+
+    #[test]
+    fn finds_every_public_and_private_key_in_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        let ssh = tree.join("root/.ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let key = dir.path().join("k");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-build", "-f"])
+            .arg(&key));
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(
+            ssh.join("authorized_keys"),
+            format!("command=\"echo no\" {public}"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(tree.join("etc/ssh")).unwrap();
+        std::fs::copy(&key, tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+        let disk = dir.path().join("disk.raw");
+        disk_of(&tree, &disk);
+
+        let fs = Unpacked::new(&disk, &dir.path().join("scan"));
+        let keys = fs.public_keys();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(keys[0].file, "/root/.ssh/authorized_keys");
+        assert_eq!(Some(keys[0].fingerprint.clone()), line_fingerprint(&public));
+        let printed = run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub")));
+        assert!(String::from_utf8_lossy(&printed).contains(&keys[0].fingerprint));
+        assert_eq!(fs.private_keys(), vec!["/etc/ssh/ssh_host_ed25519_key"]);
+    }
+}

@@ -412,6 +412,11 @@ fn full_build_then_boot_the_output_image() {
     // root's authorized_keys at the build's first boot).
     let kiln_keys = logged_kiln_keys(&log);
     assert_eq!(kiln_keys.len(), 2, "build key and host key in the log");
+    assert!(
+        log.iter()
+            .any(|l| l == "removed kiln's key from /root/.ssh/authorized_keys"),
+        "cloud-init put the build key in root's authorized_keys; generalize must say it removed it"
+    );
     assert_no_kiln_keys(&image, &dir.join("scan"), &kiln_keys);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
