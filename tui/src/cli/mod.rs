@@ -317,6 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn names_are_checked_before_anything_is_sent() {
+        let f = check_name("--image-name", "web\u{200b}").expect_err("zero width");
+        assert_eq!((f.kind.as_str(), f.exit), ("usage", EXIT_USAGE));
+        assert!(
+            f.message
+                .starts_with(r#"--image-name "web\u{200b}" contains U+200B"#),
+            "{}",
+            f.message
+        );
+        assert_eq!(check_name("--name", "web base $(id)"), Ok(()));
+        // A bad --project is a usage error before kiln connects (nothing listens here).
+        let settings = Settings {
+            socket: PathBuf::from("/nonexistent/kiln.sock"),
+            project: "..".into(),
+            json: true,
+        };
+        let code = run(&settings, Command::Daemon(daemon::DaemonCommand::Status));
+        assert_eq!(code, ExitCode::from(EXIT_USAGE));
+    }
+
+    #[test]
     fn daemon_errors_keep_kind_and_violations() {
         let rpc = RpcError::invalid_template(
             "template is invalid",
