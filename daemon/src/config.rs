@@ -84,11 +84,8 @@ impl FileConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in cfg.projects.iter().enumerate() {
-            if p.name.is_empty() || p.name.contains('/') || p.name.chars().any(char::is_control) {
-                return Err(format!(
-                    "project[{i}].name {:?} is not a valid project name",
-                    p.name
-                ));
+            if let Err(e) = kiln_shared::names::check(&p.name) {
+                return Err(format!("project[{i}].name {e}"));
             }
             if !seen.insert(p.name.as_str()) {
                 return Err(format!("project[{i}].name {:?} is defined twice", p.name));
@@ -161,5 +158,10 @@ mod tests {
         assert!(FileConfig::parse("max_concurrent_builds = 0").is_err());
         assert!(FileConfig::parse("bogus = 1").is_err());
         assert!(FileConfig::parse("[[project]]\nname=\"a\"\n[[project]]\nname=\"a\"").is_err());
+        for bad in ["", "..", "-web", "web\\u200B", "a/b", " web"] {
+            let text = format!("[[project]]\nname = \"{bad}\"\n");
+            let e = FileConfig::parse(&text).expect_err(bad);
+            assert!(e.starts_with("project[0].name \""), "{bad}: {e}");
+        }
     }
 }

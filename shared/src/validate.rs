@@ -6,6 +6,9 @@
 //! Checks that need the outside world (does the source image exist, is it at least as large as
 //! `vm.os_disk_gb`, does a local file exist, is the name unique in the project) happen when the
 //! template is stored or built, not here: this module does no I/O.
+//!
+//! Every string and list has a bound, so that a template costs kilnd a known amount to check,
+//! store and run, and a report of its violations stays short.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +16,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::AppCatalog;
+use crate::names;
 use crate::template::{Customizer, Distribute, Template, DEFAULT_BUILD_TIMEOUT_MINUTES};
+
+pub use crate::names::MAX_NAME_BYTES;
 
 /// One broken rule: where (`customize[2].destination`) and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +38,31 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Longest template name, in bytes of UTF-8 (255 ASCII characters, 85 Hangul syllables).
-pub const MAX_NAME_BYTES: usize = 255;
+/// Largest template, as JSON (the wire form).
+pub const MAX_TEMPLATE_JSON_BYTES: usize = 1 << 20;
+/// Largest `user_script`, and largest inline command.
+pub const MAX_SCRIPT_BYTES: usize = 256 << 10;
+/// Most steps in `customize`, and most checks in `validate.in_vm`.
+pub const MAX_STEPS: usize = 256;
+/// Most commands in one shell step's `inline`.
+pub const MAX_INLINE_COMMANDS: usize = 1000;
+/// Most tags (Azure's limit).
+pub const MAX_TAGS: usize = 50;
+/// Most applications (the catalog has far fewer; each may be listed once).
+pub const MAX_APPLICATIONS: usize = 64;
+/// Most distribute targets.
+pub const MAX_TARGETS: usize = 32;
+/// Most projects one gallery target shares with.
+pub const MAX_SHARE_WITH: usize = 64;
+/// Longest description.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Longest os id and source version.
+pub const MAX_OS_BYTES: usize = 64;
+pub const MAX_VERSION_BYTES: usize = 64;
+/// Longest path or URL (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most violations one report lists; one more says how many were left out.
+pub const MAX_VIOLATIONS: usize = 200;
 /// Shortest build timeout a template may ask for; 0 means [`DEFAULT_BUILD_TIMEOUT_MINUTES`].
 pub const MIN_BUILD_TIMEOUT_MINUTES: u32 = 6;
 pub const MAX_BUILD_TIMEOUT_MINUTES: u32 = 960;
@@ -45,7 +74,8 @@ pub const MAX_MEMORY_MB: u32 = 262144;
 /// Longest customize step or run output name.
 pub const MAX_STEP_NAME_LEN: usize = 64;
 pub const EXPORT_FORMATS: [&str; 4] = ["qcow2", "raw", "vhd", "vmdk"];
-pub const MAX_TAG_KEY_BYTES: usize = 128;
+/// Longest tag key and value (Azure's limits).
+pub const MAX_TAG_KEY_BYTES: usize = 512;
 pub const MAX_TAG_VALUE_BYTES: usize = 256;
 /// How long a reboot step waits for the VM when it gives no `timeout`.
 pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -58,12 +88,15 @@ pub const MAX_REBOOT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// means valid.
 pub fn validate(template: &Template, apps: &AppCatalog) -> Vec<Violation> {
     let mut r = Report::default();
-    check_name(&template.name, &mut r);
+    check_size(template, &mut r);
+    check_name_at(&template.name, "name", &mut r);
+    check_description(template.description.as_deref(), &mut r);
     let os_ok = check_os(&template.os, &mut r);
     check_applications(template, os_ok, apps, &mut r);
     check_min_disk(template.min_disk_gb, &mut r);
     check_build_timeout(template.build_timeout_minutes, &mut r);
     if let Some(script) = &template.user_script {
+        check_script_text(script, "user_script", &mut r);
         check_shebang(script, "user_script", &mut r);
     }
     check_source(template, &mut r);
@@ -72,21 +105,123 @@ pub fn validate(template: &Template, apps: &AppCatalog) -> Vec<Violation> {
     check_steps(&template.validate.in_vm, "validate.in_vm", &mut r);
     check_distribute(&template.distribute, &mut r);
     check_tags(template, &mut r);
-    r.violations
+    r.finish()
 }
 
 #[derive(Default)]
 struct Report {
     violations: Vec<Violation>,
+    left_out: usize,
 }
 
 impl Report {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        if self.violations.len() == MAX_VIOLATIONS {
+            self.left_out += 1;
+            return;
+        }
         self.violations.push(Violation {
             path: path.into(),
             message: message.into(),
         });
     }
+
+    fn finish(mut self) -> Vec<Violation> {
+        if self.left_out > 0 {
+            self.violations.push(Violation {
+                path: String::new(),
+                message: format!(
+                    "{} more violations are not listed; fix these and validate again",
+                    self.left_out
+                ),
+            });
+        }
+        self.violations
+    }
+
+    /// Adds a violation when `list` has more than `max` entries; true when it is within bounds,
+    /// so that the entries are worth checking one by one.
+    fn bounded<T>(&mut self, list: &[T], max: usize, path: &str, what: &str) -> bool {
+        if list.len() <= max {
+            return true;
+        }
+        self.add(
+            path,
+            format!(
+                "has {} {what}; at most {max} are allowed (the entries were not checked)",
+                list.len()
+            ),
+        );
+        false
+    }
+}
+
+/// Why a path a template or a request names cannot be used as given. Paths must be absolute and
+/// normalized: kilnd does not know the client's working directory, and a `..` or a symlinked
+/// directory would make the path mean something else than what was checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("is empty: write the absolute path of a file")]
+    Empty,
+    #[error("{shown} is {len} bytes; a path has at most {MAX_PATH_BYTES}")]
+    TooLong { shown: String, len: usize },
+    #[error(
+        "{shown} contains U+{code:04X}, a control character (such as NUL or a newline):          remove it"
+    )]
+    Control { shown: String, code: u32 },
+    #[error(
+        "{shown} is relative, and kilnd cannot know what it is relative to: write the absolute \
+         path (the kiln CLI resolves paths in a template file against the file's directory)"
+    )]
+    Relative { shown: String },
+    #[error("{shown} has a {component:?} component: write the path without '.', '..' or '//'")]
+    NotNormal {
+        shown: String,
+        component: &'static str,
+    },
+    #[error("{shown} ends with '/', so it names a directory: name the file")]
+    Directory { shown: String },
+}
+
+/// Checks the path of a file a template or request names: absolute, normalized (no `.` or `..`
+/// component, no `//`), without control characters, not ending in `/`, at most
+/// [`MAX_PATH_BYTES`]. Whether it exists and is a regular file is for whoever opens it.
+pub fn check_file_path(path: &str) -> Result<(), PathError> {
+    let shown = || names::quoted(path);
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong {
+            shown: shown(),
+            len: path.len(),
+        });
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(PathError::Control {
+            shown: shown(),
+            code: c.into(),
+        });
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PathError::Relative { shown: shown() });
+    };
+    if rest.is_empty() || rest.ends_with('/') {
+        return Err(PathError::Directory { shown: shown() });
+    }
+    for component in rest.split('/') {
+        let bad = match component {
+            "" => "//",
+            "." => ".",
+            ".." => "..",
+            _ => continue,
+        };
+        return Err(PathError::NotNormal {
+            shown: shown(),
+            component: bad,
+        });
+    }
+    Ok(())
 }
 
 /// Whether `s` is an OS id as the catalog uses them: lowercase distribution and version joined by
@@ -162,48 +297,86 @@ fn is_semver(s: &str) -> bool {
 
 /// Shortens user text quoted in a message so that a 10 kB value does not flood the report.
 fn excerpt(s: &str) -> String {
-    const MAX_CHARS: usize = 40;
-    if s.chars().count() <= MAX_CHARS {
-        format!("{s:?}")
-    } else {
-        let head: String = s.chars().take(MAX_CHARS).collect();
-        format!("{head:?}...")
+    names::quoted(s)
+}
+
+/// A name kiln stores or looks up (the template's, a gallery's, a project's): the one rule of
+/// [`names`].
+fn check_name_at(name: &str, path: &str, r: &mut Report) {
+    if let Err(e) = names::check(name) {
+        r.add(path, e.to_string());
     }
 }
 
-fn check_name(name: &str, r: &mut Report) {
-    if name.is_empty() {
-        r.add(
-            "name",
-            "required: give the template a name of at most 255 bytes, without '/' or control \
-             characters",
-        );
-        return;
+fn check_size(template: &Template, r: &mut Report) {
+    /// Counts bytes instead of keeping them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    if name.len() > MAX_NAME_BYTES {
+    let mut count = Count(0);
+    // The model holds strings, numbers, lists and maps with string keys: serializing it cannot
+    // fail, and if it ever did, the other bounds still hold.
+    if serde_json::to_writer(&mut count, template).is_ok() && count.0 > MAX_TEMPLATE_JSON_BYTES {
         r.add(
-            "name",
+            "",
             format!(
-                "is {} bytes of UTF-8; at most {MAX_NAME_BYTES} are allowed ({MAX_NAME_BYTES} \
-                 ASCII characters, fewer for other scripts: 85 Hangul syllables)",
-                name.len()
+                "the template is {} bytes as JSON; at most {MAX_TEMPLATE_JSON_BYTES} (1 MiB) are \
+                 allowed: move long scripts into files (a shell step's script)",
+                count.0
             ),
         );
     }
-    if name.chars().any(char::is_control) {
+}
+
+fn check_description(description: Option<&str>, r: &mut Report) {
+    let Some(d) = description else { return };
+    if d.len() > MAX_DESCRIPTION_BYTES {
         r.add(
-            "name",
-            "contains a control character (such as a tab or newline); remove it",
+            "description",
+            format!(
+                "is {} bytes; at most {MAX_DESCRIPTION_BYTES} are allowed",
+                d.len()
+            ),
         );
     }
-    if name.contains('/') {
+    if let Some(c) = d
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t')
+    {
         r.add(
-            "name",
-            "contains '/', which is not allowed; use another separator such as '-'",
+            "description",
+            format!(
+                "contains U+{:04X}, a control character: only newlines and tabs are allowed",
+                u32::from(c)
+            ),
         );
     }
-    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        r.add("name", "starts or ends with whitespace; remove it");
+}
+
+/// A script's or inline command's text: bounded, and without NUL (which no shell passes on).
+fn check_script_text(text: &str, path: &str, r: &mut Report) {
+    if text.len() > MAX_SCRIPT_BYTES {
+        r.add(
+            path,
+            format!(
+                "is {} bytes; at most {MAX_SCRIPT_BYTES} (256 KiB) are allowed: put a longer \
+                 script in a file and run it with a shell step's script",
+                text.len()
+            ),
+        );
+    }
+    if let Some(at) = text.find('\0') {
+        r.add(
+            path,
+            format!("contains a NUL byte (at byte {at}), which a shell cannot run: remove it"),
+        );
     }
 }
 
@@ -213,6 +386,17 @@ fn check_os(os: &str, r: &mut Report) -> bool {
         r.add(
             "os",
             "required: the OS as distribution-version, e.g. \"debian-12\" or \"ubuntu-24.04\"",
+        );
+        return false;
+    }
+    if os.len() > MAX_OS_BYTES {
+        r.add(
+            "os",
+            format!(
+                "{} is {} bytes; an OS id has at most {MAX_OS_BYTES}",
+                excerpt(os),
+                os.len()
+            ),
         );
         return false;
     }
@@ -231,6 +415,14 @@ fn check_os(os: &str, r: &mut Report) -> bool {
 }
 
 fn check_applications(template: &Template, os_ok: bool, apps: &AppCatalog, r: &mut Report) {
+    if !r.bounded(
+        &template.applications,
+        MAX_APPLICATIONS,
+        "applications",
+        "applications",
+    ) {
+        return;
+    }
     let mut first_at: HashMap<&str, usize> = HashMap::new();
     let mut selected = Vec::new();
     for (i, name) in template.applications.iter().enumerate() {
@@ -324,8 +516,19 @@ fn check_source(template: &Template, r: &mut Report) {
             "source.image",
             "required: a public image such as \"debian-12\", or a private or shared image name",
         );
+    } else {
+        check_name_at(&source.image, "source.image", r);
     }
-    if source.version.is_empty() {
+    if source.version.len() > MAX_VERSION_BYTES {
+        r.add(
+            "source.version",
+            format!(
+                "{} is {} bytes; a version has at most {MAX_VERSION_BYTES}",
+                excerpt(&source.version),
+                source.version.len()
+            ),
+        );
+    } else if source.version.is_empty() {
         r.add(
             "source.version",
             "required: \"latest\" or a version of the source image",
@@ -373,6 +576,9 @@ fn check_vm(template: &Template, r: &mut Report) {
 
 /// Customize steps and in-VM checks share their rules; `list` is the path of the list.
 fn check_steps(steps: &[Customizer], list: &str, r: &mut Report) {
+    if !r.bounded(steps, MAX_STEPS, list, "steps") {
+        return;
+    }
     let mut first_at: HashMap<&str, usize> = HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{list}[{i}]");
@@ -421,11 +627,18 @@ fn check_steps(steps: &[Customizer], list: &str, r: &mut Report) {
                     ),
                     _ => {}
                 }
-                if inline.as_ref().is_some_and(Vec::is_empty) {
-                    r.add(
-                        format!("{at}.inline"),
-                        "is empty: list at least one command, or use script instead",
-                    );
+                if let Some(inline) = inline {
+                    let path = format!("{at}.inline");
+                    if inline.is_empty() {
+                        r.add(
+                            path,
+                            "is empty: list at least one command, or use script instead",
+                        );
+                    } else if r.bounded(inline, MAX_INLINE_COMMANDS, &path, "commands") {
+                        for (k, command) in inline.iter().enumerate() {
+                            check_script_text(command, &format!("{path}[{k}]"), r);
+                        }
+                    }
                 }
                 if let Some(script) = script {
                     check_location(script, &format!("{at}.script"), r);
@@ -462,7 +675,8 @@ fn check_steps(steps: &[Customizer], list: &str, r: &mut Report) {
     }
 }
 
-/// A script or file source: an https URL or a local path relative to the template file.
+/// A script or file source: an https URL, or the absolute path of a local file (the CLI makes a
+/// template file's relative paths absolute before it sends the template).
 fn check_location(location: &str, path: &str, r: &mut Report) {
     if location.is_empty() {
         r.add(
@@ -471,7 +685,21 @@ fn check_location(location: &str, path: &str, r: &mut Report) {
         );
         return;
     }
+    if location.len() > MAX_PATH_BYTES {
+        r.add(
+            path,
+            format!(
+                "{} is {} bytes; a URL or path has at most {MAX_PATH_BYTES}",
+                excerpt(location),
+                location.len()
+            ),
+        );
+        return;
+    }
     let Some((scheme, rest)) = location.split_once("://") else {
+        if let Err(e) = check_file_path(location) {
+            r.add(path, e.to_string());
+        }
         return;
     };
     if scheme.eq_ignore_ascii_case("https") {
@@ -481,11 +709,11 @@ fn check_location(location: &str, path: &str, r: &mut Report) {
                 path,
                 format!("{} has no host: write https://HOST/PATH", excerpt(location)),
             );
-        } else if location.contains(char::is_whitespace) {
+        } else if location.contains(|c: char| c.is_whitespace() || c.is_control()) {
             r.add(
                 path,
                 format!(
-                    "{} contains whitespace: percent-encode it (%20)",
+                    "{} contains whitespace or a control character: percent-encode it (%20)",
                     excerpt(location)
                 ),
             );
@@ -527,19 +755,14 @@ fn check_destination(destination: &str, path: &str, r: &mut Report) {
         r.add(path, format!("required: {HINT}"));
         return;
     }
-    let under_tmp = destination
-        .strip_prefix("/tmp/")
-        .is_some_and(|rest| rest.split('/').any(|c| !matches!(c, "" | "." | "..")));
-    if !under_tmp {
+    if let Err(e) = check_file_path(destination) {
+        r.add(path, format!("{e}; {HINT}"));
+        return;
+    }
+    if !destination.starts_with("/tmp/") {
         r.add(
             path,
             format!("{} is not under /tmp/: {HINT}", excerpt(destination)),
-        );
-    }
-    if destination.split('/').any(|c| c == "..") {
-        r.add(
-            path,
-            format!("{} contains a '..' component: {HINT}", excerpt(destination)),
         );
     }
 }
@@ -566,6 +789,9 @@ fn check_reboot_timeout(timeout: &str, path: &str, r: &mut Report) {
 }
 
 fn check_distribute(targets: &[Distribute], r: &mut Report) {
+    if !r.bounded(targets, MAX_TARGETS, "distribute", "targets") {
+        return;
+    }
     if targets.is_empty() {
         r.add(
             "distribute",
@@ -619,12 +845,16 @@ fn check_distribute(targets: &[Distribute], r: &mut Report) {
                         format!("{at}.gallery"),
                         "required: the name of the gallery to publish to",
                     );
+                } else {
+                    check_name_at(gallery, &format!("{at}.gallery"), r);
                 }
                 if image.is_empty() {
                     r.add(
                         format!("{at}.image"),
                         "required: the image definition in the gallery",
                     );
+                } else {
+                    check_name_at(image, &format!("{at}.image"), r);
                 }
                 if version != "auto" && !is_semver(version) {
                     r.add(
@@ -636,12 +866,17 @@ fn check_distribute(targets: &[Distribute], r: &mut Report) {
                         ),
                     );
                 }
-                for (k, who) in share_with.iter().enumerate() {
-                    if who.trim().is_empty() {
-                        r.add(
-                            format!("{at}.share_with[{k}]"),
-                            "is empty: name a project or team, or remove the entry",
-                        );
+                let list = format!("{at}.share_with");
+                if r.bounded(share_with, MAX_SHARE_WITH, &list, "projects") {
+                    for (k, who) in share_with.iter().enumerate() {
+                        if who.trim().is_empty() {
+                            r.add(
+                                format!("{list}[{k}]"),
+                                "is empty: name a project or team, or remove the entry",
+                            );
+                        } else {
+                            check_name_at(who, &format!("{list}[{k}]"), r);
+                        }
                     }
                 }
             }
@@ -666,14 +901,8 @@ fn check_distribute(targets: &[Distribute], r: &mut Report) {
                         "required: the absolute path of the file to write, e.g. \
                          /srv/images/web.qcow2",
                     );
-                } else if !path.starts_with('/') {
-                    r.add(
-                        format!("{at}.path"),
-                        format!(
-                            "{} is not absolute: write the full path, starting with '/'",
-                            excerpt(path)
-                        ),
-                    );
+                } else if let Err(e) = check_file_path(path) {
+                    r.add(format!("{at}.path"), e.to_string());
                 } else if let Some(j) = export_paths.get(path.as_str()) {
                     r.add(
                         format!("{at}.path"),
@@ -688,7 +917,31 @@ fn check_distribute(targets: &[Distribute], r: &mut Report) {
 }
 
 fn check_tags(template: &Template, r: &mut Report) {
+    if template.tags.len() > MAX_TAGS {
+        r.add(
+            "tags",
+            format!(
+                "has {} tags; at most {MAX_TAGS} are allowed (the tags were not checked)",
+                template.tags.len()
+            ),
+        );
+        return;
+    }
     for (key, value) in &template.tags {
+        if key.chars().any(char::is_control) {
+            r.add(
+                "tags",
+                format!(
+                    "tag key {} contains a control character: remove it",
+                    excerpt(key)
+                ),
+            );
+        } else if value.chars().any(char::is_control) {
+            r.add(
+                format!("tags.{key}"),
+                "value contains a control character: remove it",
+            );
+        }
         if key.is_empty() {
             r.add("tags", "a tag has an empty key; give every tag a name");
         } else if key.len() > MAX_TAG_KEY_BYTES {

@@ -125,7 +125,7 @@ fn design_example_parses_and_validates() {
     ));
     assert_eq!(t.tags["owner"], "ops");
 
-    assert_eq!(validate(&t, &AppCatalog::builtin()), []);
+    assert_eq!(validate(&as_sent(t), &AppCatalog::builtin()), []);
 }
 
 #[test]
@@ -243,6 +243,26 @@ fn json_shape_errors_name_the_field() {
     assert!(v.path.starts_with("tags"), "{v}");
 }
 
+/// The template as the CLI sends it: a template file's relative local paths made absolute
+/// against the file's directory (here a made-up one: validation does no I/O).
+fn as_sent(mut t: Template) -> Template {
+    let steps = t.customize.iter_mut().chain(t.validate.in_vm.iter_mut());
+    for step in steps {
+        let reference = match step {
+            Customizer::File { source, .. } => source,
+            Customizer::Shell {
+                script: Some(script),
+                ..
+            } => script,
+            _ => continue,
+        };
+        if !reference.contains("://") && !reference.starts_with('/') {
+            *reference = format!("/srv/templates/{reference}");
+        }
+    }
+    t
+}
+
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
@@ -255,7 +275,7 @@ fn web_base() -> Template {
 #[test]
 fn web_base_example_validates_clean() {
     let t = web_base();
-    assert_eq!(validate(&t, &AppCatalog::builtin()), []);
+    assert_eq!(validate(&as_sent(t.clone()), &AppCatalog::builtin()), []);
     assert_eq!(t.os, "debian-12");
     assert_eq!(t.applications, ["nginx"]);
     assert_eq!(t.build_timeout_minutes, 60);

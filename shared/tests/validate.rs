@@ -3,7 +3,8 @@
 //!
 //! A mutation is one or more lines, each `PATH = TOML-VALUE` (set, creating tables and appending
 //! to arrays as needed) or `-PATH` (remove). PATH looks like a violation path:
-//! `customize[1].destination`, `validate.in_vm[0]`, `tags."quoted key"`.
+//! `customize[1].destination`, `validate.in_vm[0]`, `tags."quoted key"`. Helpers below write the
+//! mutations of the size limits (`steps(257)`, `tags(51)`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -47,7 +48,7 @@ sha256 = "d55c1cde285a581fe2862356db807de952bca7eec937e27de5d06ea657ea1dfb"
 [[customize]]
 type = "file"
 name = "motd"
-source = "files/motd"
+source = "/srv/templates/files/motd"
 destination = "/tmp/motd"
 sha256 = "d55c1cde285a581fe2862356db807de952bca7eec937e27de5d06ea657ea1dfb"
 
@@ -107,7 +108,28 @@ fn every_rule() {
     check(r#"name = "web/base""#, &["name"]);
     check(r#"name = " web-base""#, &["name"]);
     check(r#"name = "web-base ""#, &["name"]);
-    check(r#"name = "\tweb/base""#, &["name", "name", "name"]);
+    // The first rule a name breaks is the one reported.
+    check(r#"name = "\tweb/base""#, &["name"]);
+    // One rule for every name (names.rs): invisible characters, '.', '..', a leading '-'.
+    check(r#"name = "web-base\u202E""#, &["name"]);
+    check(r#"name = "web-base\u200B""#, &["name"]);
+    check(r#"name = "\uFEFFweb-base""#, &["name"]);
+    check(r#"name = "web\u2028base""#, &["name"]);
+    check(r#"name = "web\u2029base""#, &["name"]);
+    check(r#"name = "web\u00ADbase""#, &["name"]);
+    check(r#"name = "web\u00A0base""#, &["name"]);
+    check(r#"name = "web\u3000base""#, &["name"]);
+    check(r#"name = "web\u0000base""#, &["name"]);
+    check(r#"name = ".""#, &["name"]);
+    check(r#"name = "..""#, &["name"]);
+    check(r#"name = "...""#, &[]);
+    check(r#"name = ".web""#, &[]);
+    check(r#"name = "-x""#, &["name"]);
+    check(r#"name = "x-""#, &[]);
+    check(r#"name = "a/b""#, &["name"]);
+    check(r#"name = "web base""#, &[]);
+    check(r#"name = "$(id)""#, &[]);
+    check(r#"name = "웹 🚀""#, &[]);
 
     // os
     check(r#"os = """#, &["os"]);
@@ -143,7 +165,10 @@ fn every_rule() {
     check(r#"source.image = """#, &["source.image"]);
     check(r#"source.image = "   ""#, &["source.image"]);
     check("-source", &["source.image"]);
-    check(r#"source.image = "team/web-base-2024""#, &[]);
+    check(r#"source.image = "team/web-base-2024""#, &["source.image"]);
+    check(r#"source.image = "img-0123456789abcdef""#, &[]);
+    check(r#"source.image = "web-base\u200B""#, &["source.image"]);
+    check(r#"source.image = "-x""#, &["source.image"]);
     check(r#"source.version = """#, &["source.version"]);
     check(r#"source.version = "2024.06.1""#, &[]);
     check(r#"source.version = "1.0 beta""#, &["source.version"]);
@@ -183,7 +208,16 @@ fn every_rule() {
     );
     check("-customize[0].inline", &["customize[0]"]);
     check("customize[0].inline = []", &["customize[0].inline"]);
-    check(r#"customize[1].script = "scripts/setup.sh""#, &[]);
+    check(r#"customize[1].script = "/srv/scripts/setup.sh""#, &[]);
+    // Relative paths only in a template file, which the CLI resolves before it sends.
+    check(
+        r#"customize[1].script = "scripts/setup.sh""#,
+        &["customize[1].script"],
+    );
+    check(
+        r#"customize[1].script = "/srv/../etc/setup.sh""#,
+        &["customize[1].script"],
+    );
     check(
         r#"customize[1].script = "HTTPS://example.org/setup.sh""#,
         &[],
@@ -244,6 +278,44 @@ fn every_rule() {
     check(r#"customize[2].source = "https://example.org/motd""#, &[]);
     check(r#"customize[2].source = "/srv/files/motd""#, &[]);
     check(
+        r#"customize[2].source = "rel/path""#,
+        &["customize[2].source"],
+    );
+    check(
+        r#"customize[2].source = "./motd""#,
+        &["customize[2].source"],
+    );
+    check(
+        r#"customize[2].source = "/srv/./files/motd""#,
+        &["customize[2].source"],
+    );
+    check(
+        r#"customize[2].source = "/srv//files/motd""#,
+        &["customize[2].source"],
+    );
+    check(
+        r#"customize[2].source = "/srv/files/""#,
+        &["customize[2].source"],
+    );
+    check(r#"customize[2].source = "/""#, &["customize[2].source"]);
+    check(
+        r#"customize[2].source = "/srv/motd\u0000""#,
+        &["customize[2].source"],
+    );
+    check(
+        r#"customize[2].source = "/srv/mo\ntd""#,
+        &["customize[2].source"],
+    );
+    check(&format!("customize[2].source = \"/{}\"", a(4095)), &[]);
+    check(
+        &format!("customize[2].source = \"/{}\"", a(4096)),
+        &["customize[2].source"],
+    );
+    check(
+        &format!("customize[2].source = \"https://example.org/{}\"", a(5000)),
+        &["customize[2].source"],
+    );
+    check(
         r#"customize[2].source = "http://example.org/motd""#,
         &["customize[2].source"],
     );
@@ -281,7 +353,19 @@ fn every_rule() {
     );
     check(
         r#"customize[2].destination = "/tmp/..""#,
-        &["customize[2].destination", "customize[2].destination"],
+        &["customize[2].destination"],
+    );
+    check(
+        r#"customize[2].destination = "/tmp/./motd""#,
+        &["customize[2].destination"],
+    );
+    check(
+        r#"customize[2].destination = "/tmp/web/""#,
+        &["customize[2].destination"],
+    );
+    check(
+        r#"customize[2].destination = "/tmp/mo\ntd""#,
+        &["customize[2].destination"],
     );
     check(r#"customize[2].destination = "/tmp/web/motd""#, &[]);
     check(r#"customize[2].destination = "/tmp/..motd""#, &[]);
@@ -324,7 +408,7 @@ fn every_rule() {
         &["validate.in_vm[0].inline"],
     );
     check(
-        r#"validate.in_vm[1] = { type = "file", name = "f", source = "f", destination = "/etc/f" }"#,
+        r#"validate.in_vm[1] = { type = "file", name = "f", source = "/srv/f", destination = "/etc/f" }"#,
         &["validate.in_vm[1].destination"],
     );
     check(
@@ -367,11 +451,44 @@ fn every_rule() {
         &["distribute[2].path"],
     );
     check(
+        r#"distribute[2].path = "rel/path""#,
+        &["distribute[2].path"],
+    );
+    check(
+        r#"distribute[2].path = "/tmp/../etc/shadow""#,
+        &["distribute[2].path"],
+    );
+    check(r#"distribute[2].path = "/tmp/""#, &["distribute[2].path"]);
+    check(r#"distribute[2].path = "/""#, &["distribute[2].path"]);
+    check(
+        r#"distribute[2].path = "/srv/./web.vhd""#,
+        &["distribute[2].path"],
+    );
+    check(
+        r#"distribute[2].path = "/srv/web\u0000.vhd""#,
+        &["distribute[2].path"],
+    );
+    check(
+        r#"distribute[2].path = "/srv/web\n.vhd""#,
+        &["distribute[2].path"],
+    );
+    check(r#"distribute[2].path = "/srv/..web.vhd""#, &[]);
+    check(
         r#"distribute[3] = { type = "export", run_output_name = "raw", format = "raw", path = "/srv/images/web.vhd" }"#,
         &["distribute[3].path"],
     );
     check(r#"distribute[1].gallery = """#, &["distribute[1].gallery"]);
     check(r#"distribute[1].image = """#, &["distribute[1].image"]);
+    check(
+        r#"distribute[1].gallery = "prod\u202E""#,
+        &["distribute[1].gallery"],
+    );
+    check(r#"distribute[1].image = "a/b""#, &["distribute[1].image"]);
+    check(r#"distribute[1].image = "..""#, &["distribute[1].image"]);
+    check(
+        r#"distribute[1].share_with = ["-team"]"#,
+        &["distribute[1].share_with[0]"],
+    );
     check(r#"distribute[1].version = "1.2.3""#, &[]);
     check(r#"distribute[1].version = "0.0.10""#, &[]);
     check("-distribute[1].version", &[]);
@@ -443,13 +560,126 @@ fn every_rule() {
 
     // tags
     check(r#"tags."" = "x""#, &["tags"]);
-    check(&format!("tags.{} = \"x\"", a(128)), &[]);
-    check(&format!("tags.{} = \"x\"", a(129)), &["tags"]);
+    check(&format!("tags.{} = \"x\"", a(512)), &[]);
+    check(&format!("tags.{} = \"x\"", a(513)), &["tags"]);
+    check(r#"tags = { "a\nb" = "x" }"#, &["tags"]);
+    check(r#"tags.owner = "o\u0000ps""#, &["tags.owner"]);
     check(&format!("tags.owner = {:?}", a(256)), &[]);
     check(&format!("tags.owner = {:?}", a(257)), &["tags.owner"]);
     check(&format!("tags.owner = {:?}", hangul(86)), &["tags.owner"]);
     check(r#"tags.owner = """#, &[]);
     check("-tags", &[]);
+    check(&tags(50), &[]);
+    check(&tags(51), &["tags"]);
+
+    // sizes: user_script and each inline command <= 256 KiB and without NUL
+    check(&format!("user_script = {:?}", script(256 << 10)), &[]);
+    check(
+        &format!("user_script = {:?}", script((256 << 10) + 1)),
+        &["user_script"],
+    );
+    check(
+        r##"user_script = "#!/bin/sh\necho \u0000\n""##,
+        &["user_script"],
+    );
+    check(&format!("customize[0].inline = [{:?}]", a(256 << 10)), &[]);
+    check(
+        &format!("customize[0].inline = [{:?}]", a((256 << 10) + 1)),
+        &["customize[0].inline[0]"],
+    );
+    check(
+        r#"customize[0].inline = ["true", "echo \u0000"]"#,
+        &["customize[0].inline[1]"],
+    );
+    check(
+        r#"validate.in_vm[0].inline = ["echo \u0000"]"#,
+        &["validate.in_vm[0].inline[0]"],
+    );
+    check(&inline(1000), &[]);
+    check(&inline(1001), &["customize[0].inline"]);
+    // A template is at most 1 MiB as JSON: five commands of 250 KiB are more.
+    check(
+        &format!(
+            "customize[0].inline = [{}]",
+            vec![format!("{:?}", a(250 << 10)); 5].join(", ")
+        ),
+        &[""],
+    );
+
+    // sizes: steps, checks, targets, applications, and other strings
+    check(&steps("customize", 4, 256), &[]);
+    check(&steps("customize", 4, 257), &["customize"]);
+    check(&steps("validate.in_vm", 1, 256), &[]);
+    check(&steps("validate.in_vm", 1, 257), &["validate.in_vm"]);
+    check(&targets(32), &[]);
+    check(&targets(33), &["distribute"]);
+    check(
+        &format!("applications = [{}]", vec!["\"nginx\""; 65].join(", ")),
+        &["applications"],
+    );
+    check(
+        &format!(
+            "distribute[1].share_with = [{}]",
+            vec!["\"team-b\""; 65].join(", ")
+        ),
+        &["distribute[1].share_with"],
+    );
+    check(&format!("description = {:?}", a(1024)), &[]);
+    check(&format!("description = {:?}", a(1025)), &["description"]);
+    check(r#"description = "two\nlines\twith a tab""#, &[]);
+    check(r#"description = "bell\u0007""#, &["description"]);
+    check(
+        &format!("os = \"debian-{}\"", "1".repeat(57)),
+        &["applications[0]", "applications[1]"],
+    );
+    check(&format!("os = \"debian-{}\"", "1".repeat(58)), &["os"]);
+    check(&format!("source.version = {:?}", a(64)), &[]);
+    check(
+        &format!("source.version = {:?}", a(65)),
+        &["source.version"],
+    );
+}
+
+#[test]
+fn long_reports_are_cut_short() {
+    let commands = vec!["\"echo \\u0000\""; 1000].join(", ");
+    let violations = violations_after(&format!("customize[0].inline = [{commands}]"));
+    assert_eq!(violations.len(), 201, "{violations:#?}");
+    let last = violations.last().unwrap();
+    assert_eq!(last.path, "");
+    assert!(last.message.contains("800 more"), "{last}");
+}
+
+/// A shell script of exactly `bytes` bytes.
+fn script(bytes: usize) -> String {
+    let head = "#!/bin/sh\n";
+    format!("{head}{}", "#".repeat(bytes - head.len()))
+}
+
+/// Mutations that give the base template `n` tags (it has one).
+fn tags(n: usize) -> String {
+    (1..n).map(|i| format!("tags.t{i} = \"x\"\n")).collect()
+}
+
+/// Mutations that grow `list` from `have` to `n` shell steps with unique names.
+fn steps(list: &str, have: usize, n: usize) -> String {
+    (have..n)
+        .map(|i| {
+            format!("{list}[{i}] = {{ type = \"shell\", name = \"s{i}\", inline = [\"true\"] }}\n")
+        })
+        .collect()
+}
+
+/// A mutation that gives the first shell step `n` inline commands.
+fn inline(n: usize) -> String {
+    format!("customize[0].inline = [{}]", vec!["\"true\""; n].join(", "))
+}
+
+/// Mutations that grow the three distribute targets to `n` image targets.
+fn targets(n: usize) -> String {
+    (3..n)
+        .map(|i| format!("distribute[{i}] = {{ type = \"image\", run_output_name = \"o{i}\" }}\n"))
+        .collect()
 }
 
 #[test]
@@ -495,6 +725,29 @@ tags.\"\" = \"x\"",
 fn messages_say_what_is_allowed() {
     let a = "a".repeat(256);
     check_message(&format!("name = {a:?}"), "name", &["256 bytes", "255"]);
+    check_message(
+        r#"name = "web-base\u200B""#,
+        "name",
+        &[r#""web-base\u{200b}""#, "U+200B", "invisible"],
+    );
+    check_message(r#"name = "-x""#, "name", &["'-'", "option"]);
+    check_message(
+        r#"distribute[2].path = "/tmp/../etc/shadow""#,
+        "distribute[2].path",
+        &["\"..\"", "/tmp/../etc/shadow"],
+    );
+    check_message(
+        r#"customize[2].source = "rel/path""#,
+        "customize[2].source",
+        &["relative", "absolute", "template file"],
+    );
+    check_message(
+        &format!("user_script = {:?}", script((256 << 10) + 1)),
+        "user_script",
+        &["262145 bytes", "262144"],
+    );
+    check_message(&steps("customize", 4, 257), "customize", &["257", "256"]);
+    check_message(&tags(51), "tags", &["51 tags", "50"]);
     check_message(r#"os = "Debian""#, "os", &["debian-12", "ubuntu-24.04"]);
     check_message(
         "build_timeout_minutes = 5",

@@ -385,3 +385,88 @@ fn events_tell_of_template_and_build_changes() {
     let (kind, _) = events.call_err("events.unsubscribe", json!({"sub": sub}));
     assert_eq!(kind, "not_found");
 }
+
+/// One name rule for every method (kiln-shared's `names`): a name with a zero-width space is
+/// refused by template.create, image.import and build.start with the same message, and a name
+/// the rule allows (spaces inside, `$(id)`) is taken by all of them alike. Paths sent over the
+/// socket are absolute: a relative one is a violation naming its field.
+#[test]
+fn one_name_rule_for_every_method() {
+    let k = Kilnd::start();
+    let disk = k.dir.path().join("empty.qcow2");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("1G")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    k.import_base(&disk, false);
+    let mut c = k.connect();
+    c.call("template.create", json!({"template": template("web")}));
+
+    let bad = "web-base\u{200b}";
+    let rule = kiln_shared::names::check(bad).unwrap_err().to_string();
+    assert!(
+        rule.starts_with(r#""web-base\u{200b}" contains U+200B"#),
+        "{rule}"
+    );
+
+    let (kind, err) = c.call_err("template.create", json!({"template": template(bad)}));
+    assert_eq!(kind, "invalid_template");
+    assert_eq!(
+        err["data"]["violations"],
+        json!([{"path": "name", "message": rule}])
+    );
+    let import = |name: &str| json!({"path": disk, "name": name, "os": "debian-12"});
+    let (kind, err) = c.call_err("image.import", import(bad));
+    assert_eq!(kind, "invalid_params");
+    assert_eq!(err["message"], format!("name {rule}"));
+    let (kind, err) = c.call_err("build.start", json!({"template": "web", "image_name": bad}));
+    assert_eq!(kind, "invalid_params");
+    assert_eq!(err["message"], format!("image_name {rule}"));
+    let (kind, err) = c.call_err("daemon.status", json!({"project": bad}));
+    assert_eq!(kind, "invalid_params");
+    assert_eq!(err["message"], format!("project {rule}"));
+
+    // The other names of the issue, each refused by all three methods.
+    for bad in [
+        "web\u{202e}",
+        "\u{feff}web",
+        "web\u{2028}",
+        ".",
+        "..",
+        "-x",
+        "a/b",
+    ] {
+        let rule = kiln_shared::names::check(bad).unwrap_err().to_string();
+        let (_, err) = c.call_err("template.create", json!({"template": template(bad)}));
+        assert_eq!(err["data"]["violations"][0]["message"], rule, "{bad:?}");
+        let (_, err) = c.call_err("image.import", import(bad));
+        assert_eq!(err["message"], format!("name {rule}"), "{bad:?}");
+        let (_, err) = c.call_err("build.start", json!({"template": "web", "image_name": bad}));
+        assert_eq!(err["message"], format!("image_name {rule}"), "{bad:?}");
+    }
+
+    // What import took, build.start takes too (it used to refuse spaces and `$`).
+    let fine = "web base $(id)";
+    assert_eq!(c.call("image.import", import(fine))["image"]["name"], fine);
+    let build = c.call(
+        "build.start",
+        json!({"template": "web", "image_name": fine}),
+    )["build"]
+        .clone();
+    assert_eq!(build["image_name"], fine);
+    c.call("build.cancel", json!({"id": build["id"]}));
+
+    // A relative path means nothing to kilnd: refused with the field's path.
+    let mut relative = template("rel");
+    relative["customize"] =
+        json!([{"type": "file", "name": "motd", "source": "rel/path", "destination": "/tmp/motd"}]);
+    let (kind, err) = c.call_err("template.create", json!({"template": relative}));
+    assert_eq!(kind, "invalid_template");
+    assert_eq!(err["data"]["violations"][0]["path"], "customize[0].source");
+    let message = err["data"]["violations"][0]["message"].as_str().unwrap();
+    assert!(message.contains("is relative"), "{message}");
+}

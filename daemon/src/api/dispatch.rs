@@ -159,11 +159,19 @@ impl Daemon {
         }
         let project = match params_v.get("project") {
             None | Some(Value::Null) => DEFAULT_PROJECT.to_string(),
-            Some(Value::String(p)) if !p.is_empty() => p.clone(),
+            Some(Value::String(p)) => match kiln_shared::names::check(p) {
+                Ok(()) => p.clone(),
+                Err(e) => {
+                    return Err(RpcError::new(
+                        ErrorKind::InvalidParams,
+                        format!("project {e}"),
+                    ))
+                }
+            },
             Some(_) => {
                 return Err(RpcError::new(
                     ErrorKind::InvalidParams,
-                    "project must be a non-empty string",
+                    "project must be a string: the name of a project",
                 ))
             }
         };

@@ -29,8 +29,6 @@ pub use files::sha256_file;
 pub use record::{ImageRecord, State};
 
 const GIB: u64 = 1 << 30;
-/// Longest image name, as for template names.
-const MAX_NAME_BYTES: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -241,26 +239,9 @@ fn new_id() -> String {
     format!("img-{}", &files::hex(&h.finalize())[..16])
 }
 
+/// An image's name: kiln-shared's one rule for names.
 fn check_name(name: &str) -> Result<(), CatalogError> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > MAX_NAME_BYTES {
-        Some("is longer than 255 bytes")
-    } else if name.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else if name.contains('/') {
-        Some("contains '/'")
-    } else if name.trim() != name {
-        Some("starts or ends with whitespace")
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => Err(CatalogError::Invalid(format!(
-            "image name {name:?} {p}; use at most 255 bytes without '/' or control characters"
-        ))),
-        None => Ok(()),
-    }
+    kiln_shared::names::check(name).map_err(|e| CatalogError::Invalid(format!("name {e}")))
 }
 
 fn check_os(os: &str) -> Result<(), CatalogError> {
@@ -275,13 +256,7 @@ fn check_os(os: &str) -> Result<(), CatalogError> {
 }
 
 fn check_project_name(p: &str) -> Result<(), CatalogError> {
-    if p.is_empty() || p.contains('/') || p.chars().any(char::is_control) {
-        Err(CatalogError::Invalid(format!(
-            "{p:?} is not a project name (non-empty, without '/' or control characters)"
-        )))
-    } else {
-        Ok(())
-    }
+    kiln_shared::names::check(p).map_err(|e| CatalogError::Invalid(format!("project {e}")))
 }
 
 /// Whole GiB needed to hold `bytes`.
@@ -1193,7 +1168,16 @@ mod tests {
     fn names_and_sizes() {
         assert!(check_name("web-base").is_ok());
         assert!(check_name("웹").is_ok());
-        for bad in ["", "a/b", "a\nb", " a", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "a/b",
+            "a\nb",
+            " a",
+            "..",
+            "-x",
+            "a\u{200b}",
+            &"x".repeat(256),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_os("debian-12").is_ok());

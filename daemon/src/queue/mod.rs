@@ -180,14 +180,10 @@ impl Queue {
         started_by: StartedBy,
         params: BuildStartParams,
     ) -> Result<Build, RpcError> {
-        if params.image_name.is_empty()
-            || params.image_name.len() > 255
-            || !params.image_name.bytes().all(|b| b.is_ascii_graphic())
-            || params.image_name.contains('/')
-        {
+        if let Err(e) = kiln_shared::names::check(&params.image_name) {
             return Err(RpcError::new(
                 ErrorKind::InvalidParams,
-                "image_name must be 1 to 255 printable ASCII characters without spaces or '/'",
+                format!("image_name {e}"),
             ));
         }
         let record = self

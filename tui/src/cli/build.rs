@@ -15,7 +15,7 @@ pub enum BuildCommand {
     /// Queue a build of TEMPLATE's latest revision, producing image IMAGE_NAME
     Start {
         template: String,
-        /// Name of the image the build publishes (at most 255 ASCII characters)
+        /// Name of the image the build publishes (1 to 255 bytes, no '/' or invisible characters)
         #[arg(long, short = 'n')]
         image_name: String,
         /// Base image to boot (default: the template's source.image); must match the template's OS
@@ -65,6 +65,7 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
             base_image,
             follow,
         } => {
+            super::check_name("--image-name", &image_name)?;
             let (client, notes) = connect(settings).await?;
             let params =
                 json!({"template": template, "image_name": image_name, "base_image": base_image});

@@ -14,7 +14,7 @@ use kiln_shared::protocol::{
 use serde_json::{json, Value};
 
 use super::output::{self, Align, Column, Table};
-use super::{call, CmdResult, Failure, Settings};
+use super::{call, check_name, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -323,6 +323,9 @@ async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
 }
 
 async fn share(settings: &Settings, image: &str, projects: &[String], add: bool) -> CmdResult {
+    for p in projects {
+        check_name("PROJECT", p)?;
+    }
     let client = settings.connect().await?;
     let method = if add { "image.share" } else { "image.unshare" };
     let (value, result): (Value, ImageResult) = call(
@@ -365,6 +368,7 @@ async fn import(
     public: bool,
     warm: bool,
 ) -> CmdResult {
+    check_name("--name", name)?;
     let path = absolute(file)?;
     if !path.is_file() {
         return Err(Failure::io(format!("{} is not a file", file.display())));

@@ -202,15 +202,19 @@ pub type CmdResult = Result<ExitCode, Failure>;
 
 /// Runs one subcommand to the end and returns the process's exit code.
 pub fn run(settings: &Settings, command: Command) -> ExitCode {
-    let result = match command {
-        // Needs neither a runtime nor the daemon.
+    // Completions need neither a runtime nor the daemon, nor a project.
+    let project = match command {
+        Command::Completions { .. } => Ok(()),
+        _ => check_name("--project", &settings.project),
+    };
+    let result = project.and_then(|()| match command {
         Command::Completions { shell } => completions(shell),
         Command::Template(cmd) => block_on(template::run(settings, cmd)),
         Command::Image(cmd) => block_on(image::run(settings, cmd)),
         Command::Build(cmd) => block_on(build::run(settings, cmd)),
         Command::Daemon(cmd) => block_on(daemon::run(settings, cmd)),
         Command::Project(cmd) => block_on(project::run(settings, cmd)),
-    };
+    });
     match result {
         Ok(code) => code,
         Err(failure) => {
@@ -254,6 +258,12 @@ pub async fn call<T: DeserializeOwned>(
         )
     })?;
     Ok((value, typed))
+}
+
+/// A name given on the command line, checked with kiln-shared's one rule for names before
+/// anything is sent: a usage error naming the option, with the rule's message.
+pub fn check_name(option: &str, name: &str) -> Result<(), Failure> {
+    kiln_shared::names::check(name).map_err(|e| Failure::usage(format!("{option} {e}")))
 }
 
 pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -304,6 +314,27 @@ mod tests {
         });
         assert_eq!(settings.project, "default");
         assert!(!settings.socket.as_os_str().is_empty());
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_sent() {
+        let f = check_name("--image-name", "web\u{200b}").expect_err("zero width");
+        assert_eq!((f.kind.as_str(), f.exit), ("usage", EXIT_USAGE));
+        assert!(
+            f.message
+                .starts_with(r#"--image-name "web\u{200b}" contains U+200B"#),
+            "{}",
+            f.message
+        );
+        assert_eq!(check_name("--name", "web base $(id)"), Ok(()));
+        // A bad --project is a usage error before kiln connects (nothing listens here).
+        let settings = Settings {
+            socket: PathBuf::from("/nonexistent/kiln.sock"),
+            project: "..".into(),
+            json: true,
+        };
+        let code = run(&settings, Command::Daemon(daemon::DaemonCommand::Status));
+        assert_eq!(code, ExitCode::from(EXIT_USAGE));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Local references (a `file` step's `source`, a `shell` step's `script`, in `customize` and in
 //! `validate.in_vm`) are relative to the directory of the template file, or to the current
 //! directory for stdin and `template edit`. kilnd does not know the client's working directory,
-//! so the client sends them as absolute paths; URLs (`https://...`) are sent as written.
+//! so the client sends them as absolute, normalized paths (kilnd refuses any other); URLs
+//! (`https://...`) are sent as written.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -129,14 +130,36 @@ pub fn is_url(reference: &str) -> bool {
     }
 }
 
-/// `reference` as an absolute path when it is a relative local path; otherwise unchanged.
+/// `reference` as an absolute, normalized path when it is a relative local path; otherwise
+/// unchanged (an absolute path is the template's to get right, and validation says when not).
+/// A file that exists is named by its real path, symlinks and `..` resolved as the kernel
+/// resolves them; one that does not is normalized by its text, and reported missing by
+/// [`missing_local_files`].
 pub fn resolve_reference(reference: &str, base_dir: &Path) -> String {
     if reference.is_empty() || is_url(reference) || Path::new(reference).is_absolute() {
         return reference.to_string();
     }
-    normalize(&base_dir.join(reference))
+    let joined = base_dir.join(reference);
+    std::fs::canonicalize(&joined)
+        .unwrap_or_else(|_| normalize_text(&joined))
         .to_string_lossy()
         .into_owned()
+}
+
+/// Drops `.` components and resolves `..` by the text alone (right unless a symlink is crossed,
+/// which only matters for a path that exists, and those are canonicalized instead).
+fn normalize_text(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Drops `.` components. `..` stays: resolving it lexically would be wrong when the template's
@@ -224,10 +247,8 @@ mod tests {
         };
         check("files/motd", "/home/ops/templates/files/motd");
         check("./setup.sh", "/home/ops/templates/setup.sh");
-        check(
-            "../shared/setup.sh",
-            "/home/ops/templates/../shared/setup.sh",
-        );
+        check("../shared/setup.sh", "/home/ops/shared/setup.sh");
+        check("a/./b/../../c", "/home/ops/templates/c");
         check("/etc/motd", "/etc/motd");
         check(
             "https://example.org/setup.sh",
@@ -300,8 +321,24 @@ script = "../checks/check.sh"
         assert_eq!(json["customize"][3]["source"], "https://example.org/motd");
         assert_eq!(
             json["validate"]["in_vm"][0]["script"],
-            "/srv/t/../checks/check.sh"
+            "/srv/checks/check.sh"
         );
+    }
+
+    #[test]
+    fn existing_files_are_named_by_their_real_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().canonicalize().expect("canonical tempdir");
+        std::fs::create_dir_all(real.join("shared")).expect("mkdir");
+        std::fs::create_dir_all(real.join("t")).expect("mkdir");
+        std::fs::write(real.join("shared/setup.sh"), "#!/bin/sh\n").expect("write");
+        std::os::unix::fs::symlink(real.join("shared"), real.join("t/link")).expect("symlink");
+        let base = real.join("t");
+        let resolved = resolve_reference("link/setup.sh", &base);
+        assert_eq!(resolved, real.join("shared/setup.sh").to_string_lossy());
+        let resolved = resolve_reference("../shared/./setup.sh", &base);
+        assert_eq!(resolved, real.join("shared/setup.sh").to_string_lossy());
+        assert_eq!(kiln_shared::validate::check_file_path(&resolved), Ok(()));
     }
 
     #[test]
