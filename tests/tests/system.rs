@@ -29,8 +29,13 @@ name = "b"
 users = ["kilntest-bob"]
 "#;
 
+/// The package test installs and purges system-wide (its postinst makes the group `kiln`): it
+/// runs alone, the other tests of this file share.
+static SYSTEM: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// A system kilnd and the three users a test drives it as.
 struct World {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
     k: SystemKilnd,
     alice: TestUser,
     bob: TestUser,
@@ -39,15 +44,27 @@ struct World {
 
 /// The users (made when missing) and a system kilnd on `bins`; `None` when not root.
 fn world(test: &str, bins: Binaries) -> Option<World> {
+    world_in(test, bins, true)
+}
+
+/// [`world`], holding [`SYSTEM`] shared when `share` (the package test holds it already).
+fn world_in(test: &str, bins: Binaries, share: bool) -> Option<World> {
     if !root_or_skip(test) {
         return None;
     }
+    let shared = share.then(|| SYSTEM.read().unwrap_or_else(|e| e.into_inner()));
     let alice = ensure_user(ALICE, &["kiln"]);
     let bob = ensure_user(BOB, &["kiln"]);
     let eve = ensure_user(EVE, &[]);
     // Access reads the user database when kilnd starts: the users exist first.
     let k = SystemKilnd::start(bins, CONFIG);
-    Some(World { k, alice, bob, eve })
+    Some(World {
+        _shared: shared,
+        k,
+        alice,
+        bob,
+        eve,
+    })
 }
 
 impl World {
@@ -349,6 +366,7 @@ fn kilnd_system_flag_needs_root() {
     if !root_or_skip("kilnd_system_flag_needs_root") {
         return;
     }
+    let _shared = SYSTEM.read().unwrap_or_else(|e| e.into_inner());
     let eve = ensure_user(EVE, &[]);
     let out = eve
         .command(bin("kilnd").to_str().unwrap(), &["--system"])
@@ -516,6 +534,10 @@ fn the_debian_package_installs_a_working_system_service() {
         installed_before || !Path::new("/var/lib/kiln").exists(),
         "/var/lib/kiln exists without the kiln package: the purge at the end would remove it"
     );
+    let _alone = SYSTEM.write().unwrap_or_else(|e| e.into_inner());
+    if group_id("kiln").is_some() {
+        eprintln!("group kiln exists already: the postinst's addgroup is not exercised");
+    }
     let out = Command::new("dpkg").args(["-i", deb]).output().unwrap();
     let _purge = Installed;
     assert!(
@@ -541,7 +563,7 @@ fn the_debian_package_installs_a_working_system_service() {
         kilnd: "/usr/bin/kilnd".into(),
         kiln: "/usr/bin/kiln".into(),
     };
-    let w = world("the installed package", installed).unwrap();
+    let w = world_in("the installed package", installed, false).unwrap();
     check_socket(&w);
     check_isolation(&w);
     check_sharing(&w);
