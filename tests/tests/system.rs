@@ -230,8 +230,14 @@ fn check_isolation(w: &World) {
     assert_eq!(w.image_names(alice, "a"), vec!["img-a".to_string()]);
     // What Bob learns of the others: only projects he may act in, and no member lists (DESIGN,
     // "What a caller sees of others").
-    let projects = w.ok(bob, "b", &["project", "list"]).to_string();
-    assert!(!projects.contains(ALICE), "{projects}");
+    let projects = w.ok(bob, "b", &["project", "list"]);
+    assert_eq!(names(&projects["projects"]), ["b", "default"], "{projects}");
+    assert!(!projects.to_string().contains(ALICE), "{projects}");
+    let status = w.ok(bob, "b", &["daemon", "status"]);
+    assert_eq!(
+        status["templates"], 0,
+        "alice's template counted for bob: {status}"
+    );
 }
 
 /// Alice shares an image with `b`: Bob sees it as shared (and may not delete or re-share it);
