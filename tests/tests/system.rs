@@ -173,6 +173,8 @@ fn check_socket(w: &World) {
         (dir.uid(), dir.gid(), dir.mode() & 0o7777),
         (0, kiln_gid, 0o750)
     );
+    let data = std::fs::metadata(&w.k.data_dir).unwrap();
+    assert_eq!((data.uid(), data.mode() & 0o777), (0, 0o700));
     let sock = std::fs::symlink_metadata(&w.k.socket).unwrap();
     assert_eq!((sock.gid(), sock.mode() & 0o777), (kiln_gid, 0o660));
     w.ok(&w.alice, "default", &["daemon", "status"]);
