@@ -286,7 +286,22 @@ fn check_imports(w: &World) {
     let private = home.path.join("private.qcow2");
     alice.qcow2(&private, 0o600);
     let image = w.import(alice, "a", &private, "img-own");
-    assert_eq!(image["visibility"], "private");
+    assert_eq!(
+        (
+            &image["visibility"],
+            &image["owner_project"],
+            &image["virtual_size"]
+        ),
+        (&"private".into(), &"a".into(), &(16u64 << 20).into()),
+        "{image}"
+    );
+    // The copy is kilnd's: no user reads it behind the catalog's back.
+    let copy = image["path"].as_str().unwrap();
+    assert!(Path::new(copy).starts_with(&w.k.data_dir), "{copy}");
+    for user in [alice, bob] {
+        let read = user.command("head", &["-c1", copy]).output().unwrap();
+        assert!(!read.status.success(), "{} read {copy}", user.name);
+    }
 
     // The CLI (it resolves the path as Bob first) refuses too.
     let out = w.kiln(bob, "b", &import_args(&private, "nope"));
@@ -328,7 +343,8 @@ fn check_imports(w: &World) {
     assert!(!w.image_names(bob, "b").contains(&"nope".into()));
 
     // The file Bob may read imports, into his project.
-    w.import(bob, "b", &readable, "img-bob");
+    let image = w.import(bob, "b", &readable, "img-bob");
+    assert_eq!(image["owner_project"], "b", "{image}");
     assert!(w.image_names(bob, "b").contains(&"img-bob".into()));
     assert!(!w.image_names(alice, "a").contains(&"img-bob".into()));
 }
@@ -470,7 +486,8 @@ impl Drop for Installed {
     }
 }
 
-const UNIT: &str = "/lib/systemd/system/kilnd.service";
+/// cargo-deb installs units under /usr/lib (the same directory as /lib on merged-/usr Debian).
+const UNIT: &str = "/usr/lib/systemd/system/kilnd.service";
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/kilnd.service";
 
 #[test]
