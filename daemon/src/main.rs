@@ -19,6 +19,11 @@ struct Args {
     /// Config file (default: $XDG_CONFIG_HOME/kiln/kilnd.toml, or /etc/kiln/kilnd.toml as root).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// System mode on the paths given: the socket 0660 with group `kiln` (socket_group) in a
+    /// root-owned 0750 directory, as for /run/kiln/kiln.sock (default as root without --socket).
+    /// Needs root; for a second system daemon or a test.
+    #[arg(long)]
+    system: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,8 +36,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.system && !kiln_shared::paths::system_mode() {
+        eprintln!(
+            "kilnd: error: --system needs root (kilnd runs as root in system mode, to act as \
+             its callers); run it as root or drop --system"
+        );
+        return ExitCode::FAILURE;
+    }
     let config = match kiln_daemon::Config::resolve(args.socket, args.data_dir, args.config) {
-        Ok(c) => c,
+        Ok(c) => kiln_daemon::Config {
+            system_mode: c.system_mode || args.system,
+            ..c
+        },
         Err(e) => {
             eprintln!("kilnd: error: {e}");
             return ExitCode::FAILURE;

@@ -406,3 +406,374 @@ impl Drop for Pane {
             .status();
     }
 }
+
+// ---------------------------------------------------------------- system mode, real users
+
+/// Whether a test that needs root (real users, a root kilnd) can run: `false` (with the
+/// reason printed) when not root, and a failure under `CI=true`, where the tests run as root.
+pub fn root_or_skip(test: &str) -> bool {
+    if kiln_shared::paths::current_uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root, and CI runs the tests as root"
+    );
+    eprintln!("skipping {test}: it needs root (it creates users and runs kilnd in system mode)");
+    false
+}
+
+/// Runs an administration command (groupadd, useradd, chmod ...), panicking with its stderr.
+pub fn admin(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A group's id from the group database (`getent`, so NSS sources count).
+pub fn group_id(name: &str) -> Option<u32> {
+    let out = Command::new("getent").args(["group", name]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Makes the system group `name` unless it exists (another test may make it at the same time).
+pub fn ensure_group(name: &str) -> u32 {
+    if let Some(gid) = group_id(name) {
+        return gid;
+    }
+    let _ = Command::new("groupadd")
+        .args(["--system", name])
+        .output()
+        .unwrap();
+    group_id(name).unwrap_or_else(|| panic!("groupadd --system {name} made no group"))
+}
+
+/// A Unix account the tests made.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its home, 0700.
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    /// Runs `program` as this user (`runuser`, no login shell), failing the test if it fails.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        let out = self.command(program, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} as {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `runuser -u NAME -- PROGRAM ARGS`, stdin closed.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", &self.name, "--", program])
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// A fresh directory of this user's in their home (mode `mode`), removed when dropped.
+    pub fn scratch(&self, mode: u32) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tempfile::Builder::new()
+            .prefix("kiln-test-")
+            .tempdir_in(&self.home)
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).unwrap();
+        Scratch { path }
+    }
+
+    /// A tiny qcow2 (16 MiB virtual, empty) made by this user at `path`, with `mode`.
+    pub fn qcow2(&self, path: &Path, mode: u32) {
+        let p = path.to_str().unwrap();
+        self.run("qemu-img", &["create", "-q", "-f", "qcow2", p, "16M"]);
+        self.run("chmod", &[&format!("{mode:o}"), p]);
+    }
+}
+
+/// A directory a test made, removed with everything in it when dropped.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Makes the user `name` (with a 0700 home, its own group, in `groups`) unless it exists;
+/// an existing one is added to `groups`. Idempotent, and safe for tests running in parallel.
+pub fn ensure_user(name: &str, groups: &[&str]) -> TestUser {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    for g in groups {
+        ensure_group(g);
+    }
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let groups = groups.join(",");
+    if !exists {
+        let mut args = vec!["--create-home", "--user-group", "--shell", "/bin/sh"];
+        if !groups.is_empty() {
+            args.extend(["--groups", &groups]);
+        }
+        args.push(name);
+        admin("useradd", &args);
+    } else if !groups.is_empty() {
+        admin("usermod", &["--append", "--groups", &groups, name]);
+    }
+    let home = PathBuf::from(
+        String::from_utf8_lossy(
+            &Command::new("getent")
+                .args(["passwd", name])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .split(':')
+        .nth(5)
+        .expect("home in passwd")
+        .trim(),
+    );
+    std::fs::create_dir_all(&home).unwrap();
+    let meta = std::fs::metadata(&home).unwrap();
+    let (uid, gid) = (meta.uid(), meta.gid());
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let id = |flag: &str| -> u32 {
+        String::from_utf8_lossy(
+            &Command::new("id")
+                .args([flag, name])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(
+        (uid, gid),
+        (id("-u"), id("-g")),
+        "{} is not {name}'s",
+        home.display()
+    );
+    TestUser {
+        name: name.to_string(),
+        uid,
+        gid,
+        home,
+    }
+}
+
+/// The `kilnd` and `kiln` a system-mode test drives: the workspace's, or installed ones.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub kilnd: PathBuf,
+    pub kiln: PathBuf,
+}
+
+impl Binaries {
+    pub fn workspace() -> Binaries {
+        Binaries {
+            kilnd: bin("kilnd"),
+            kiln: bin("kiln"),
+        }
+    }
+}
+
+/// A root kilnd in system mode (`--system`) on private paths: the socket in `run/`, made
+/// root:kiln 0750 as /run/kiln is, so members of `kiln` reach the 0660 socket and nobody else
+/// does; the data dir private to root. Driven as real users with [`SystemKilnd::kiln_as`].
+pub struct SystemKilnd {
+    /// 0755, so that users reach `run/` in it.
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub bins: Binaries,
+    child: Option<Child>,
+}
+
+impl SystemKilnd {
+    /// Starts `bins.kilnd` as root with `config` as its kilnd.toml, once its socket answers.
+    pub fn start(bins: Binaries, config: &str) -> SystemKilnd {
+        use std::os::unix::fs::PermissionsExt;
+        let kiln_gid = ensure_group("kiln");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(&run, Some(0), Some(kiln_gid)).unwrap();
+        let config_file = dir.path().join("kilnd.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut k = SystemKilnd {
+            socket: run.join("kiln.sock"),
+            data_dir: dir.path().join("data"),
+            log: dir.path().join("kilnd.log"),
+            dir,
+            bins,
+            child: None,
+        };
+        let log = std::fs::File::create(&k.log).unwrap();
+        let child = Command::new(&k.bins.kilnd)
+            .arg("--system")
+            .arg("--socket")
+            .arg(&k.socket)
+            .arg("--data-dir")
+            .arg(&k.data_dir)
+            .arg("--config")
+            .arg(&config_file)
+            .env("RUST_LOG", "debug")
+            .env_remove("KILN_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kilnd");
+        let child = k.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&k.socket).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("kilnd exited with {status}: {}", k.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kilnd did not listen within 20 s: {}",
+                k.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        k
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `kiln ARGS` as `user` (`runuser`), with `KILN_SOCKET` and no `KILN_PROJECT`.
+    pub fn kiln_as(&self, user: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--"])
+            .arg(&self.bins.kiln)
+            .args(args)
+            .env("KILN_SOCKET", &self.socket)
+            .env("NO_COLOR", "1")
+            .env_remove("KILN_PROJECT")
+            .stdin(Stdio::null());
+        cmd.output().unwrap()
+    }
+
+    /// Sends one raw request line as `user` (through `socat`, run with `runuser`) and returns
+    /// the whole response object: the daemon's own answer, with no client in between.
+    pub fn request_as(&self, user: &str, project: &str, method: &str, params: Value) -> Value {
+        let mut child = Command::new("runuser")
+            .args(["-u", user, "--", "socat", "-t", "5", "-"])
+            .arg(format!("UNIX-CONNECT:{}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runuser socat (package socat)");
+        let mut params = params;
+        params["project"] = json!(project);
+        let line = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if msg["id"] == json!(1) {
+                    let _ = tx.send(msg);
+                    break;
+                }
+            }
+        });
+        let reply = rx.recv_timeout(Duration::from_secs(120));
+        drop(stdin);
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        reply.unwrap_or_else(|_| {
+            panic!(
+                "no reply to {method} as {user}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Runs `kiln ARGS` as root (this test's own user).
+    pub fn kiln_as_root(&self, args: &[&str]) -> Output {
+        Command::new(&self.bins.kiln)
+            .args(args)
+            .env("KILN_SOCKET", &self.socket)
+            .env("NO_COLOR", "1")
+            .env_remove("KILN_PROJECT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for SystemKilnd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `{"error": {...}}` document a failed `kiln --json` printed on stderr.
+pub fn json_err(out: &Output) -> Value {
+    assert!(
+        !out.status.success(),
+        "kiln should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
+        panic!(
+            "stderr is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
