@@ -70,6 +70,58 @@ pub fn seal(written: &Path, dest: &Path) -> io::Result<(u64, String)> {
     Ok((size, sha256))
 }
 
+/// Copies `source` (a caller's file, already open) into the new kilnd-private file `to` (0600,
+/// created exclusively), keeping holes: only the data ranges `SEEK_DATA`/`SEEK_HOLE` report are
+/// read, so a sparse raw disk costs what it holds. Returns the first 4 KiB of the copy, the
+/// header its format is judged by.
+pub fn copy_private(source: &File, to: &Path) -> io::Result<Vec<u8>> {
+    use rustix::fs::{seek, SeekFrom};
+    use std::io::Write;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let len = source.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(source, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            // A filesystem without SEEK_DATA: all of it is data.
+            Err(_) => pos,
+        };
+        let end = seek(source, SeekFrom::Hole(start)).unwrap_or(len).min(len);
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at)
+                .unwrap_or(buf.len())
+                .min(buf.len());
+            let n = match source.read_at(&mut buf[..want], at) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        if at < end {
+            break; // The file shrank meanwhile: the rest is a hole.
+        }
+        pos = end;
+    }
+    out.set_len(len)?;
+    out.flush()?;
+    let mut header = vec![0u8; 4096];
+    let n = out.read_at(&mut header, 0)?;
+    header.truncate(n);
+    Ok(header)
+}
+
 /// Removes a file; one that is not there is fine.
 pub fn remove_file(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {

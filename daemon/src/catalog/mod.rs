@@ -890,7 +890,12 @@ impl Catalog {
 
     /// Imports the qcow2 or raw file at `path` (absolute; readable by `who`) as image `name`:
     /// private to `who`'s project, or public (admins only). Refuses files with a backing file or
-    /// an external data file, and a name already taken in the same scope.
+    /// an external data file, other formats, and a name already taken in the same scope.
+    ///
+    /// qemu-img never opens the caller's file: its bytes are copied (through the file opened as
+    /// the caller, see [`crate::as_user::open_file`]) into a kilnd-private file, and only that
+    /// copy is inspected and converted, with its format named and backing files disabled. What
+    /// the caller does to their file meanwhile changes nothing but which of their bytes come in.
     pub async fn import(
         &self,
         who: &Requester,
@@ -899,6 +904,7 @@ impl Catalog {
         os: &str,
         public: bool,
     ) -> Result<ImageInfo, CatalogError> {
+        use crate::as_user::OpenError;
         if public {
             who.needs_admin(&format!("importing {name} as a public image"))?;
         }
@@ -910,59 +916,20 @@ impl Catalog {
                 "{path}: give kilnd an absolute path (kiln image import resolves relative ones)"
             )));
         }
-        let source = std::fs::canonicalize(given)
-            .map_err(|e| CatalogError::Invalid(format!("cannot read {path}: {e}")))?;
-        let meta = std::fs::metadata(&source)
-            .map_err(|e| CatalogError::Invalid(format!("cannot read {path}: {e}")))?;
-        if !meta.is_file() {
-            return Err(CatalogError::Invalid(format!(
-                "{path} is not a regular file"
-            )));
-        }
-        // Another user's file is read through a handle that user opened (see as_user).
         let user = who.user();
-        let held = if user.is_other() {
-            Some(
-                crate::as_user::HeldOpen::open(user, &source)
-                    .await
-                    .map_err(|e| {
-                        CatalogError::Forbidden(format!(
-                            "{path}: uid {} may not read this file, so kilnd will not read it \
-                             for you ({e})",
-                            who.uid
-                        ))
-                    })?,
-            )
-        } else {
-            None
-        };
-        let source = held
-            .as_ref()
-            .map_or(source.clone(), |h| h.path().to_owned());
-        let info = qemu_img::info(&source, None).await.map_err(|e| {
-            CatalogError::Invalid(format!("{path} is not a disk image qemu-img can read: {e}"))
-        })?;
-        if info.format != "qcow2" && info.format != "raw" {
-            return Err(CatalogError::Invalid(format!(
-                "{path} is a {} image; kiln imports qcow2 or raw. Convert it first: \
-                 qemu-img convert -f {} -O qcow2 {path} {name}.qcow2",
-                info.format, info.format
-            )));
-        }
-        let flatten = format!(
-            "kiln imports only self-contained images; flatten it first: qemu-img convert -O \
-             qcow2 {path} {name}-flat.qcow2"
-        );
-        if let Some(backing) = &info.backing_file {
-            return Err(CatalogError::Invalid(format!(
-                "{path} has a backing file ({backing}): {flatten}"
-            )));
-        }
-        if let Some(data) = &info.data_file {
-            return Err(CatalogError::Invalid(format!(
-                "{path} keeps its data in an external data file ({data}): {flatten}"
-            )));
-        }
+        let source = crate::as_user::open_file(user.is_other().then_some(user), given)
+            .await
+            .map_err(|e| match e {
+                OpenError::NotRegular { .. } | OpenError::NotDirectory { .. } => {
+                    CatalogError::Invalid(e.to_string())
+                }
+                OpenError::Helper { .. } => CatalogError::Unavailable(e.to_string()),
+                OpenError::CannotRead { .. } | OpenError::CannotWrite { .. } => {
+                    CatalogError::Forbidden(format!(
+                        "{e}; kilnd imports only files the caller can read"
+                    ))
+                }
+            })?;
 
         let owner = (!public).then(|| who.project.clone());
         let id = new_id();
@@ -986,8 +953,52 @@ impl Catalog {
                 }
             })
             .await?;
+
+        // The private copy: ID.source.partial, swept like every partial file of the image.
+        let copy = self.dir.join(format!("{id}.source{}", files::PARTIAL));
+        let _copy = RemoveOnDrop(Some(copy.clone()));
+        let (to, shown) = (copy.clone(), path.to_string());
+        let header = blocking(move || {
+            files::copy_private(&source, &to)
+                .map_err(io_err(format!("copy {shown} into {}", to.display())))
+        })
+        .await?;
+        let format = match qemu_img::sniff(&header) {
+            qemu_img::Sniffed::Raw => "raw",
+            qemu_img::Sniffed::Qcow2 {
+                backing: false,
+                data_file: false,
+            } => "qcow2",
+            qemu_img::Sniffed::Other(format) => {
+                return Err(CatalogError::Invalid(format!(
+                    "{path} is a {format} image; kiln imports qcow2 or raw. Convert it first: \
+                     qemu-img convert -f {format} -O qcow2 {path} {name}.qcow2"
+                )))
+            }
+            qemu_img::Sniffed::Qcow2 { backing, .. } => {
+                let what = if backing {
+                    "has a backing file"
+                } else {
+                    "keeps its data in an external data file"
+                };
+                return Err(CatalogError::Invalid(format!(
+                    "{path} {what}: kiln imports only self-contained images; flatten it \
+                     first: qemu-img convert -O qcow2 {path} {name}-flat.qcow2"
+                )));
+            }
+        };
+        let info = qemu_img::info(&copy, Some(format)).await.map_err(|e| {
+            CatalogError::Invalid(format!("{path} is not a disk image qemu-img can read: {e}"))
+        })?;
+        if info.backing_file.is_some() || info.data_file.is_some() {
+            return Err(CatalogError::Invalid(format!(
+                "{path} refers to other files (a backing or external data file): kiln imports \
+                 only self-contained images"
+            )));
+        }
         let written = files::partial_of(&creation.record.path);
-        qemu_img::convert(&source, &info.format, qemu_img::Format::Qcow2Zstd, &written).await?;
+        qemu_img::convert_alone(&copy, format, qemu_img::Format::Qcow2Zstd, &written).await?;
+        drop(_copy);
         let record = creation.finish(&written).await?;
         record
             .info_for(&who.project)
@@ -1258,13 +1269,95 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(image.virtual_size, 64 << 20);
+
+        // What uid 4242 may not read all answers alike, whatever is there: a secret file, a
+        // missing one, the hidden directory, a symlink in it to a file they could read.
+        let hidden = dir.path().join("hidden");
+        std::fs::create_dir(&hidden).unwrap();
+        std::os::unix::fs::symlink(&theirs, hidden.join("link")).unwrap();
+        std::fs::copy(&theirs, hidden.join("secret.qcow2")).unwrap();
+        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
         let secret = disk("secret.qcow2", 0o600);
+        for path in [
+            secret,
+            hidden.join("nonexistent").display().to_string(),
+            hidden.join("secret.qcow2").display().to_string(),
+            hidden.display().to_string(),
+            hidden.join("link").display().to_string(),
+        ] {
+            let err = catalog
+                .import(&who, &path, "secret", "debian-12", false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cannot read {path} as uid 4242: Permission denied; kilnd imports only \
+                     files the caller can read"
+                )
+            );
+        }
+
+        // A backing file in the caller's own bytes is refused before qemu-img opens anything,
+        // and so is a device or a /proc file.
+        let root_only = dir.path().join("root-only");
+        std::fs::write(&root_only, "TOPSECRET").unwrap();
+        let evil = files.join("evil.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
+            .arg(&root_only)
+            .arg(&evil)
+            .arg("1M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let evil = evil.display().to_string();
         let err = catalog
-            .import(&who, &secret, "secret", "debian-12", false)
+            .import(&who, &evil, "evil", "debian-12", false)
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
-        assert!(err.to_string().contains("Permission denied"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+        assert!(err.to_string().contains("has a backing file"), "{err}");
+        for special in ["/dev/zero", "/proc/self/environ"] {
+            let err = catalog
+                .import(&who, special, "special", "debian-12", false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+            assert!(err.to_string().contains("name a regular file"), "{err}");
+        }
+        let left: Vec<_> = std::fs::read_dir(catalog.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().contains(files::PARTIAL))
+            .collect();
+        assert!(left.is_empty(), "no private copy is left: {left:?}");
+    }
+
+    /// The private copy keeps the caller's holes and bytes exactly.
+    #[test]
+    fn private_copies_are_sparse_and_exact() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sparse.raw");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(256 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", (256 << 20) - 4).unwrap();
+        drop(f);
+        let copy = dir.path().join("copy");
+        let header = files::copy_private(&std::fs::File::open(&src).unwrap(), &copy).unwrap();
+        assert_eq!(&header[..4], b"head");
+        assert_eq!(sha256_file(&src).unwrap(), sha256_file(&copy).unwrap());
+        let meta = std::fs::metadata(&copy).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+        assert!(files::copy_private(&std::fs::File::open(&src).unwrap(), &copy).is_err());
     }
 
     #[tokio::test]
