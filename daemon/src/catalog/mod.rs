@@ -1047,57 +1047,93 @@ impl Catalog {
 
     /// The distribute step for `export` targets: converts the build's qcow2 `source` to
     /// `format` (`qcow2` | `raw` | `vhd` | `vmdk`) at the absolute path `dest`, written as
-    /// `DEST.partial`, hashed, fsynced, renamed over `dest` and its directory fsynced. A `vhd` is
+    /// `DEST.partial`, hashed, fsynced, renamed to `dest` and its directory fsynced. A `vhd` is
     /// a fixed-size VHD (what Azure takes); a `qcow2` export is uncompressed.
+    ///
+    /// For a build another user started, `dest`'s directory is opened as that user (they must
+    /// be able to write it) and the file is theirs. Never onto a directory, never inside kilnd's
+    /// data directory, and never over an existing file unless `overwrite`, checked again by the
+    /// final rename itself.
     pub async fn export(
         &self,
         source: &Path,
         format: &str,
         dest: &Path,
         owner: Option<&crate::store::StartedBy>,
+        overwrite: bool,
     ) -> Result<(PathBuf, u64, String), CatalogError> {
+        use crate::as_user::OpenError;
+        use files::PinError;
         let fmt = qemu_img::Format::for_export(format).ok_or_else(|| {
             CatalogError::Invalid(format!(
                 "cannot export to format {format:?}: use qcow2, raw, vhd or vmdk"
             ))
         })?;
+        let shown = dest.display();
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(CatalogError::Invalid(format!(
+                "export path {shown} must be an absolute path naming a file"
+            )));
+        };
         if !dest.is_absolute() {
             return Err(CatalogError::Invalid(format!(
-                "export path {} must be absolute",
-                dest.display()
+                "export path {shown} must be absolute"
             )));
         }
-        let parent = dest.parent().unwrap_or(Path::new("/"));
-        if !parent.is_dir() {
-            return Err(CatalogError::Invalid(format!(
-                "cannot export to {}: the directory {} does not exist",
-                dest.display(),
-                parent.display()
-            )));
-        }
-        // Written where the build's starter may write, theirs once written, and pinned to the
-        // directory checked (see files::Pinned).
         let user = owner
             .map(crate::store::StartedBy::user)
             .filter(|u| u.is_other());
-        let pinned = files::Pinned::create(dest, user).map_err(|e| {
-            let e = format!("cannot export to {}: {e}", dest.display());
-            if user.is_some() {
-                CatalogError::Forbidden(e)
-            } else {
-                CatalogError::Tool(e)
-            }
+        let dir = crate::as_user::open_dir_to_write(user, parent)
+            .await
+            .map_err(|e| match e {
+                OpenError::Helper { .. } => CatalogError::Unavailable(e.to_string()),
+                OpenError::NotDirectory { .. } | OpenError::NotRegular { .. } => {
+                    CatalogError::Invalid(format!("cannot export to {shown}: {e}"))
+                }
+                OpenError::CannotRead { .. } | OpenError::CannotWrite { .. } => {
+                    CatalogError::Forbidden(format!(
+                        "cannot export to {shown}: {e}, so kilnd will not write there for them"
+                    ))
+                }
+            })?;
+        // A few system calls on handles already open: no need for the blocking pool.
+        let data_dir = self.data_dir();
+        let pinned = if files::is_inside(&dir, data_dir) {
+            Err(PinError::InDataDir(
+                shown.to_string(),
+                data_dir.display().to_string(),
+            ))
+        } else {
+            files::Pinned::create(dir, parent, name, user, overwrite)
+        }
+        .map_err(|e| match e {
+            PinError::Exists(_) => CatalogError::Conflict(e.to_string()),
+            PinError::Io { .. } => CatalogError::Tool(format!("cannot export: {e}")),
+            e => CatalogError::Invalid(format!("cannot export: {e}")),
         })?;
         qemu_img::convert(source, "qcow2", fmt, &pinned.write_path()).await?;
         let target = dest.to_path_buf();
         let (size, sha256) = blocking(move || {
-            pinned
-                .seal()
-                .map_err(io_err(format!("write {}", target.display())))
+            pinned.seal().map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    CatalogError::Conflict(format!(
+                        "{} appeared while the export was written; kilnd left it alone. Set \
+                         `overwrite = true` in the export target to replace it",
+                        target.display()
+                    ))
+                } else {
+                    io_err(format!("write {}", target.display()))(e)
+                }
+            })
         })
         .await?;
         tracing::info!(path = %dest.display(), size, format, "exported image");
         Ok((dest.to_path_buf(), size, sha256))
+    }
+
+    /// kilnd's data directory: the one holding the images directory (and the store).
+    fn data_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
     }
 
     /// `publish` for a build of `template`: a private image of the build's project named as the
@@ -1215,10 +1251,13 @@ mod tests {
         assert_eq!(gib_ceil(3 * GIB + 1), 4);
     }
 
+    /// A catalog with its data directory at `DIR/data`; the rest of DIR is "elsewhere".
     fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("kiln.redb")).unwrap());
-        let catalog = Catalog::open(store, dir.path().join("images")).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let store = Arc::new(Store::open(&data.join("kiln.redb")).unwrap());
+        let catalog = Catalog::open(store, data.join("images")).unwrap();
         (dir, catalog)
     }
 
@@ -1429,12 +1468,51 @@ mod tests {
         assert!(!Path::new(&second.path).exists());
 
         let dest = dir.path().join("out.vhd");
-        let (path, size, sha) = catalog.export(&src, "vhd", &dest, None).await.unwrap();
+        let (path, size, sha) = catalog
+            .export(&src, "vhd", &dest, None, false)
+            .await
+            .unwrap();
         assert_eq!(path, dest);
         assert_eq!(sha256_file(&dest).unwrap(), (size, sha));
         assert!(!files::partial_of(&dest).exists());
-        let err = catalog.export(&src, "vdi", &dest, None).await.unwrap_err();
+        let err = catalog
+            .export(&src, "vdi", &dest, None, false)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParams);
+
+        // Where an export may not go, whoever asks: over a file without `overwrite`, onto a
+        // directory, into kilnd's data directory (its store included, by any path).
+        let export = |to: PathBuf, overwrite| {
+            let src = src.clone();
+            let catalog = &catalog;
+            async move { catalog.export(&src, "raw", &to, None, overwrite).await }
+        };
+        let err = export(dest.clone(), false).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains("set `overwrite = true`"), "{err}");
+        assert_eq!(sha256_file(&dest).unwrap().0, size, "left alone");
+        export(dest.clone(), true).await.unwrap();
+        assert_eq!(
+            sha256_file(&dest).unwrap().0,
+            64 << 20,
+            "replaced by the raw export"
+        );
+        let err = export(dir.path().join("data"), true).await.unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("via")).unwrap();
+        for inside in [
+            dir.path().join("data/kiln.redb"),
+            dir.path().join("via/kiln.redb"),
+            catalog.dir().join("x.raw"),
+        ] {
+            let err = export(inside.clone(), true).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+            assert!(
+                err.to_string().contains("inside kilnd's data directory"),
+                "{err}"
+            );
+        }
 
         // For a build another user started, kilnd writes only where they may write, and the
         // file is theirs. (Making files of another user takes root.)
@@ -1452,20 +1530,33 @@ mod tests {
             std::fs::create_dir(&closed).unwrap();
             mode(&closed, 0o755).unwrap();
             let err = catalog
-                .export(&src, "raw", &closed.join("x.raw"), Some(&other))
+                .export(&src, "raw", &closed.join("x.raw"), Some(&other), false)
                 .await
                 .unwrap_err();
-            assert!(err.to_string().contains("uid 4242"), "{err}");
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert!(err.to_string().contains("as uid 4242"), "{err}");
             assert!(!closed.join("x.raw").exists());
             let theirs = dir.path().join("theirs");
             std::fs::create_dir(&theirs).unwrap();
             std::os::unix::fs::chown(&theirs, Some(4242), Some(4343)).unwrap();
             let (path, _, _) = catalog
-                .export(&src, "raw", &theirs.join("x.raw"), Some(&other))
+                .export(&src, "raw", &theirs.join("x.raw"), Some(&other), false)
                 .await
                 .unwrap();
             let meta = std::fs::metadata(path).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+            // A writable directory reached through one they cannot search is not theirs to use.
+            let hidden = dir.path().join("hidden");
+            std::fs::create_dir_all(hidden.join("open")).unwrap();
+            mode(&hidden.join("open"), 0o777).unwrap();
+            mode(&hidden, 0o700).unwrap();
+            std::os::unix::fs::symlink(hidden.join("open"), theirs.join("door")).unwrap();
+            let err = catalog
+                .export(&src, "raw", &theirs.join("door/x.raw"), Some(&other), false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert!(!hidden.join("open/x.raw").exists());
         }
         let leftovers: Vec<_> = std::fs::read_dir(catalog.dir()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -727,7 +727,12 @@ impl Run {
                         })
                         .map_err(|e| e.to_string())
                 }
-                Distribute::Export { format, path, .. } => {
+                Distribute::Export {
+                    format,
+                    path,
+                    overwrite,
+                    ..
+                } => {
                     self.log
                         .kiln(&format!("distribute {name}: export {format} to {path}"));
                     self.queue
@@ -737,6 +742,7 @@ impl Run {
                             format,
                             std::path::Path::new(path),
                             self.rec.started_by.as_ref(),
+                            *overwrite,
                         )
                         .await
                         .map(|(p, size, sha256)| RunOutput {
