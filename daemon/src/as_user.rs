@@ -1,7 +1,10 @@
-//! Touching files as the user who asked, not as kilnd: in system mode kilnd runs as root, and a
-//! file a user names must be one that user could open. `setpriv` (util-linux) takes on the user's
-//! uid, gid and groups before the file is opened, so the kernel decides (ACLs and every directory
-//! on the way included) and no path swapped after some check of kilnd's can fool it.
+//! Opening files as the user who asked, not as kilnd: in system mode kilnd runs as root, and a
+//! file a user names must be one that user could open. A `setpriv` (util-linux) helper takes on
+//! the user's uid, gid and groups and opens the whole path, so the kernel decides (ACLs, every
+//! directory and symlink on the way); kilnd then takes over the very file the helper opened and
+//! checks what it is on that handle. No name is looked at as root, so no path swapped after some
+//! check of kilnd's can fool it, and nothing kilnd answers tells the user more than their own
+//! `cat` would.
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -30,7 +33,7 @@ impl User<'_> {
 }
 
 /// `setpriv` with the user's uid, gid and groups, ready for `--` and a command.
-pub fn command(user: User) -> Command {
+fn command(user: User) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid));
