@@ -23,6 +23,11 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("will not connect to kilnd at {path}: {source}")]
+    Untrusted {
+        path: PathBuf,
+        source: crate::paths::SocketPathError,
+    },
     #[error("connection to kilnd failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -54,6 +59,16 @@ impl Client {
             path: path.to_path_buf(),
             source,
         };
+        // Someone who may write the socket's directory could have put their own socket there.
+        // A directory that is not there yet is no daemon either: the connect below says so.
+        if path.parent().is_some_and(Path::exists) {
+            crate::paths::check_socket_path(path, crate::paths::SocketDir::Unwritable).map_err(
+                |source| ClientError::Untrusted {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )?;
+        }
         let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
         let stream = Stream::connect(name).await.map_err(connect_err)?;
         let (read, write) = tokio::io::split(stream);

@@ -276,6 +276,9 @@ pub enum Distribute {
         run_output_name: String,
         format: String,
         path: String,
+        /// Replace a file already at `path` (without it, an existing file fails the export).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overwrite: bool,
     },
 }
 
@@ -403,6 +406,7 @@ struct TargetFields {
     share_with: Option<Vec<String>>,
     format: Option<String>,
     path: Option<String>,
+    overwrite: Option<bool>,
 }
 
 impl TryFrom<TargetFields> for Distribute {
@@ -417,7 +421,11 @@ impl TryFrom<TargetFields> for Distribute {
             ("exclude_from_latest", f.exclude_from_latest.is_some()),
             ("share_with", f.share_with.is_some()),
         ];
-        let export_fields = [("format", f.format.is_some()), ("path", f.path.is_some())];
+        let export_fields = [
+            ("format", f.format.is_some()),
+            ("path", f.path.is_some()),
+            ("overwrite", f.overwrite.is_some()),
+        ];
         Ok(match f.kind {
             TargetType::Image => {
                 target("image", &gallery_fields)?;
@@ -443,6 +451,7 @@ impl TryFrom<TargetFields> for Distribute {
                     run_output_name: f.run_output_name,
                     format: f.format.unwrap_or_default(),
                     path: f.path.unwrap_or_default(),
+                    overwrite: f.overwrite.unwrap_or_default(),
                 }
             }
         })
@@ -460,5 +469,64 @@ impl Distribute {
                 run_output_name, ..
             } => run_output_name,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+name = "web"
+os = "debian-12"
+source = { image = "debian-12" }
+"#;
+
+    /// The `overwrite` of the first distribute target parsed from `target` (a TOML table body),
+    /// or the parse error's message; the JSON wire form must agree.
+    fn overwrite_of(target: &str) -> Result<bool, String> {
+        let toml = format!("{BASE}\n[[distribute]]\n{target}\n");
+        let t = Template::from_toml(&toml).map_err(|v| v.message)?;
+        let json = serde_json::to_value(&t).unwrap();
+        let back = Template::from_json_value(json).map_err(|v| v.message)?;
+        assert_eq!(back, t, "JSON round trip");
+        match &t.distribute[0] {
+            Distribute::Export { overwrite, .. } => Ok(*overwrite),
+            other => Err(format!("not an export: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn exports_overwrite_only_when_told() {
+        let export = r#"type = "export"
+run_output_name = "f"
+format = "raw"
+path = "/srv/web.raw""#;
+        assert_eq!(overwrite_of(export), Ok(false));
+        assert_eq!(
+            overwrite_of(&format!("{export}\noverwrite = true")),
+            Ok(true)
+        );
+        assert_eq!(
+            overwrite_of(&format!("{export}\noverwrite = false")),
+            Ok(false)
+        );
+        let err = overwrite_of("type = \"image\"\nrun_output_name = \"i\"\noverwrite = true");
+        assert!(err
+            .unwrap_err()
+            .contains("`overwrite` is not a field of an image target"),);
+        let err = overwrite_of(&format!("{export}\noverwrite = \"yes\"")).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let json = serde_json::json!({"type": "export", "run_output_name": "f",
+            "format": "raw", "path": "/x", "overwrite": true});
+        let target: Distribute = serde_json::from_value(json).unwrap();
+        assert!(matches!(
+            target,
+            Distribute::Export {
+                overwrite: true,
+                ..
+            }
+        ));
     }
 }

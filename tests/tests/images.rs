@@ -508,3 +508,215 @@ fn bootstrap_debian_12() {
     assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd");
     assert_eq!(catalog_files(&k).len(), 1, "{:?}", catalog_files(&k));
 }
+
+/// The uid the tests below act as: no account is needed, kilnd goes by the socket's peer.
+const OTHER_UID: u32 = 4242;
+
+/// Lets `OTHER_UID` reach `k`'s socket (a root kilnd on a test socket acts like a system one
+/// towards another user: their files are opened as them).
+fn open_to_others(k: &Kilnd) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    mode(k.dir.path(), 0o755).unwrap();
+    mode(k.socket.parent().unwrap(), 0o755).unwrap();
+    mode(&k.socket, 0o666).unwrap();
+}
+
+/// `kiln ARGS --json` run as `OTHER_UID`: the error's kind and message, or the result.
+fn kiln_as_other(k: &Kilnd, args: &[&str]) -> Result<Value, (String, String)> {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={OTHER_UID}"))
+        .arg(format!("--regid={OTHER_UID}"))
+        .args(["--clear-groups", "--"])
+        .arg(kiln_tests::bin("kiln"))
+        .args(args)
+        .arg("--json")
+        .env("KILN_SOCKET", &k.socket)
+        .env("NO_COLOR", "1")
+        .env_remove("KILN_PROJECT")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return Ok(serde_json::from_slice(&out.stdout).unwrap());
+    }
+    let err: Value = serde_json::from_str(&stderr(&out))
+        .unwrap_or_else(|_| panic!("kiln failed without JSON: {}", stderr(&out)));
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Err((text(&err["error"]["kind"]), text(&err["error"]["message"])))
+}
+
+/// A directory of `OTHER_UID`'s under `k`'s temp dir, and a root-only secret file beside it.
+fn other_users_files(k: &Kilnd) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let theirs = k.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let hidden = k.dir.path().join("root-only");
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = hidden.join("secret");
+    std::fs::write(&secret, "TOPSECRET root's bytes").unwrap();
+    (theirs, secret)
+}
+
+/// The attack of issue 8: the caller's clean qcow2 is overwritten in place (same inode) with
+/// one whose backing file is root's secret, right after kilnd's `qemu-img info` returns. The
+/// import must still never read the secret: kilnd copies the caller's bytes first and inspects
+/// and converts only its private copy.
+#[test]
+fn import_of_a_file_swapped_after_inspection_never_reads_a_backing_file() {
+    if kiln_shared::paths::current_uid() != 0 {
+        eprintln!("skipped: acting as another user takes root");
+        return;
+    }
+    let mut k = Kilnd::start();
+    let (theirs, secret) = other_users_files(&k);
+    let clean = disk(&theirs, "clean.qcow2", "qcow2");
+    let evil = theirs.join("evil.qcow2").display().to_string();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-F",
+        "raw",
+        "-b",
+        secret.to_str().unwrap(),
+        &evil,
+        "1M",
+    ]);
+    for f in [&clean, &evil] {
+        std::os::unix::fs::chown(f, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    }
+    // The swap, done by a qemu-img stand-in after each `info`, in place: `cat >` keeps the inode.
+    let tools = k.dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    std::fs::write(
+        tools.join("qemu-img"),
+        format!(
+            "#!/bin/sh\n/usr/bin/qemu-img \"$@\"; rc=$?\n[ \"$1\" = info ] && cat {evil} > {clean}\nexit $rc\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tools.join("qemu-img"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(k.terminate());
+    k.path_first = Some(tools);
+    k.spawn();
+    open_to_others(&k);
+
+    let image = kiln_as_other(
+        &k,
+        &[
+            "image",
+            "import",
+            &clean,
+            "--name",
+            "swapped",
+            "--os",
+            "debian-12",
+        ],
+    )
+    .unwrap();
+    let swapped = std::fs::read(&clean).unwrap();
+    assert_eq!(swapped, std::fs::read(&evil).unwrap(), "the swap happened");
+    let out = k.dir.path().join("out.raw").display().to_string();
+    let path = image["image"]["path"].as_str().unwrap();
+    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", path, &out]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        !bytes.starts_with(b"TOPSECRET"),
+        "the import read root's secret"
+    );
+    assert!(bytes.iter().all(|b| *b == 0), "the clean disk's bytes");
+    // And the evil file itself is refused outright.
+    let (kind, msg) = kiln_as_other(
+        &k,
+        &[
+            "image",
+            "import",
+            &evil,
+            "--name",
+            "evil",
+            "--os",
+            "debian-12",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(kind, "invalid_params", "{msg}");
+    assert!(msg.contains("has a backing file"), "{msg}");
+}
+
+/// One raw `image.import` request sent as `OTHER_UID` (socat, so no client resolves the path
+/// first): the error's kind and message, or `Ok` with the result.
+fn import_as_other(k: &Kilnd, path: &str, name: &str) -> Result<Value, (String, String)> {
+    use std::io::Write;
+    let line = json!({"jsonrpc": "2.0", "id": 1, "method": "image.import",
+        "params": {"path": path, "name": name, "os": "debian-12"}});
+    let mut child = Command::new("setpriv")
+        .arg(format!("--reuid={OTHER_UID}"))
+        .arg(format!("--regid={OTHER_UID}"))
+        .args(["--clear-groups", "--", "socat", "-t", "30", "-"])
+        .arg(format!("UNIX-CONNECT:{}", k.socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("socat is installed");
+    // socat ends once kilnd has answered and the write side is closed (-t: after 30 s at most).
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["id"] == json!(1))
+        .unwrap_or_else(|| panic!("no reply: {}", String::from_utf8_lossy(&out.stdout)));
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match reply.get("error") {
+        Some(e) => Err((text(&e["data"]["kind"]), text(&e["message"]))),
+        None => Ok(reply["result"].clone()),
+    }
+}
+
+/// Defect 3 of issue 8: whatever is (or is not) behind a directory the caller cannot search,
+/// kilnd's answer is the same, and a symlink there is followed only as far as the caller may.
+#[test]
+fn import_says_the_same_for_everything_the_caller_cannot_read() {
+    if kiln_shared::paths::current_uid() != 0 {
+        eprintln!("skipped: acting as another user takes root");
+        return;
+    }
+    let k = Kilnd::start();
+    open_to_others(&k);
+    let (theirs, secret) = other_users_files(&k);
+    let readable = disk(&theirs, "readable.qcow2", "qcow2");
+    let hidden = secret.parent().unwrap();
+    std::os::unix::fs::symlink(&readable, hidden.join("link.qcow2")).unwrap();
+    for path in [
+        hidden.join("nonexistent"),
+        secret.clone(),
+        hidden.to_path_buf(),
+        hidden.join("link.qcow2"),
+    ] {
+        let path = path.display().to_string();
+        let (kind, msg) = import_as_other(&k, &path, "x").unwrap_err();
+        assert_eq!(kind, "forbidden", "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "cannot read {path} as uid {OTHER_UID}: Permission denied; kilnd imports only \
+                 files the caller can read"
+            )
+        );
+    }
+    assert!(import_as_other(&k, &readable, "mine").is_ok());
+    assert_eq!(catalog_files(&k).len(), 1, "{:?}", catalog_files(&k));
+}

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -68,6 +67,58 @@ pub fn seal(written: &Path, dest: &Path) -> io::Result<(u64, String)> {
     std::fs::rename(written, dest)?;
     sync_dir(dest.parent().unwrap_or(Path::new(".")))?;
     Ok((size, sha256))
+}
+
+/// Copies `source` (a caller's file, already open) into the new kilnd-private file `to` (0600,
+/// created exclusively), keeping holes: only the data ranges `SEEK_DATA`/`SEEK_HOLE` report are
+/// read, so a sparse raw disk costs what it holds. Returns the first 4 KiB of the copy, the
+/// header its format is judged by.
+pub fn copy_private(source: &File, to: &Path) -> io::Result<Vec<u8>> {
+    use rustix::fs::{seek, SeekFrom};
+    use std::io::Write;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let len = source.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(source, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            // A filesystem without SEEK_DATA: all of it is data.
+            Err(_) => pos,
+        };
+        let end = seek(source, SeekFrom::Hole(start)).unwrap_or(len).min(len);
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at)
+                .unwrap_or(buf.len())
+                .min(buf.len());
+            let n = match source.read_at(&mut buf[..want], at) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        if at < end {
+            break; // The file shrank meanwhile: the rest is a hole.
+        }
+        pos = end;
+    }
+    out.set_len(len)?;
+    out.flush()?;
+    let mut header = vec![0u8; 4096];
+    let n = out.read_at(&mut header, 0)?;
+    header.truncate(n);
+    Ok(header)
 }
 
 /// Removes a file; one that is not there is fine.
@@ -168,63 +219,118 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// Why an export cannot go where it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{0} is a directory; name the file to write, e.g. {0}/image.raw")]
+    IsDirectory(String),
+    #[error("{0} exists; set `overwrite = true` in the export target to replace it")]
+    Exists(String),
+    #[error("{0} is inside kilnd's data directory {1}; export somewhere else")]
+    InDataDir(String, String),
+    #[error("{path} belongs to uid {owner} in a sticky directory; uid {uid} may not replace it, so kilnd will not either")]
+    Sticky { path: String, owner: u32, uid: u32 },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: rustix::io::Errno,
+    },
+}
+
+/// Whether the directory `dir` (an open handle) is `root` or inside it, walking up by `..` from
+/// the handle itself: symlinks and names on the way do not matter.
+pub fn is_inside(dir: &File, root: &Path) -> bool {
+    use rustix::fs::{fstat, openat, stat, Mode, OFlags};
+    let Ok(root) = stat(root) else {
+        return false;
+    };
+    let same =
+        |a: &rustix::fs::Stat, b: &rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    let Ok(mut cur) = rustix::io::dup(dir) else {
+        return false;
+    };
+    for _ in 0..4096 {
+        let Ok(here) = fstat(&cur) else {
+            return false;
+        };
+        if same(&here, &root) {
+            return true;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(up) = openat(&cur, "..", flags, Mode::empty()) else {
+            return false;
+        };
+        match fstat(&up) {
+            Ok(above) if !same(&above, &here) => cur = up,
+            _ => return false, // "/" is its own parent.
+        }
+    }
+    false
+}
+
 /// A file kilnd (root, in system mode) writes on a user's behalf outside its data dir, pinned to
-/// its directory: the directory is opened once and checked through that handle, the temporary
-/// `NAME.partial` is created in it exclusively (never through a symlink left there) and then
-/// written (by path [`Pinned::write_path`], kilnd's handle), hashed, synced and renamed through
-/// the handles. A directory swapped for a symlink after the checks changes nothing.
+/// its directory: the directory was opened once (as the user, see
+/// [`crate::as_user::open_dir_to_write`]) and everything goes through that handle. The temporary
+/// `NAME.partial` is created in it exclusively (never through a symlink left there), written (by
+/// path [`Pinned::write_path`], kilnd's handle), hashed, synced and renamed over `NAME`: without
+/// `overwrite`, only if no `NAME` exists at that very moment (`RENAME_NOREPLACE`). A directory
+/// swapped for a symlink after the checks changes nothing.
 pub struct Pinned {
     dir: File,
     name: std::ffi::OsString,
     partial: std::ffi::OsString,
     file: File,
+    overwrite: bool,
     sealed: bool,
 }
 
 impl Pinned {
-    /// Opens `dest`'s directory and creates `dest.partial` in it; with `user`, only if that
-    /// user may create `dest` there (by the permission bits: search on every directory above, write on its own,
-    /// and in a sticky directory like /tmp never over someone else's file), and the file is theirs.
-    pub fn create(dest: &Path, user: Option<User>) -> Result<Pinned, String> {
-        use rustix::fs::{openat, statat, unlinkat, AtFlags, Mode, OFlags};
-        let shown = dest.display();
-        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
-            return Err(format!("{shown} names no file"));
+    /// Creates `name.partial` in `dir` (the open directory `shown` names), refusing a `name`
+    /// that is a directory, or that exists without `overwrite`; with `user`, the file is
+    /// theirs, and in a sticky directory (like /tmp) never replaces someone else's.
+    pub fn create(
+        dir: File,
+        shown: &Path,
+        name: &std::ffi::OsStr,
+        user: Option<User>,
+        overwrite: bool,
+    ) -> Result<Pinned, PinError> {
+        use rustix::fs::{fstat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
+        let dest = shown.join(name).display().to_string();
+        let io = |what, source| PinError::Io {
+            what,
+            path: dest.clone(),
+            source,
         };
-        let dir =
-            File::open(parent).map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
-        if let Some(u) = user {
-            let meta = dir
-                .metadata()
-                .map_err(|e| format!("{}: {e}", parent.display()))?;
-            let bits = |uid: u32, gid: u32, mode: u32| {
-                if uid == u.uid {
-                    mode >> 6
-                } else if u.gids.contains(&gid) {
-                    mode >> 3
-                } else {
-                    mode
-                }
-            };
-            let writable = bits(meta.uid(), meta.gid(), meta.mode()) & 0o3 == 0o3;
-            let reachable = parent.ancestors().skip(1).all(|d| {
-                std::fs::metadata(d).is_ok_and(|m| bits(m.uid(), m.gid(), m.mode()) & 0o1 == 0o1)
-            });
-            let sticky_blocks = meta.mode() & 0o1000 != 0
-                && meta.uid() != u.uid
-                && statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_uid != u.uid);
-            if !(writable && reachable && meta.is_dir()) || sticky_blocks {
-                return Err(format!(
-                    "uid {} may not write {shown}, so kilnd will not write it for them",
-                    u.uid
-                ));
+        match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(PinError::IsDirectory(dest));
             }
+            Ok(_) if !overwrite => return Err(PinError::Exists(dest)),
+            Ok(st) => {
+                // In a sticky directory only the entry's or the directory's owner may replace it.
+                let blocks = |u: &User| {
+                    fstat(&dir).is_ok_and(|d| {
+                        d.st_mode & 0o1000 != 0 && d.st_uid != u.uid && st.st_uid != u.uid
+                    })
+                };
+                if let Some(u) = user.filter(blocks) {
+                    return Err(PinError::Sticky {
+                        path: dest,
+                        owner: st.st_uid,
+                        uid: u.uid,
+                    });
+                }
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(io("look at", e)),
         }
         let mut partial = name.to_owned();
         partial.push(PARTIAL);
         match unlinkat(&dir, partial.as_os_str(), AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(format!("cannot remove {shown}{PARTIAL}: {e}")),
+            Err(e) => return Err(io("remove the leftover partial file of", e)),
         }
         let fd = openat(
             &dir,
@@ -232,18 +338,23 @@ impl Pinned {
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )
-        .map_err(|e| format!("cannot create {shown}{PARTIAL}: {e}"))?;
+        .map_err(|e| io("create the partial file of", e))?;
         let file = File::from(fd);
         let pinned = Pinned {
             dir,
             name: name.to_owned(),
             partial,
             file,
+            overwrite,
             sealed: false,
         };
         if let Some(u) = user {
-            std::os::unix::fs::fchown(&pinned.file, Some(u.uid), Some(u.gid))
-                .map_err(|e| format!("cannot give {shown}{PARTIAL} to uid {}: {e}", u.uid))?;
+            std::os::unix::fs::fchown(&pinned.file, Some(u.uid), Some(u.gid)).map_err(|e| {
+                io(
+                    "give to its user the partial file of",
+                    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::PERM),
+                )
+            })?;
         }
         Ok(pinned)
     }
@@ -259,17 +370,26 @@ impl Pinned {
         ))
     }
 
-    /// Hashes the written file, syncs it, renames it into place and syncs the directory.
+    /// Hashes the written file, syncs it, renames it into place (not over an existing file
+    /// unless `overwrite`: that fails as [`io::ErrorKind::AlreadyExists`]) and syncs the
+    /// directory.
     pub fn seal(mut self) -> io::Result<(u64, String)> {
+        use rustix::fs::{renameat_with, RenameFlags};
         use std::io::Seek;
         self.file.rewind()?;
         let (size, sha256) = hash(&mut self.file)?;
         self.file.sync_all()?;
-        rustix::fs::renameat(
+        let flags = if self.overwrite {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        renameat_with(
             &self.dir,
             self.partial.as_os_str(),
             &self.dir,
             self.name.as_os_str(),
+            flags,
         )?;
         self.dir.sync_all()?;
         self.sealed = true;
@@ -293,66 +413,105 @@ impl Drop for Pinned {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
+    /// `Pinned::create` of `dir/name` as kilnd's own handle on `dir`.
+    fn pin(
+        dir: &Path,
+        name: &str,
+        user: Option<User>,
+        overwrite: bool,
+    ) -> Result<Pinned, PinError> {
+        let handle = File::open(dir).unwrap();
+        Pinned::create(handle, dir, std::ffi::OsStr::new(name), user, overwrite)
+    }
+
     #[test]
-    fn pinned_files_follow_the_users_permissions_and_no_symlink() {
+    fn pinned_files_replace_nothing_unasked_and_follow_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("adir")).unwrap();
+        let err = pin(d, "adir", None, true).err().unwrap();
+        assert!(matches!(err, PinError::IsDirectory(_)), "{err}");
+        std::fs::write(d.join("old.raw"), "old").unwrap();
+        let err = pin(d, "old.raw", None, false).err().unwrap();
+        assert!(err.to_string().contains("set `overwrite = true`"), "{err}");
+
+        // A file that appears while the export is written is not replaced either: the rename
+        // itself refuses (RENAME_NOREPLACE).
+        let pinned = pin(d, "late.raw", None, false).unwrap();
+        std::fs::write(pinned.write_path(), "new").unwrap();
+        std::fs::write(d.join("late.raw"), "theirs").unwrap();
+        let err = pinned.seal().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(d.join("late.raw")).unwrap(),
+            "theirs"
+        );
+        assert!(!d.join("late.raw.partial").exists());
+
+        let pinned = pin(d, "old.raw", None, true).unwrap();
+        std::fs::write(pinned.write_path(), "new").unwrap();
+        pinned.seal().unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("old.raw")).unwrap(), "new");
+
+        // A symlink left where the temporary file goes is replaced, never followed.
+        let victim = d.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("out.raw.partial")).unwrap();
+        let pinned = pin(d, "out.raw", None, false).unwrap();
+        std::fs::write(pinned.write_path(), "abc").unwrap();
+        let (size, _) = pinned.seal().unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
+        // Dropped unsealed: the temporary file goes.
+        drop(pin(d, "gone.raw", None, false).unwrap());
+        assert!(!d.join("gone.raw.partial").exists());
+    }
+
+    #[test]
+    fn pinned_files_of_another_user_are_theirs_and_spare_others_in_sticky_dirs() {
         if kiln_shared::paths::current_uid() != 0 {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let mode =
-            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-        mode(dir.path(), 0o755);
         let user = User {
             uid: 4242,
             gid: 4343,
             gids: &[4343],
         };
-        let create = |p: &Path, u| Pinned::create(p, u).map(drop);
-        assert!(
-            create(&dir.path().join("new"), Some(user)).is_err(),
-            "0755 root dir"
-        );
-        assert!(create(&dir.path().join("new"), None).is_ok(), "kilnd's own");
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
-        mode(&shared, 0o1777);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
         std::fs::write(shared.join("roots"), "x").unwrap();
-        assert!(create(&shared.join("new"), Some(user)).is_ok());
-        let err = create(&shared.join("roots"), Some(user)).unwrap_err();
-        assert!(err.contains("uid 4242 may not write"), "{err}");
+        let err = pin(&shared, "roots", Some(user), true).err().unwrap();
+        assert!(
+            err.to_string().contains("uid 4242 may not replace it"),
+            "{err}"
+        );
         std::os::unix::fs::chown(shared.join("roots"), Some(4242), None).unwrap();
-        assert!(
-            create(&shared.join("roots"), Some(user)).is_ok(),
-            "their own file"
-        );
+        let pinned = pin(&shared, "roots", Some(user), true).unwrap();
+        pinned.seal().unwrap();
+        let meta = std::fs::metadata(shared.join("roots")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+    }
 
-        // A symlink left where the temporary file goes is replaced, never followed; the file
-        // is the user's, written through kilnd's handle, and lands under its name.
-        let theirs = dir.path().join("theirs");
-        std::fs::create_dir(&theirs).unwrap();
-        std::os::unix::fs::chown(&theirs, Some(4242), Some(4343)).unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "precious").unwrap();
-        std::os::unix::fs::symlink(&victim, theirs.join("out.raw.partial")).unwrap();
-        let pinned = Pinned::create(&theirs.join("out.raw"), Some(user)).unwrap();
-        std::fs::write(pinned.write_path(), "abc").unwrap();
-        let (size, _) = pinned.seal().unwrap();
-        assert_eq!(size, 3);
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-        let meta = std::fs::metadata(theirs.join("out.raw")).unwrap();
-        assert_eq!((meta.uid(), meta.gid(), meta.len()), (4242, 4343, 3));
-        assert!(!theirs.join("out.raw.partial").exists());
-
-        // Dropped unsealed: the temporary file goes.
-        drop(Pinned::create(&theirs.join("gone.raw"), Some(user)).unwrap());
-        assert!(!theirs.join("gone.raw.partial").exists());
-        mode(dir.path(), 0o700);
-        assert!(
-            create(&shared.join("new"), Some(user)).is_err(),
-            "cannot reach the directory"
-        );
+    #[test]
+    fn insideness_goes_by_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("images/deep")).unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(data.join("images"), dir.path().join("link")).unwrap();
+        let inside = |p: &Path| is_inside(&File::open(p).unwrap(), &data);
+        assert!(inside(&data));
+        assert!(inside(&data.join("images/deep")));
+        assert!(inside(&dir.path().join("link")), "through a symlink");
+        assert!(!inside(&dir.path().join("elsewhere")));
+        assert!(!inside(dir.path()));
+        assert!(!inside(Path::new("/")));
     }
 
     #[test]

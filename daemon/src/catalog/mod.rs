@@ -865,7 +865,12 @@ impl Catalog {
 
     /// Imports the qcow2 or raw file at `path` (absolute; readable by `who`) as image `name`:
     /// private to `who`'s project, or public (admins only). Refuses files with a backing file or
-    /// an external data file, and a name already taken in the same scope.
+    /// an external data file, other formats, and a name already taken in the same scope.
+    ///
+    /// qemu-img never opens the caller's file: its bytes are copied (through the file opened as
+    /// the caller, see [`crate::as_user::open_file`]) into a kilnd-private file, and only that
+    /// copy is inspected and converted, with its format named and backing files disabled. What
+    /// the caller does to their file meanwhile changes nothing but which of their bytes come in.
     pub async fn import(
         &self,
         who: &Requester,
@@ -874,6 +879,7 @@ impl Catalog {
         os: &str,
         public: bool,
     ) -> Result<ImageInfo, CatalogError> {
+        use crate::as_user::OpenError;
         if public {
             who.needs_admin(&format!("importing {name} as a public image"))?;
         }
@@ -885,59 +891,20 @@ impl Catalog {
                 "{path}: give kilnd an absolute path (kiln image import resolves relative ones)"
             )));
         }
-        let source = std::fs::canonicalize(given)
-            .map_err(|e| CatalogError::Invalid(format!("cannot read {path}: {e}")))?;
-        let meta = std::fs::metadata(&source)
-            .map_err(|e| CatalogError::Invalid(format!("cannot read {path}: {e}")))?;
-        if !meta.is_file() {
-            return Err(CatalogError::Invalid(format!(
-                "{path} is not a regular file"
-            )));
-        }
-        // Another user's file is read through a handle that user opened (see as_user).
         let user = who.user();
-        let held = if user.is_other() {
-            Some(
-                crate::as_user::HeldOpen::open(user, &source)
-                    .await
-                    .map_err(|e| {
-                        CatalogError::Forbidden(format!(
-                            "{path}: uid {} may not read this file, so kilnd will not read it \
-                             for you ({e})",
-                            who.uid
-                        ))
-                    })?,
-            )
-        } else {
-            None
-        };
-        let source = held
-            .as_ref()
-            .map_or(source.clone(), |h| h.path().to_owned());
-        let info = qemu_img::info(&source, None).await.map_err(|e| {
-            CatalogError::Invalid(format!("{path} is not a disk image qemu-img can read: {e}"))
-        })?;
-        if info.format != "qcow2" && info.format != "raw" {
-            return Err(CatalogError::Invalid(format!(
-                "{path} is a {} image; kiln imports qcow2 or raw. Convert it first: \
-                 qemu-img convert -f {} -O qcow2 {path} {name}.qcow2",
-                info.format, info.format
-            )));
-        }
-        let flatten = format!(
-            "kiln imports only self-contained images; flatten it first: qemu-img convert -O \
-             qcow2 {path} {name}-flat.qcow2"
-        );
-        if let Some(backing) = &info.backing_file {
-            return Err(CatalogError::Invalid(format!(
-                "{path} has a backing file ({backing}): {flatten}"
-            )));
-        }
-        if let Some(data) = &info.data_file {
-            return Err(CatalogError::Invalid(format!(
-                "{path} keeps its data in an external data file ({data}): {flatten}"
-            )));
-        }
+        let source = crate::as_user::open_file(user.is_other().then_some(user), given)
+            .await
+            .map_err(|e| match e {
+                OpenError::NotRegular { .. } | OpenError::NotDirectory { .. } => {
+                    CatalogError::Invalid(e.to_string())
+                }
+                OpenError::Helper { .. } => CatalogError::Unavailable(e.to_string()),
+                OpenError::CannotRead { .. } | OpenError::CannotWrite { .. } => {
+                    CatalogError::Forbidden(format!(
+                        "{e}; kilnd imports only files the caller can read"
+                    ))
+                }
+            })?;
 
         let owner = (!public).then(|| who.project.clone());
         let id = new_id();
@@ -961,8 +928,52 @@ impl Catalog {
                 }
             })
             .await?;
+
+        // The private copy: ID.source.partial, swept like every partial file of the image.
+        let copy = self.dir.join(format!("{id}.source{}", files::PARTIAL));
+        let _copy = RemoveOnDrop(Some(copy.clone()));
+        let (to, shown) = (copy.clone(), path.to_string());
+        let header = blocking(move || {
+            files::copy_private(&source, &to)
+                .map_err(io_err(format!("copy {shown} into {}", to.display())))
+        })
+        .await?;
+        let format = match qemu_img::sniff(&header) {
+            qemu_img::Sniffed::Raw => "raw",
+            qemu_img::Sniffed::Qcow2 {
+                backing: false,
+                data_file: false,
+            } => "qcow2",
+            qemu_img::Sniffed::Other(format) => {
+                return Err(CatalogError::Invalid(format!(
+                    "{path} is a {format} image; kiln imports qcow2 or raw. Convert it first: \
+                     qemu-img convert -f {format} -O qcow2 {path} {name}.qcow2"
+                )))
+            }
+            qemu_img::Sniffed::Qcow2 { backing, .. } => {
+                let what = if backing {
+                    "has a backing file"
+                } else {
+                    "keeps its data in an external data file"
+                };
+                return Err(CatalogError::Invalid(format!(
+                    "{path} {what}: kiln imports only self-contained images; flatten it \
+                     first: qemu-img convert -O qcow2 {path} {name}-flat.qcow2"
+                )));
+            }
+        };
+        let info = qemu_img::info(&copy, Some(format)).await.map_err(|e| {
+            CatalogError::Invalid(format!("{path} is not a disk image qemu-img can read: {e}"))
+        })?;
+        if info.backing_file.is_some() || info.data_file.is_some() {
+            return Err(CatalogError::Invalid(format!(
+                "{path} refers to other files (a backing or external data file): kiln imports \
+                 only self-contained images"
+            )));
+        }
         let written = files::partial_of(&creation.record.path);
-        qemu_img::convert(&source, &info.format, qemu_img::Format::Qcow2Zstd, &written).await?;
+        qemu_img::convert_alone(&copy, format, qemu_img::Format::Qcow2Zstd, &written).await?;
+        drop(_copy);
         let record = creation.finish(&written).await?;
         record
             .info_for(&who.project)
@@ -1011,57 +1022,93 @@ impl Catalog {
 
     /// The distribute step for `export` targets: converts the build's qcow2 `source` to
     /// `format` (`qcow2` | `raw` | `vhd` | `vmdk`) at the absolute path `dest`, written as
-    /// `DEST.partial`, hashed, fsynced, renamed over `dest` and its directory fsynced. A `vhd` is
+    /// `DEST.partial`, hashed, fsynced, renamed to `dest` and its directory fsynced. A `vhd` is
     /// a fixed-size VHD (what Azure takes); a `qcow2` export is uncompressed.
+    ///
+    /// For a build another user started, `dest`'s directory is opened as that user (they must
+    /// be able to write it) and the file is theirs. Never onto a directory, never inside kilnd's
+    /// data directory, and never over an existing file unless `overwrite`, checked again by the
+    /// final rename itself.
     pub async fn export(
         &self,
         source: &Path,
         format: &str,
         dest: &Path,
         owner: Option<&crate::store::StartedBy>,
+        overwrite: bool,
     ) -> Result<(PathBuf, u64, String), CatalogError> {
+        use crate::as_user::OpenError;
+        use files::PinError;
         let fmt = qemu_img::Format::for_export(format).ok_or_else(|| {
             CatalogError::Invalid(format!(
                 "cannot export to format {format:?}: use qcow2, raw, vhd or vmdk"
             ))
         })?;
+        let shown = dest.display();
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(CatalogError::Invalid(format!(
+                "export path {shown} must be an absolute path naming a file"
+            )));
+        };
         if !dest.is_absolute() {
             return Err(CatalogError::Invalid(format!(
-                "export path {} must be absolute",
-                dest.display()
+                "export path {shown} must be absolute"
             )));
         }
-        let parent = dest.parent().unwrap_or(Path::new("/"));
-        if !parent.is_dir() {
-            return Err(CatalogError::Invalid(format!(
-                "cannot export to {}: the directory {} does not exist",
-                dest.display(),
-                parent.display()
-            )));
-        }
-        // Written where the build's starter may write, theirs once written, and pinned to the
-        // directory checked (see files::Pinned).
         let user = owner
             .map(crate::store::StartedBy::user)
             .filter(|u| u.is_other());
-        let pinned = files::Pinned::create(dest, user).map_err(|e| {
-            let e = format!("cannot export to {}: {e}", dest.display());
-            if user.is_some() {
-                CatalogError::Forbidden(e)
-            } else {
-                CatalogError::Tool(e)
-            }
+        let dir = crate::as_user::open_dir_to_write(user, parent)
+            .await
+            .map_err(|e| match e {
+                OpenError::Helper { .. } => CatalogError::Unavailable(e.to_string()),
+                OpenError::NotDirectory { .. } | OpenError::NotRegular { .. } => {
+                    CatalogError::Invalid(format!("cannot export to {shown}: {e}"))
+                }
+                OpenError::CannotRead { .. } | OpenError::CannotWrite { .. } => {
+                    CatalogError::Forbidden(format!(
+                        "cannot export to {shown}: {e}, so kilnd will not write there for them"
+                    ))
+                }
+            })?;
+        // A few system calls on handles already open: no need for the blocking pool.
+        let data_dir = self.data_dir();
+        let pinned = if files::is_inside(&dir, data_dir) {
+            Err(PinError::InDataDir(
+                shown.to_string(),
+                data_dir.display().to_string(),
+            ))
+        } else {
+            files::Pinned::create(dir, parent, name, user, overwrite)
+        }
+        .map_err(|e| match e {
+            PinError::Exists(_) => CatalogError::Conflict(e.to_string()),
+            PinError::Io { .. } => CatalogError::Tool(format!("cannot export: {e}")),
+            e => CatalogError::Invalid(format!("cannot export: {e}")),
         })?;
         qemu_img::convert(source, "qcow2", fmt, &pinned.write_path()).await?;
         let target = dest.to_path_buf();
         let (size, sha256) = blocking(move || {
-            pinned
-                .seal()
-                .map_err(io_err(format!("write {}", target.display())))
+            pinned.seal().map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    CatalogError::Conflict(format!(
+                        "{} appeared while the export was written; kilnd left it alone. Set \
+                         `overwrite = true` in the export target to replace it",
+                        target.display()
+                    ))
+                } else {
+                    io_err(format!("write {}", target.display()))(e)
+                }
+            })
         })
         .await?;
         tracing::info!(path = %dest.display(), size, format, "exported image");
         Ok((dest.to_path_buf(), size, sha256))
+    }
+
+    /// kilnd's data directory: the one holding the images directory (and the store).
+    fn data_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
     }
 
     /// `publish` for a build of `template`: a private image of the build's project named as the
@@ -1188,10 +1235,13 @@ mod tests {
         assert_eq!(gib_ceil(3 * GIB + 1), 4);
     }
 
+    /// A catalog with its data directory at `DIR/data`; the rest of DIR is "elsewhere".
     fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("kiln.redb")).unwrap());
-        let catalog = Catalog::open(store, dir.path().join("images")).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let store = Arc::new(Store::open(&data.join("kiln.redb")).unwrap());
+        let catalog = Catalog::open(store, data.join("images")).unwrap();
         (dir, catalog)
     }
 
@@ -1242,13 +1292,95 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(image.virtual_size, 64 << 20);
+
+        // What uid 4242 may not read all answers alike, whatever is there: a secret file, a
+        // missing one, the hidden directory, a symlink in it to a file they could read.
+        let hidden = dir.path().join("hidden");
+        std::fs::create_dir(&hidden).unwrap();
+        std::os::unix::fs::symlink(&theirs, hidden.join("link")).unwrap();
+        std::fs::copy(&theirs, hidden.join("secret.qcow2")).unwrap();
+        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
         let secret = disk("secret.qcow2", 0o600);
+        for path in [
+            secret,
+            hidden.join("nonexistent").display().to_string(),
+            hidden.join("secret.qcow2").display().to_string(),
+            hidden.display().to_string(),
+            hidden.join("link").display().to_string(),
+        ] {
+            let err = catalog
+                .import(&who, &path, "secret", "debian-12", false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cannot read {path} as uid 4242: Permission denied; kilnd imports only \
+                     files the caller can read"
+                )
+            );
+        }
+
+        // A backing file in the caller's own bytes is refused before qemu-img opens anything,
+        // and so is a device or a /proc file.
+        let root_only = dir.path().join("root-only");
+        std::fs::write(&root_only, "TOPSECRET").unwrap();
+        let evil = files.join("evil.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
+            .arg(&root_only)
+            .arg(&evil)
+            .arg("1M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let evil = evil.display().to_string();
         let err = catalog
-            .import(&who, &secret, "secret", "debian-12", false)
+            .import(&who, &evil, "evil", "debian-12", false)
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
-        assert!(err.to_string().contains("Permission denied"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+        assert!(err.to_string().contains("has a backing file"), "{err}");
+        for special in ["/dev/zero", "/proc/self/environ"] {
+            let err = catalog
+                .import(&who, special, "special", "debian-12", false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+            assert!(err.to_string().contains("name a regular file"), "{err}");
+        }
+        let left: Vec<_> = std::fs::read_dir(catalog.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().contains(files::PARTIAL))
+            .collect();
+        assert!(left.is_empty(), "no private copy is left: {left:?}");
+    }
+
+    /// The private copy keeps the caller's holes and bytes exactly.
+    #[test]
+    fn private_copies_are_sparse_and_exact() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sparse.raw");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(256 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", (256 << 20) - 4).unwrap();
+        drop(f);
+        let copy = dir.path().join("copy");
+        let header = files::copy_private(&std::fs::File::open(&src).unwrap(), &copy).unwrap();
+        assert_eq!(&header[..4], b"head");
+        assert_eq!(sha256_file(&src).unwrap(), sha256_file(&copy).unwrap());
+        let meta = std::fs::metadata(&copy).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+        assert!(files::copy_private(&std::fs::File::open(&src).unwrap(), &copy).is_err());
     }
 
     #[tokio::test]
@@ -1320,12 +1452,51 @@ mod tests {
         assert!(!Path::new(&second.path).exists());
 
         let dest = dir.path().join("out.vhd");
-        let (path, size, sha) = catalog.export(&src, "vhd", &dest, None).await.unwrap();
+        let (path, size, sha) = catalog
+            .export(&src, "vhd", &dest, None, false)
+            .await
+            .unwrap();
         assert_eq!(path, dest);
         assert_eq!(sha256_file(&dest).unwrap(), (size, sha));
         assert!(!files::partial_of(&dest).exists());
-        let err = catalog.export(&src, "vdi", &dest, None).await.unwrap_err();
+        let err = catalog
+            .export(&src, "vdi", &dest, None, false)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParams);
+
+        // Where an export may not go, whoever asks: over a file without `overwrite`, onto a
+        // directory, into kilnd's data directory (its store included, by any path).
+        let export = |to: PathBuf, overwrite| {
+            let src = src.clone();
+            let catalog = &catalog;
+            async move { catalog.export(&src, "raw", &to, None, overwrite).await }
+        };
+        let err = export(dest.clone(), false).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains("set `overwrite = true`"), "{err}");
+        assert_eq!(sha256_file(&dest).unwrap().0, size, "left alone");
+        export(dest.clone(), true).await.unwrap();
+        assert_eq!(
+            sha256_file(&dest).unwrap().0,
+            64 << 20,
+            "replaced by the raw export"
+        );
+        let err = export(dir.path().join("data"), true).await.unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("via")).unwrap();
+        for inside in [
+            dir.path().join("data/kiln.redb"),
+            dir.path().join("via/kiln.redb"),
+            catalog.dir().join("x.raw"),
+        ] {
+            let err = export(inside.clone(), true).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
+            assert!(
+                err.to_string().contains("inside kilnd's data directory"),
+                "{err}"
+            );
+        }
 
         // For a build another user started, kilnd writes only where they may write, and the
         // file is theirs. (Making files of another user takes root.)
@@ -1343,20 +1514,33 @@ mod tests {
             std::fs::create_dir(&closed).unwrap();
             mode(&closed, 0o755).unwrap();
             let err = catalog
-                .export(&src, "raw", &closed.join("x.raw"), Some(&other))
+                .export(&src, "raw", &closed.join("x.raw"), Some(&other), false)
                 .await
                 .unwrap_err();
-            assert!(err.to_string().contains("uid 4242"), "{err}");
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert!(err.to_string().contains("as uid 4242"), "{err}");
             assert!(!closed.join("x.raw").exists());
             let theirs = dir.path().join("theirs");
             std::fs::create_dir(&theirs).unwrap();
             std::os::unix::fs::chown(&theirs, Some(4242), Some(4343)).unwrap();
             let (path, _, _) = catalog
-                .export(&src, "raw", &theirs.join("x.raw"), Some(&other))
+                .export(&src, "raw", &theirs.join("x.raw"), Some(&other), false)
                 .await
                 .unwrap();
             let meta = std::fs::metadata(path).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+            // A writable directory reached through one they cannot search is not theirs to use.
+            let hidden = dir.path().join("hidden");
+            std::fs::create_dir_all(hidden.join("open")).unwrap();
+            mode(&hidden.join("open"), 0o777).unwrap();
+            mode(&hidden, 0o700).unwrap();
+            std::os::unix::fs::symlink(hidden.join("open"), theirs.join("door")).unwrap();
+            let err = catalog
+                .export(&src, "raw", &theirs.join("door/x.raw"), Some(&other), false)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+            assert!(!hidden.join("open/x.raw").exists());
         }
         let leftovers: Vec<_> = std::fs::read_dir(catalog.dir()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");

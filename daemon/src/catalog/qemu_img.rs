@@ -99,6 +99,85 @@ pub async fn convert(src: &Path, from: &str, to: Format, dest: &Path) -> Result<
     tool::output("qemu-img", &args).await.map(drop)
 }
 
+/// What a file's first bytes say it is, read by kilnd itself so that qemu-img never probes a
+/// caller's file, nor opens what its header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// No header of a format qemu knows: raw bytes.
+    Raw,
+    /// A qcow2 header, and whether it names a backing file or an external data file.
+    Qcow2 { backing: bool, data_file: bool },
+    /// Another image format (qemu's name for it), e.g. a VMDK whose extents are other files.
+    Other(&'static str),
+}
+
+/// Reads a disk image's format from its first bytes (at least 512 of them, when it has them).
+pub fn sniff(header: &[u8]) -> Sniffed {
+    let at = |offset: usize, magic: &[u8]| header.get(offset..offset + magic.len()) == Some(magic);
+    let be = |offset: usize, n: usize| {
+        header.get(offset..offset + n).map_or(0, |b| {
+            b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))
+        })
+    };
+    if at(0, b"QFI\xfb") {
+        let version = be(4, 4);
+        if version < 2 {
+            return Sniffed::Other("qcow");
+        }
+        // Version 3 keeps incompatible features at 72; bit 2 is "external data file". A
+        // header too short for them is not an image qemu would open either way.
+        let data_file = version >= 3 && be(72, 8) & 0b100 != 0;
+        return Sniffed::Qcow2 {
+            backing: be(8, 8) != 0,
+            data_file,
+        };
+    }
+    const OTHERS: &[(usize, &[u8], &str)] = &[
+        (0, b"KDMV", "vmdk"),
+        (0, b"COWD", "vmdk"),
+        (0, b"# Disk DescriptorFile", "vmdk"),
+        (0, b"conectix", "vpc"),
+        (0, b"vhdxfile", "vhdx"),
+        (0, b"QED\0", "qed"),
+        (0, b"LUKS\xba\xbe", "luks"),
+        (0x40, b"\x7f\x10\xda\xbe", "vdi"),
+        (0, b"WithoutFreeSpace", "parallels"),
+        (0, b"WithouFreSpacExt", "parallels"),
+        (0, b"Bochs Virtual HD Image", "bochs"),
+        (0, b"#!/bin/sh\n#V2.0 Format", "cloop"),
+    ];
+    OTHERS
+        .iter()
+        .find(|(offset, magic, _)| at(*offset, magic))
+        .map_or(Sniffed::Raw, |(_, _, format)| Sniffed::Other(format))
+}
+
+/// `convert` of a file that must stand alone: opened as `from` (`qcow2` or `raw`) through a
+/// `json:` description kilnd writes itself, naming the format, the plain file and no backing
+/// file, so nothing but `src`'s own bytes is read whatever its header says.
+pub async fn convert_alone(
+    src: &Path,
+    from: &str,
+    to: Format,
+    dest: &Path,
+) -> Result<(), CatalogError> {
+    let file = src
+        .to_str()
+        .ok_or_else(|| CatalogError::Tool(format!("{} is not a UTF-8 path", src.display())))?;
+    let mut spec = serde_json::json!({
+        "driver": from,
+        "file": {"driver": "file", "filename": file},
+    });
+    if from == "qcow2" {
+        spec["backing"] = Value::Null;
+    }
+    let spec = format!("json:{spec}");
+    let mut args: Vec<&OsStr> = vec!["convert".as_ref()];
+    args.extend(to.args().iter().map(OsStr::new));
+    args.extend([OsStr::new(&spec), dest.as_os_str()]);
+    tool::output("qemu-img", &args).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +203,49 @@ mod tests {
 
         assert!(parse_info(b"{}").is_err());
         assert!(parse_info(b"qemu-img: error").is_err());
+    }
+
+    #[test]
+    fn sniffs_formats_from_headers() {
+        let qcow2 = |version: u8, backing: u8, features: u8| {
+            let mut h = vec![0u8; 512];
+            h[..4].copy_from_slice(b"QFI\xfb");
+            h[7] = version;
+            h[15] = backing;
+            h[79] = features;
+            h
+        };
+        let plain = Sniffed::Qcow2 {
+            backing: false,
+            data_file: false,
+        };
+        assert_eq!(sniff(&qcow2(3, 0, 0)), plain);
+        assert_eq!(sniff(&qcow2(2, 0, 0b100)), plain, "v2 has no feature bits");
+        assert_eq!(
+            sniff(&qcow2(3, 0x68, 0)),
+            Sniffed::Qcow2 {
+                backing: true,
+                data_file: false
+            }
+        );
+        assert_eq!(
+            sniff(&qcow2(3, 0, 0b100)),
+            Sniffed::Qcow2 {
+                backing: false,
+                data_file: true
+            }
+        );
+        assert_eq!(sniff(&qcow2(1, 0, 0)), Sniffed::Other("qcow"));
+        assert_eq!(
+            sniff(b"# Disk DescriptorFile\nRW 1 FLAT \"/etc/shadow\" 0"),
+            Sniffed::Other("vmdk")
+        );
+        assert_eq!(sniff(b"KDMV\x01"), Sniffed::Other("vmdk"));
+        let mut vdi = vec![0u8; 512];
+        vdi[0x40..0x44].copy_from_slice(b"\x7f\x10\xda\xbe");
+        assert_eq!(sniff(&vdi), Sniffed::Other("vdi"));
+        assert_eq!(sniff(&[0u8; 512]), Sniffed::Raw);
+        assert_eq!(sniff(b""), Sniffed::Raw);
     }
 
     #[test]

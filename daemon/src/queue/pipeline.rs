@@ -764,7 +764,12 @@ impl Run {
                         })
                         .map_err(|e| e.to_string())
                 }
-                Distribute::Export { format, path, .. } => {
+                Distribute::Export {
+                    format,
+                    path,
+                    overwrite,
+                    ..
+                } => {
                     self.log
                         .kiln(&format!("distribute {name}: export {format} to {path}"));
                     self.queue
@@ -774,6 +779,7 @@ impl Run {
                             format,
                             std::path::Path::new(path),
                             self.rec.started_by.as_ref(),
+                            *overwrite,
                         )
                         .await
                         .map(|(p, size, sha256)| RunOutput {
@@ -995,34 +1001,33 @@ fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>)
 }
 
 /// Reads a local file a template names, checking its size and hash. For a build another user
-/// started, the file is read as that user (see [`crate::as_user`]).
+/// started, the file is opened as that user (see [`crate::as_user::open_file`]); either way it
+/// must be a regular file, judged on the file opened.
 async fn read_local(
     path: &str,
     started_by: Option<&StartedBy>,
     sha256: Option<&str>,
     max: Option<u64>,
 ) -> Result<Vec<u8>, String> {
+    use std::io::Read;
     let too_big = |len: u64, max: u64| {
         format!("{path} is {len} bytes or more; the limit is {max} bytes (20 MB)")
     };
-    let data = match started_by.map(StartedBy::user).filter(|u| u.is_other()) {
-        Some(user) => crate::as_user::read(user, path, max.map_or(u64::MAX, |m| m + 1))
-            .await
-            .map_err(|e| {
-                format!(
-                    "{path}: uid {} (who started the build) cannot read it, so kilnd will not \
-                     read it for them: {e}",
-                    user.uid
-                )
-            })?,
-        None => {
-            let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-            if let Some(max) = max.filter(|m| meta.len() > *m) {
-                return Err(too_big(meta.len(), max));
-            }
-            std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?
-        }
-    };
+    let user = started_by.map(StartedBy::user).filter(|u| u.is_other());
+    let file = crate::as_user::open_file(user, std::path::Path::new(path))
+        .await
+        .map_err(|e| match user {
+            Some(_) => format!("{e} (who started the build), so kilnd will not read it for them"),
+            None => e.to_string(),
+        })?;
+    let limit = max.map_or(u64::MAX, |m| m + 1);
+    let data = tokio::task::spawn_blocking(move || {
+        let mut data = Vec::new();
+        file.take(limit).read_to_end(&mut data).map(|_| data)
+    })
+    .await
+    .map_err(|e| format!("reading {path} failed: {e}"))?
+    .map_err(|e| format!("cannot read {path}: {e}"))?;
     if let Some(max) = max.filter(|m| data.len() as u64 > *m) {
         return Err(too_big(data.len() as u64, max));
     }
@@ -1263,5 +1268,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("the limit is 3 bytes"), "{err}");
+    }
+
+    /// A template's file sources are regular files, whoever started the build: never a device
+    /// that reads forever or kilnd's own process state.
+    #[tokio::test]
+    async fn local_sources_are_regular_files() {
+        let root = StartedBy {
+            uid: 0,
+            gid: 0,
+            gids: vec![0],
+        };
+        let other = StartedBy {
+            uid: 4242,
+            gid: 4242,
+            gids: vec![4242],
+        };
+        let mut starters = vec![None, Some(&root)];
+        if kiln_shared::paths::current_uid() == 0 {
+            starters.push(Some(&other));
+        }
+        for by in starters {
+            for (path, what) in [
+                ("/dev/zero", "is not a regular file"),
+                (
+                    "/proc/self/environ",
+                    "is a file of a kernel pseudo-filesystem",
+                ),
+                (
+                    "/proc/self/cmdline",
+                    "is a file of a kernel pseudo-filesystem",
+                ),
+            ] {
+                let err = read_local(path, by, None, Some(MAX_FILE_BYTES))
+                    .await
+                    .unwrap_err();
+                assert!(err.starts_with(&format!("{path} {what}")), "{err}");
+            }
+        }
     }
 }

@@ -189,9 +189,10 @@ impl From<ClientError> for Failure {
                 violations: rpc.data.violations.clone(),
                 ..Failure::new(rpc.data.kind.as_str(), rpc.message)
             },
-            e @ (ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed) => {
-                Failure::new(ErrorKind::Unavailable.as_str(), e.to_string())
-            }
+            e @ (ClientError::Connect { .. }
+            | ClientError::Untrusted { .. }
+            | ClientError::Io(_)
+            | ClientError::Closed) => Failure::new(ErrorKind::Unavailable.as_str(), e.to_string()),
             e @ ClientError::Protocol(_) => Failure::new("protocol", e.to_string()),
         }
     }
