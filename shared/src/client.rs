@@ -18,7 +18,7 @@ use crate::protocol::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to kilnd at {path}: {source} (is kilnd running? start it with `kilnd`, or set KILN_SOCKET)")]
+    #[error("cannot connect to kilnd at {path}: {source} ({})", connect_hint(source))]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -36,6 +36,16 @@ pub enum ClientError {
     Protocol(String),
     #[error("kilnd closed the connection")]
     Closed,
+}
+
+/// What to do when connecting failed with `e`.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        "you may not use this socket: a system kilnd admits the members of its group `kiln`; \
+         ask an admin to add you (`adduser USER kiln`, then log in again)"
+    } else {
+        "is kilnd running? start it with `kilnd`, or set KILN_SOCKET"
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;

@@ -175,9 +175,29 @@ pub fn default_socket_path() -> PathBuf {
         return p;
     }
     if system_mode() {
-        PathBuf::from("/run/kiln/kiln.sock")
+        PathBuf::from(SYSTEM_SOCKET)
     } else {
         user_runtime_dir().join("kiln").join("kiln.sock")
+    }
+}
+
+/// The system kilnd's socket.
+pub const SYSTEM_SOCKET: &str = "/run/kiln/kiln.sock";
+
+/// Where `kiln` connects unless `--socket` says otherwise: `KILN_SOCKET`; for root the system
+/// socket; for anyone else their own kilnd's socket when it exists, else the system kilnd's when
+/// that exists (a member of `kiln` needs no setting), else their own (so the error says to start
+/// kilnd).
+pub fn client_socket_path() -> PathBuf {
+    let own = default_socket_path();
+    if env_path(SOCKET_ENV).is_some() || system_mode() || own.exists() {
+        return own;
+    }
+    let system = PathBuf::from(SYSTEM_SOCKET);
+    if system.exists() {
+        system
+    } else {
+        own
     }
 }
 

@@ -104,7 +104,7 @@ impl Settings {
                 .socket
                 .clone()
                 .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(kiln_shared::paths::default_socket_path),
+                .unwrap_or_else(kiln_shared::paths::client_socket_path),
             project: args
                 .project
                 .clone()
