@@ -363,10 +363,13 @@ fn partial_lines(k: &Kilnd, n: usize, bytes: usize) -> Vec<(UnixStream, bool)> {
 #[test]
 fn partial_lines_share_one_budget() {
     let k = Kilnd::start();
-    // 64 MiB for all: 70 lines of ~1 MiB do not fit.
+    // 64 MiB for all, beyond the first 64 KiB of each line: 70 lines of ~1 MiB do not fit.
     let first = partial_lines(&k, 70, 1_000_000);
     let refused = first.iter().filter(|(_, r)| *r).count();
     assert!((1..=70 - 60).contains(&refused), "{refused} refused");
+    // Ordinary lines (up to 64 KiB) need no budget: others' partial lines cannot starve them.
+    let mut c = k.connect();
+    assert_eq!(c.call("template.list", json!({})), json!({"templates": []}));
     drop(first);
     std::thread::sleep(Duration::from_millis(500));
     // Closed connections gave their share back: 60 fit again.

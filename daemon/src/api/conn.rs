@@ -31,8 +31,12 @@ pub const MAX_WAITS: usize = 64;
 pub const PRIVILEGED_RESERVE: usize = 8;
 /// A line must be finished this long after its first byte arrived.
 pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
-/// What all connections' unfinished lines may hold together, in bytes.
+/// What all connections' unfinished lines may hold together beyond [`LINE_ALLOWANCE`] each, in
+/// bytes.
 pub const PARTIAL_LINE_BUDGET: usize = 64 * MAX_LINE_BYTES;
+/// The part of each connection's line buffer that needs no budget: ordinary requests never
+/// wait on, or fail for, what other clients hold (the connection limit bounds this part).
+pub const LINE_ALLOWANCE: usize = 64 * 1024;
 /// Each connection's read buffer (a line longer than this grows in its budgeted line buffer).
 const READ_BUFFER: usize = 8 * 1024;
 /// How long a refused client gets to take its error line.
@@ -392,7 +396,8 @@ enum LineRead {
 }
 
 /// The line being read on one connection, and the share of [`PARTIAL_LINE_BUDGET`] its buffer
-/// holds (all of its capacity), given back when the line is taken or the connection ends.
+/// holds (its capacity beyond [`LINE_ALLOWANCE`]), given back when the line is taken or the
+/// connection ends.
 struct LineBuf<'a> {
     bytes: Vec<u8>,
     held: usize,
@@ -414,18 +419,23 @@ impl<'a> LineBuf<'a> {
         if need > self.bytes.capacity() {
             let target = need.max(self.bytes.capacity() * 2).min(MAX_LINE_BYTES);
             let target = target.max(need);
-            if !self.connections.take_partial(target - self.held) {
-                return false;
+            let charge = |capacity: usize| capacity.saturating_sub(LINE_ALLOWANCE);
+            let wanted = charge(target);
+            if wanted > self.held {
+                if !self.connections.take_partial(wanted - self.held) {
+                    return false;
+                }
+                self.held = wanted;
             }
             self.bytes.reserve_exact(target - self.bytes.len());
-            let actual = self.bytes.capacity();
-            if actual > target {
+            let actual = charge(self.bytes.capacity());
+            if actual > self.held {
                 // The allocator's rounding: tiny, counted all the same.
                 self.connections
                     .partial
-                    .fetch_add(actual - target, Ordering::AcqRel);
+                    .fetch_add(actual - self.held, Ordering::AcqRel);
+                self.held = actual;
             }
-            self.held = actual;
         }
         self.bytes.extend_from_slice(data);
         true
