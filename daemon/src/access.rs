@@ -135,7 +135,11 @@ impl Access {
             .map(|name| (name, self.is_member(peer, name)))
             .filter(|&(_, member)| admin || member)
             .map(|(name, member)| {
-                let conf = self.projects.iter().find(|p| p.name == name).filter(|_| admin);
+                let conf = self
+                    .projects
+                    .iter()
+                    .find(|p| p.name == name)
+                    .filter(|_| admin);
                 ProjectInfo {
                     name: name.to_string(),
                     users: conf.map(|p| p.users.clone()).unwrap_or_default(),

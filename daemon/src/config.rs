@@ -142,7 +142,9 @@ impl Config {
 
     /// `max_connections`, before the fd limit has its say (see `kiln_daemon::connection_limit`).
     pub fn max_connections(&self) -> usize {
-        self.file.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize)
+        self.file
+            .max_connections
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize)
     }
 
     pub fn max_concurrent_builds(&self) -> u32 {

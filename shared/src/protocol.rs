@@ -713,3 +713,84 @@ pub enum EventKind {
     /// Events were lost (the subscriber fell behind): list everything again.
     Resync,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(call: &Call) -> String {
+        match call {
+            Call::Request(r) => {
+                let id = r.id.as_ref().map_or("-", Id::as_json);
+                format!("{} {id}", r.method)
+            }
+            Call::Invalid(r) => format!("invalid {}", r.id.as_json()),
+        }
+    }
+
+    /// `line` decodes to `expected`: `METHOD ID` (`-` for a notification), `invalid ID`, a
+    /// batch as `[a, b]`, or `reply KIND` for a line answered without running anything.
+    fn check(line: &str, expected: &str) {
+        let got = match Incoming::parse(line.as_bytes()) {
+            Incoming::One(c) => describe(&c),
+            Incoming::Batch(cs) => {
+                let d: Vec<String> = cs.iter().map(describe).collect();
+                format!("[{}]", d.join(", "))
+            }
+            Incoming::Reply(r) => format!("reply {}", r.error.map_or("?", |e| e.kind().as_str())),
+        };
+        assert_eq!(got, expected, "for {line}");
+    }
+
+    #[test]
+    fn decodes_lines() {
+        check(r#"{"jsonrpc":"2.0","id":7,"method":"a"}"#, "a 7");
+        check(r#"{"jsonrpc":"2.0","id":null,"method":"a"}"#, "a null");
+        check(r#"{"jsonrpc":"2.0","method":"a"}"#, "a -");
+        check(
+            r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"a"}"#,
+            "a 123456789012345678901234567890",
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":"x\u0041","method":"a"}"#,
+            r#"a "x\u0041""#,
+        );
+        check(r#"{"jsonrpc":"2.0","id":-1.5e3,"method":"a"}"#, "a -1.5e3");
+        check(r#"{"jsonrpc":"2.0","id":[1],"method":"a"}"#, "invalid null");
+        check(
+            r#"{"jsonrpc":"2.0","id":true,"method":"a"}"#,
+            "invalid null",
+        );
+        check(r#"{"jsonrpc":"2.0","id":{},"method":"a"}"#, "invalid null");
+        check(r#"{"jsonrpc":"1.0","id":5,"method":"a"}"#, "invalid 5");
+        check(r#"{"jsonrpc":"2.0","id":5,"method":5}"#, "invalid 5");
+        check(r#"{"jsonrpc":"2.0","id":5}"#, "invalid 5");
+        check("3", "invalid null");
+        check(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 2, {"jsonrpc":"2.0","method":"b"}]"#,
+            "[a 1, invalid null, b -]",
+        );
+        check("  [ ]", "reply invalid_request");
+        check("[1,", "reply parse_error");
+        check("{", "reply parse_error");
+        check("\u{0}", "reply parse_error");
+    }
+
+    #[test]
+    fn ids_serialize_as_written() {
+        let raw: Box<RawValue> =
+            RawValue::from_string("123456789012345678901234567890".into()).unwrap_or_default();
+        let id = Id::from_raw(&raw).unwrap_or_else(Id::null);
+        let line = serde_json::to_string(&Response::ok(id, Value::Null)).unwrap_or_default();
+        assert!(
+            line.contains(r#""id":123456789012345678901234567890"#),
+            "{line}"
+        );
+        // The client reads its own (u64) ids back through untagged ServerMessage.
+        let back: ServerMessage = serde_json::from_str(r#"{"jsonrpc":"2.0","id":42,"result":{}}"#)
+            .unwrap_or_else(|e| {
+                panic!("{e}");
+            });
+        assert!(matches!(back, ServerMessage::Response(r) if r.id.as_u64() == Some(42)));
+    }
+}

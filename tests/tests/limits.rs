@@ -44,7 +44,8 @@ struct UserConn {
 impl UserConn {
     fn open(k: &Kilnd, uid: u32, groups: &[u32]) -> UserConn {
         let mut cmd = Command::new("setpriv");
-        cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}"));
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"));
         if groups.is_empty() {
             cmd.arg("--clear-groups");
         } else {
@@ -410,7 +411,10 @@ fn connections_fit_in_the_fd_limit() {
     }
     assert_eq!((admitted.len(), refused), (40, 40));
     // Everyone admitted is still served, and a place freed is taken again.
-    assert_eq!(raw_call(&admitted[0], "daemon.status")["result"]["protocol"], 1);
+    assert_eq!(
+        raw_call(&admitted[0], "daemon.status")["result"]["protocol"],
+        1
+    );
     drop(admitted.pop());
     assert!(eventually(5, || raw_first_line(&k).1["method"] == "hello"));
     assert!(
@@ -439,7 +443,11 @@ fn accept_failures_back_off() {
     // Retried with growing pauses (10 ms doubling to 1 s) and logged at the 1st, 2nd, 4th, 8th
     // failure: a handful of lines, not one per 50 ms.
     let logged = log_count(&k, "accept failed");
-    assert!((1..=6).contains(&logged), "{logged} lines:\n{}", k.log_text());
+    assert!(
+        (1..=6).contains(&logged),
+        "{logged} lines:\n{}",
+        k.log_text()
+    );
     drop(held);
     assert!(eventually(10, || raw_first_line(&k).1["method"] == "hello"));
 }
@@ -554,7 +562,11 @@ fn seen_by(k: &Kilnd, uid: u32, groups: &[u32]) -> (u64, u64, u64, Vec<String>) 
             if users.is_empty() && groups.is_empty() {
                 p["name"].as_str().unwrap().to_string()
             } else {
-                format!("{}:{}", p["name"].as_str().unwrap(), users.len() + groups.len())
+                format!(
+                    "{}:{}",
+                    p["name"].as_str().unwrap(),
+                    users.len() + groups.len()
+                )
             }
         })
         .collect();
@@ -580,7 +592,10 @@ fn status_and_project_list_show_only_the_callers_projects() {
     let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(seen_by(&k, ALICE, &[]), (3, 0, 0, v(&["alpha", "default"])));
     assert_eq!(seen_by(&k, BOB, &[]), (5, 1, 1, v(&["beta", "default"])));
-    assert_eq!(seen_by(&k, STRANGER, &[48555]), (5, 1, 1, v(&["beta", "default"])));
+    assert_eq!(
+        seen_by(&k, STRANGER, &[48555]),
+        (5, 1, 1, v(&["beta", "default"]))
+    );
     assert_eq!(seen_by(&k, STRANGER, &[]), (1, 0, 0, v(&["default"])));
     let all = v(&["alpha:1", "beta:2", "default", "rootonly"]);
     assert_eq!(seen_by(&k, CAROL, &[ADMIN_GROUP]), (11, 1, 1, all.clone()));

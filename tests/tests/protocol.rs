@@ -132,8 +132,14 @@ fn malformed_lines_keep_the_connection() {
 
     c.send_raw(b"[1,2]\n");
     let batch = c.read();
-    assert_eq!(batch[0]["error"]["data"]["kind"], "invalid_request", "{batch}");
-    assert_eq!(batch[1]["error"]["data"]["kind"], "invalid_request", "{batch}");
+    assert_eq!(
+        batch[0]["error"]["data"]["kind"], "invalid_request",
+        "{batch}"
+    );
+    assert_eq!(
+        batch[1]["error"]["data"]["kind"], "invalid_request",
+        "{batch}"
+    );
     c.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":5,\"method\":\"template.list\"}\n");
     let r = c.read();
     assert_eq!(
@@ -420,7 +426,7 @@ fn replies(k: &kiln_tests::Kilnd, input: &str) -> String {
                 d.sort();
                 format!("[{}]", d.join(", "))
             } else {
-                describe(&serde_json::from_str::<&RawValue>(line).unwrap())
+                describe(serde_json::from_str::<&RawValue>(line).unwrap())
             }
         })
         .collect::<Vec<_>>()
@@ -458,7 +464,11 @@ fn json_rpc_ids_come_back_byte_for_byte() {
     check(&k, r#"{"jsonrpc":"2.0","method":"no.such"}"#, "");
     // Not a request at all: answered with id null.
     check(&k, r#"{"jsonrpc":"2.0","id":3}"#, "3 invalid_request");
-    check(&k, r#"{"id":4,"method":"daemon.status"}"#, "4 invalid_request");
+    check(
+        &k,
+        r#"{"id":4,"method":"daemon.status"}"#,
+        "4 invalid_request",
+    );
     check(&k, "7", "null invalid_request");
     check(&k, "{bad", "null parse_error");
 }
@@ -482,8 +492,16 @@ fn json_rpc_batches_are_answered_as_an_array() {
     );
     check(&k, "[]", "null invalid_request");
     check(&k, &format!("[{note},{note}]"), "");
-    check(&k, "[1, true]", "[null invalid_request, null invalid_request]");
-    check(&k, &format!("[{},", req(1, "template.list")), "null parse_error");
+    check(
+        &k,
+        "[1, true]",
+        "[null invalid_request, null invalid_request]",
+    );
+    check(
+        &k,
+        &format!("[{},", req(1, "template.list")),
+        "null parse_error",
+    );
     // Each member takes a request slot: of 70, 64 run (and fail, with no template) and 6 are
     // `busy`; all 70 are answered.
     let big: Vec<String> = (0..70).map(|i| req(i, "template.create")).collect();
