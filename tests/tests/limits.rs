@@ -290,6 +290,11 @@ fn connections_over_the_limit_get_busy_and_close() {
         .collect();
     let (s, first) = raw_first_line(&k);
     assert_refused(&first, s);
+    // The CLI says why.
+    let out = k.kiln(&["daemon", "status"]);
+    assert!(!out.status.success());
+    let err = kiln_tests::stderr(&out);
+    assert!(err.contains("max_connections"), "{err}");
 
     // A place freed is a place taken.
     drop(held);

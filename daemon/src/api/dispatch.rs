@@ -1,4 +1,5 @@
-//! Request dispatch: decodes a line, checks the caller's project, runs the method.
+//! Request dispatch: checks the caller's project and runs the method of a decoded request
+//! (`kiln_shared::protocol::Incoming` decodes lines; `conn` gives each request its slot).
 
 use std::sync::Arc;
 
