@@ -115,13 +115,13 @@ fn round(k: &Kilnd, loud: bool) {
     let mut clients: Vec<Client> = Vec::new();
     let mut refused = 0;
     for _ in 0..CONNECTIONS {
-        match connect(&k) {
+        match connect(k) {
             Some(c) => clients.push(c),
             None => refused += 1,
         }
     }
     report(
-        &k,
+        k,
         &format!(
             "{CONNECTIONS} connections tried: {} admitted (root: 256 + 8), {refused} refused",
             clients.len()
@@ -143,7 +143,7 @@ fn round(k: &Kilnd, loud: bool) {
         subs += n;
         used += 1;
     }
-    report(&k, &format!("+ {subs} subscriptions on {used} of them"));
+    report(k, &format!("+ {subs} subscriptions on {used} of them"));
 
     let mut partial = br#"{"jsonrpc":"2.0","id":1,"method":"template.list","pad":""#.to_vec();
     partial.resize(1_000_000, b'x');
@@ -160,7 +160,7 @@ fn round(k: &Kilnd, loud: bool) {
         }
     }
     report(
-        &k,
+        k,
         &format!(
             "+ a 1 MB unfinished line on each: {} held, {over_budget} refused",
             clients.len() - over_budget
@@ -168,11 +168,11 @@ fn round(k: &Kilnd, loud: bool) {
     );
 
     let subscribing = std::thread::spawn({
-        let mut c = connect(&k).unwrap_or_else(|| {
+        let mut c = connect(k).unwrap_or_else(|| {
             // Every place is taken: make one.
             drop(clients.pop());
             std::thread::sleep(Duration::from_millis(200));
-            connect(&k).expect("a freed place")
+            connect(k).expect("a freed place")
         });
         let mut writer = c.stream.try_clone().unwrap();
         std::thread::spawn(move || writer.write_all(&subscribe_lines(20_000)).unwrap());
@@ -191,7 +191,7 @@ fn round(k: &Kilnd, loud: bool) {
     });
     let (one, ok, busy) = subscribing.join().unwrap();
     report(
-        &k,
+        k,
         &format!("+ 20000 subscribes pipelined on one connection: {ok} ok, {busy} busy"),
     );
 
@@ -199,5 +199,5 @@ fn round(k: &Kilnd, loud: bool) {
     drop(clients);
     // The partial lines still held end at their 10 s deadline.
     std::thread::sleep(Duration::from_secs(10));
-    report(&k, "every client closed");
+    report(k, "every client closed");
 }
