@@ -123,20 +123,28 @@ impl Access {
         }
     }
 
-    /// Configured projects plus `default` and any named in `extra`, with the caller's membership.
-    pub fn projects(&self, peer: &Peer, extra: &[String]) -> Vec<ProjectInfo> {
+    /// The projects `peer` may see: configured ones, `default` and any named in `extra` (those
+    /// with stored data), with the caller's membership. An admin sees all of them with their
+    /// users and groups; anyone else sees only the projects they may act in, without members.
+    pub fn projects(&self, peer: &Peer, extra: &[String], admin: bool) -> Vec<ProjectInfo> {
         let mut names: BTreeSet<&str> = self.projects.iter().map(|p| p.name.as_str()).collect();
         names.insert(DEFAULT_PROJECT);
         names.extend(extra.iter().map(String::as_str));
         names
             .into_iter()
-            .map(|name| {
-                let conf = self.projects.iter().find(|p| p.name == name);
+            .map(|name| (name, self.is_member(peer, name)))
+            .filter(|&(_, member)| admin || member)
+            .map(|(name, member)| {
+                let conf = self
+                    .projects
+                    .iter()
+                    .find(|p| p.name == name)
+                    .filter(|_| admin);
                 ProjectInfo {
                     name: name.to_string(),
                     users: conf.map(|p| p.users.clone()).unwrap_or_default(),
                     groups: conf.map(|p| p.groups.clone()).unwrap_or_default(),
-                    member: self.is_member(peer, name),
+                    member,
                 }
             })
             .collect()

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// `max_connections` when kilnd.toml does not set it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 /// Everything `kilnd` needs to run, resolved from flags, environment and the config file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +34,9 @@ pub struct FileConfig {
     pub warm_start: Option<bool>,
     /// Group that owns the socket in system mode (default `kiln`).
     pub socket_group: Option<String>,
+    /// Socket clients at once (default 256); root and the admin group keep 8 more. kilnd lowers
+    /// it when its file-descriptor limit leaves no room for that many.
+    pub max_connections: Option<u32>,
     #[serde(default, rename = "project")]
     pub projects: Vec<ProjectConfig>,
 }
@@ -82,6 +88,9 @@ impl FileConfig {
         if cfg.max_concurrent_builds == Some(0) {
             return Err("max_concurrent_builds must be at least 1".into());
         }
+        if cfg.max_connections == Some(0) {
+            return Err("max_connections must be at least 1".into());
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in cfg.projects.iter().enumerate() {
             if let Err(e) = kiln_shared::names::check(&p.name) {
@@ -128,6 +137,13 @@ impl Config {
         }
     }
 
+    /// `max_connections`, before the fd limit has its say (see `kiln_daemon::connection_limit`).
+    pub fn max_connections(&self) -> usize {
+        self.file
+            .max_connections
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize)
+    }
+
     pub fn max_concurrent_builds(&self) -> u32 {
         self.file.max_concurrent_builds.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism()
@@ -156,6 +172,8 @@ mod tests {
     #[test]
     fn rejects_bad_values() {
         assert!(FileConfig::parse("max_concurrent_builds = 0").is_err());
+        assert!(FileConfig::parse("max_connections = 0").is_err());
+        assert!(FileConfig::parse("max_connections = -1").is_err());
         assert!(FileConfig::parse("bogus = 1").is_err());
         assert!(FileConfig::parse("[[project]]\nname=\"a\"\n[[project]]\nname=\"a\"").is_err());
         for bad in ["", "..", "-web", "web\\u200B", "a/b", " web"] {

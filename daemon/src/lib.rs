@@ -63,8 +63,84 @@ fn group_id(name: &str) -> Option<u32> {
     })
 }
 
+/// File descriptors kept back from connections: the store, logs, the runtime, and per build
+/// its VM's pipes, QMP and SSH sockets, files it reads and writes.
+fn fds_kept_back(max_concurrent_builds: u32) -> u64 {
+    128 + 32 * u64::from(max_concurrent_builds)
+}
+
+/// Raises the soft limit on open files to the hard one; returns the limit now in force.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let was = limit.current;
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-files limit from {was:?} to the hard limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// `max_connections` for everyone, so that it plus the privileged reserve plus the fds kept back
+/// fits in `fd_limit` (at least one connection, however low the limit).
+pub fn connection_limit(configured: usize, fd_limit: u64, max_concurrent_builds: u32) -> usize {
+    let room = fd_limit.saturating_sub(fds_kept_back(max_concurrent_builds));
+    let room = usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(api::PRIVILEGED_RESERVE);
+    configured.min(room).max(1)
+}
+
+/// Failing accepts (out of fds, most often) wait a little longer each time instead of spinning,
+/// and are logged on the 1st, 2nd, 4th, 8th... failure in a row, not once each.
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn failed(&mut self, e: &std::io::Error) -> std::time::Duration {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures.is_power_of_two() {
+            tracing::warn!(
+                failures = self.failures,
+                "accept failed: {e} (backing off; new clients wait meanwhile)"
+            );
+        }
+        Self::FIRST
+            .saturating_mul(2u32.saturating_pow(self.failures.min(16) - 1))
+            .min(Self::MAX)
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 1 {
+            tracing::info!(failures = self.failures, "accepting connections again");
+        }
+        self.failures = 0;
+    }
+}
+
 /// Runs kilnd until `shutdown` resolves: opens the store, binds the socket, serves connections.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let fd_limit = raise_fd_limit();
+    let max_connections = connection_limit(
+        config.max_connections(),
+        fd_limit,
+        config.max_concurrent_builds(),
+    );
+    if max_connections < config.max_connections() {
+        tracing::warn!(
+            fd_limit,
+            "max_connections lowered from {} to {max_connections}: the open-files limit leaves \
+             no room for more (raise it with LimitNOFILE= or ulimit -n)",
+            config.max_connections()
+        );
+    }
     prepare_data_dir(&config.data_dir)?;
     let store = Arc::new(store::Store::open(&config.data_dir.join("kiln.redb"))?);
     // This kilnd alone holds the data dir now: whatever a dead one left running goes before
@@ -125,6 +201,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         socket = %config.socket.display(),
         data_dir = %config.data_dir.display(),
+        max_connections,
+        fd_limit,
         "kilnd {} listening",
         env!("CARGO_PKG_VERSION")
     );
@@ -139,19 +217,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         apps: kiln_shared::apps::AppCatalog::builtin(),
         started_at: chrono::Utc::now(),
         template_changes: tokio::sync::broadcast::channel(1024).0,
+        connections: Arc::new(api::Connections::new(max_connections)),
     });
 
     tokio::pin!(shutdown);
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             conn = listener.accept() => match conn {
                 Ok(stream) => {
+                    backoff.succeeded();
                     tokio::spawn(api::serve_connection(daemon.clone(), stream));
                 }
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let pause = backoff.failed(&e);
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             },
         }

@@ -87,8 +87,17 @@ impl Client {
         if reader.read_line(&mut first).await? == 0 {
             return Err(ClientError::Closed);
         }
-        let hello: Notification = serde_json::from_str(&first)
-            .map_err(|e| ClientError::Protocol(format!("bad hello line: {e}")))?;
+        let hello = match serde_json::from_str::<ServerMessage>(&first) {
+            Ok(ServerMessage::Notification(n)) => n,
+            // A refusal (`busy`: kilnd is at its connection limit) comes instead of hello.
+            Ok(ServerMessage::Response(Response {
+                error: Some(err), ..
+            })) => return Err(ClientError::Rpc(err)),
+            Ok(ServerMessage::Response(_)) => {
+                return Err(ClientError::Protocol("a reply instead of hello".into()))
+            }
+            Err(e) => return Err(ClientError::Protocol(format!("bad hello line: {e}"))),
+        };
         if hello.method != "hello" {
             return Err(ClientError::Protocol(format!(
                 "expected hello, got {}",

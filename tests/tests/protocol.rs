@@ -1,7 +1,7 @@
 //! Raw protocol lines against a real kilnd, with the exact replies checked.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use kiln_tests::{template, Kilnd};
 use serde_json::{json, Value};
@@ -131,7 +131,15 @@ fn malformed_lines_keep_the_connection() {
     assert_eq!(r["error"]["data"]["kind"], "parse_error");
 
     c.send_raw(b"[1,2]\n");
-    assert_eq!(c.read()["error"]["data"]["kind"], "invalid_request");
+    let batch = c.read();
+    assert_eq!(
+        batch[0]["error"]["data"]["kind"], "invalid_request",
+        "{batch}"
+    );
+    assert_eq!(
+        batch[1]["error"]["data"]["kind"], "invalid_request",
+        "{batch}"
+    );
     c.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":5,\"method\":\"template.list\"}\n");
     let r = c.read();
     assert_eq!(
@@ -469,4 +477,126 @@ fn one_name_rule_for_every_method() {
     assert_eq!(err["data"]["violations"][0]["path"], "customize[0].source");
     let message = err["data"]["violations"][0]["message"].as_str().unwrap();
     assert!(message.contains("is relative"), "{message}");
+}
+
+/// Writes `input` (one or more lines) on a fresh connection, half-closes it, and describes every
+/// reply line until kilnd closes: `ID ok` or `ID KIND` per reply, with ID exactly as kilnd wrote
+/// it; a batch reply as `[...]` of its members (sorted: a batch's replies come in any order);
+/// lines joined by `; `. Nothing at all is "".
+fn replies(k: &kiln_tests::Kilnd, input: &str) -> String {
+    use serde_json::value::RawValue;
+    let describe = |raw: &RawValue| {
+        let members: std::collections::BTreeMap<String, &RawValue> =
+            serde_json::from_str(raw.get()).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        let kind = members.get("error").map_or("ok".to_string(), |e| {
+            let e: Value = serde_json::from_str(e.get()).unwrap();
+            e["data"]["kind"].as_str().unwrap().to_string()
+        });
+        format!("{} {kind}", members["id"].get())
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(&k.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(input.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().contains("\"hello\""));
+    lines
+        .map(|line| {
+            if line.starts_with('[') {
+                let members: Vec<&RawValue> = serde_json::from_str(line).unwrap();
+                let mut d: Vec<String> = members.into_iter().map(describe).collect();
+                d.sort();
+                format!("[{}]", d.join(", "))
+            } else {
+                describe(serde_json::from_str::<&RawValue>(line).unwrap())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `input` gets exactly `expected` (see [`replies`]).
+fn check(k: &kiln_tests::Kilnd, input: &str, expected: &str) {
+    assert_eq!(replies(k, &format!("{input}\n")), expected, "for {input}");
+}
+
+#[test]
+fn json_rpc_ids_come_back_byte_for_byte() {
+    let k = Kilnd::start();
+    let status = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"daemon.status"}}"#);
+    for id in [
+        "123456789012345678901234567890",
+        "-7",
+        "1.50",
+        "1e400",
+        "0",
+        r#""abc""#,
+        r#""caf\u00e9 \"q\"""#,
+        r#""""#,
+        "null",
+    ] {
+        check(&k, &status(id), &format!("{id} ok"));
+    }
+    // Any other id type is refused, and the reply cannot carry it.
+    for id in ["[1]", "{}", "true", "false", r#"{"a":1}"#] {
+        check(&k, &status(id), "null invalid_request");
+    }
+    // A notification (no id member) gets nothing, even when it fails.
+    check(&k, r#"{"jsonrpc":"2.0","method":"daemon.status"}"#, "");
+    check(&k, r#"{"jsonrpc":"2.0","method":"no.such"}"#, "");
+    // Not a request at all: answered with id null.
+    check(&k, r#"{"jsonrpc":"2.0","id":3}"#, "3 invalid_request");
+    check(
+        &k,
+        r#"{"id":4,"method":"daemon.status"}"#,
+        "4 invalid_request",
+    );
+    check(&k, "7", "null invalid_request");
+    check(&k, "{bad", "null parse_error");
+}
+
+#[test]
+fn json_rpc_batches_are_answered_as_an_array() {
+    let k = Kilnd::start();
+    let req = |id: u32, method: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{}}}}"#)
+    };
+    let note = r#"{"jsonrpc":"2.0","method":"template.list"}"#;
+    check(
+        &k,
+        &format!(
+            "[{},{note},{},{}]",
+            req(1, "template.list"),
+            req(2, "no.such"),
+            req(3, "daemon.status")
+        ),
+        "[1 ok, 2 method_not_found, 3 ok]",
+    );
+    check(&k, "[]", "null invalid_request");
+    check(&k, &format!("[{note},{note}]"), "");
+    check(
+        &k,
+        "[1, true]",
+        "[null invalid_request, null invalid_request]",
+    );
+    check(
+        &k,
+        &format!("[{},", req(1, "template.list")),
+        "null parse_error",
+    );
+    // Each member takes a request slot: of 70, 64 run (and fail, with no template) and 6 are
+    // `busy`; all 70 are answered.
+    let big: Vec<String> = (0..70).map(|i| req(i, "template.create")).collect();
+    let reply = replies(&k, &format!("[{}]\n", big.join(",")));
+    let count = |kind: &str| reply.matches(&format!(" {kind}")).count();
+    assert_eq!((count("invalid_params"), count("busy")), (64, 6), "{reply}");
+    // A stream opened in a batch starts after the batch's reply.
+    let mut c = k.connect();
+    c.send_raw(format!("[{}]\n", req(9, "events.subscribe")).as_bytes());
+    let r = c.read();
+    assert_eq!(r[0]["id"], 9, "{r}");
+    assert!(r[0]["result"]["sub"].is_u64(), "{r}");
 }

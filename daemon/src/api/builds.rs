@@ -26,13 +26,23 @@ pub type FollowUp = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub type SendNote =
     dyn Fn(Notification) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 
+/// Subscriptions (`events.subscribe`, `build.logs`) one connection may have open at once.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// Methods that wait for something else to happen (a build to end): they take one of a
+/// connection's wait slots instead of a request slot, so waits never starve other requests.
+pub const WAITS: &[&str] = &["build.wait"];
+
 /// Where a connection's notifications go.
 #[derive(Clone)]
 pub struct Sink {
     pub send: Arc<SendNote>,
     pub next_sub: Arc<std::sync::atomic::AtomicU64>,
-    /// The connection's open log streams, so `build.logs.unsubscribe` can end one.
+    /// The connection's open subscriptions, so `*.unsubscribe` can end one.
     pub subs: Arc<std::sync::Mutex<HashMap<u64, CancellationToken>>>,
+    /// Cancelled the moment the connection closes: every subscription and wait on it ends then
+    /// (each subscription's token is a child of this one).
+    pub closed: CancellationToken,
 }
 
 impl Sink {
@@ -40,14 +50,25 @@ impl Sink {
         (self.send)(Notification::new(method, params)).await
     }
 
-    /// Opens a subscription on this connection: its number, and the token that ends it.
-    pub(super) fn open_sub(&self) -> (u64, CancellationToken) {
+    /// Opens a subscription on this connection: its number, and the token that ends it (when
+    /// unsubscribed or when the connection closes). `busy` past [`MAX_SUBSCRIPTIONS`].
+    pub(super) fn open_sub(&self) -> Result<(u64, CancellationToken), RpcError> {
+        let mut subs = lock(&self.subs);
+        if subs.len() >= MAX_SUBSCRIPTIONS {
+            return Err(RpcError::new(
+                ErrorKind::Busy,
+                format!(
+                    "this connection has {MAX_SUBSCRIPTIONS} subscriptions open, the limit; end \
+                     one with events.unsubscribe or build.logs.unsubscribe, or use another connection"
+                ),
+            ));
+        }
         let sub = self
             .next_sub
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = CancellationToken::new();
-        lock(&self.subs).insert(sub, token.clone());
-        (sub, token)
+        let token = self.closed.child_token();
+        subs.insert(sub, token.clone());
+        Ok((sub, token))
     }
 
     /// Forgets subscription `sub` once its stream has ended.
@@ -120,16 +141,19 @@ pub async fn call(
             Err(e) => Err(e),
         },
         "build.wait" => match params::<BuildIdParams>(method, p) {
-            Ok(ip) => queue
-                .wait(project, ip.id)
-                .await
-                .and_then(|build| to_value(BuildReply { build })),
+            Ok(ip) => tokio::select! {
+                r = queue.wait(project, ip.id) => r.and_then(|build| to_value(BuildReply { build })),
+                // Nobody is left to tell.
+                () = sink.closed.cancelled() => Err(RpcError::new(
+                    ErrorKind::Unavailable,
+                    "the connection closed while waiting",
+                )),
+            },
             Err(e) => Err(e),
         },
         "build.logs" => match params::<BuildLogsParams>(method, p) {
-            Ok(lp) => match queue.get(project, lp.id) {
-                Ok(_) => {
-                    let (sub, token) = sink.open_sub();
+            Ok(lp) => match queue.get(project, lp.id).and_then(|_| sink.open_sub()) {
+                Ok((sub, token)) => {
                     let sink = sink.clone();
                     *follow_up = Some(Box::pin(async move {
                         stream_logs(queue, lp, sub, sink.clone(), token).await;

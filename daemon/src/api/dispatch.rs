@@ -1,4 +1,5 @@
-//! Request dispatch: decodes a line, checks the caller's project, runs the method.
+//! Request dispatch: checks the caller's project and runs the method of a decoded request
+//! (`kiln_shared::protocol::Incoming` decodes lines; `conn` gives each request its slot).
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct Daemon {
     pub started_at: DateTime<Utc>,
     /// Told whenever a template is created, changed or deleted (for `events.subscribe`).
     pub template_changes: tokio::sync::broadcast::Sender<super::TemplateChanged>,
+    /// How many clients are connected, and what their unfinished lines hold.
+    pub connections: Arc<super::Connections>,
 }
 
 impl From<StoreError> for RpcError {
@@ -85,61 +88,26 @@ fn checked_template(value: Value, apps: &AppCatalog) -> Result<Template, RpcErro
 }
 
 impl Daemon {
-    /// Handles one raw line; `None` for a notification (a request without `id`).
-    pub async fn handle_line(
+    /// Runs one request; no reply for a notification (a request without `id`). A stream's
+    /// follow-up must start only after the reply is written, so `sub` is known first.
+    pub async fn handle(
         &self,
         peer: &Peer,
-        line: &[u8],
+        request: Request,
         sink: &Sink,
     ) -> (Option<Response>, Option<FollowUp>) {
         let mut follow_up = None;
-        let response = self.handle_request(peer, line, sink, &mut follow_up).await;
-        (response, follow_up)
-    }
-
-    async fn handle_request(
-        &self,
-        peer: &Peer,
-        line: &[u8],
-        sink: &Sink,
-        follow_up: &mut Option<FollowUp>,
-    ) -> Option<Response> {
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                let err = RpcError::new(ErrorKind::ParseError, format!("not valid JSON: {e}"));
-                return Some(Response::err(Value::Null, err));
-            }
-        };
-        let id = value.get("id").cloned();
-        let request: Request = match serde_json::from_value(value) {
-            Ok(r) => r,
-            Err(e) => {
-                let err = RpcError::new(
-                    ErrorKind::InvalidRequest,
-                    format!("not a JSON-RPC 2.0 request: {e}"),
-                );
-                return Some(Response::err(id.unwrap_or(Value::Null), err));
-            }
-        };
-        let id = request.id.clone();
-        let result = if request.jsonrpc != "2.0" {
-            Err(RpcError::new(
-                ErrorKind::InvalidRequest,
-                "jsonrpc must be \"2.0\"",
-            ))
-        } else {
-            self.call(peer, &request.method, request.params, sink, follow_up)
-                .await
-        };
+        let result = self
+            .call(peer, &request.method, request.params, sink, &mut follow_up)
+            .await;
         if let Err(e) = &result {
             tracing::debug!(method = %request.method, kind = e.kind().as_str(), "{}", e.message);
         }
-        let id = id?;
-        Some(match result {
+        let response = request.id.map(|id| match result {
             Ok(v) => Response::ok(id, v),
             Err(e) => Response::err(id, e),
-        })
+        });
+        (response, follow_up)
     }
 
     /// Runs one method for `peer`.
@@ -284,11 +252,20 @@ impl Daemon {
                 let stored = blocking(move || store.list_projects()).await?;
                 let names: Vec<String> = stored.into_iter().map(|p| p.name).collect();
                 to_value(ProjectList {
-                    projects: self.access.projects(peer, &names),
+                    projects: self.access.projects(peer, &names, self.is_admin(peer)),
                 })
             }
             "daemon.status" => {
-                let templates = blocking(move || store.count_templates()).await?;
+                // Counts of the projects this caller may act in; others' stay theirs.
+                let admin = self.is_admin(peer);
+                let visible = |p: &str| admin || self.access.is_member(peer, p);
+                let per_project = blocking(move || store.count_templates_by_project()).await?;
+                let templates = per_project
+                    .iter()
+                    .filter(|(p, _)| visible(p))
+                    .map(|(_, n)| n)
+                    .sum();
+                let (queue, running) = self.queue.counts_where(visible);
                 let now = Utc::now();
                 to_value(DaemonStatus {
                     version: env!("CARGO_PKG_VERSION").into(),
@@ -298,8 +275,8 @@ impl Daemon {
                     data_dir: self.config.data_dir.display().to_string(),
                     started_at: self.started_at,
                     uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
-                    queue: self.queue.counts().0 as u64,
-                    running: self.queue.counts().1 as u64,
+                    queue: queue as u64,
+                    running: running as u64,
                     max_concurrent_builds: self.config.max_concurrent_builds(),
                     accel: self
                         .queue
@@ -324,6 +301,13 @@ impl Daemon {
                 format!("unknown method {m:?}"),
             )),
         }
+    }
+}
+
+impl Daemon {
+    /// Root, kilnd's own user, or a member of `admin_group`: sees every project.
+    fn is_admin(&self, peer: &Peer) -> bool {
+        crate::catalog::is_admin(peer, self.config.file.admin_group.as_deref())
     }
 }
 

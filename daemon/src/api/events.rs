@@ -32,7 +32,10 @@ pub fn call(
 ) -> Option<Result<Value, RpcError>> {
     let r = match method {
         "events.subscribe" => {
-            let (sub, token) = sink.open_sub();
+            let (sub, token) = match sink.open_sub() {
+                Ok(opened) => opened,
+                Err(e) => return Some(Err(e)),
+            };
             // Subscribed now, before the reply: no change after it can be missed.
             let builds = daemon.queue.changes();
             let templates = daemon.template_changes.subscribe();

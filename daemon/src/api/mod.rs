@@ -7,7 +7,7 @@ mod events;
 mod images;
 mod socket;
 
-pub use conn::serve_connection;
+pub use conn::{serve_connection, Connections, PRIVILEGED_RESERVE};
 pub use dispatch::Daemon;
 pub use events::TemplateChanged;
 pub use socket::{bind, SocketError};

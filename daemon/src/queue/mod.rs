@@ -305,10 +305,23 @@ impl Queue {
             .map(|r| r.build.state)
     }
 
-    /// Number of builds waiting and running.
-    pub fn counts(&self) -> (usize, usize) {
-        let st = lock(&self.state);
-        (st.waiting.len(), st.running.len())
+    /// Number of builds waiting and running in the projects `counted` accepts.
+    pub fn counts_where(&self, counted: impl Fn(&str) -> bool) -> (usize, usize) {
+        let (waiting, running): (Vec<u64>, Vec<u64>) = {
+            let st = lock(&self.state);
+            (
+                st.waiting.iter().copied().collect(),
+                st.running.keys().copied().collect(),
+            )
+        };
+        let count = |ids: Vec<u64>| {
+            ids.into_iter()
+                .filter(|&id| {
+                    matches!(self.store.get_build(id), Ok(Some(r)) if counted(&r.build.project))
+                })
+                .count()
+        };
+        (count(waiting), count(running))
     }
 
     /// Cancels a build in any state; a kept VM is ended too. Returns once the build is terminal.

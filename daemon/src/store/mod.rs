@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use kiln_shared::protocol::{RevisionInfo, TemplateRecord, TemplateSummary};
 use kiln_shared::Template;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The schema this kilnd writes. Bump it with a migration in `migrate`.
@@ -390,13 +390,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of templates across all projects.
-    pub fn count_templates(&self) -> Result<u64, StoreError> {
+    /// Number of templates of each project that has any.
+    pub fn count_templates_by_project(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
-        tx.open_table(TEMPLATES)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)
+        let table = tx.open_table(TEMPLATES).map_err(db_err)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            *counts.entry(k.value().0.to_string()).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     /// Projects that have stored something.
