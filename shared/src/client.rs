@@ -18,7 +18,10 @@ use crate::protocol::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to kilnd at {path}: {source} ({})", connect_hint(source))]
+    #[error(
+        "cannot connect to kilnd at {path}: {source} ({})",
+        connect_hint(source)
+    )]
     Connect {
         path: PathBuf,
         source: std::io::Error,
