@@ -740,6 +740,15 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
         .unwrap()
         .as_secs();
     let min_disk = base_gib + 2;
+    let exports = k.dir.path().join("exports");
+    std::fs::create_dir(&exports).unwrap();
+    for f in ["kept.qcow2", "replaced.qcow2"] {
+        std::fs::write(exports.join(f), "a file that was here first\n").unwrap();
+    }
+    let exported = |f: &str| exports.join(f).display().to_string();
+    let store_before = std::fs::metadata(k.data_dir.join("kiln.redb"))
+        .unwrap()
+        .len();
     create(
         &mut c,
         json!({
@@ -769,7 +778,14 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
                     format!("test $(df -B1M --output=size / | tail -n1) -gt {}", (min_disk - 1) * 1024)
                 ]}
             ]},
-            "distribute": [{"type": "image", "run_output_name": "local"}]
+            // Export rules, end to end: an existing file is replaced only when the target says
+            // `overwrite = true`; kilnd's data directory is never a destination.
+            "distribute": [
+                {"type": "image", "run_output_name": "local"},
+                {"type": "export", "run_output_name": "kept", "format": "qcow2", "path": exported("kept.qcow2")},
+                {"type": "export", "run_output_name": "replaced", "format": "qcow2", "path": exported("replaced.qcow2"), "overwrite": true},
+                {"type": "export", "run_output_name": "store", "format": "raw", "path": k.data_dir.join("kiln.redb").display().to_string(), "overwrite": true}
+            ]
         }),
     );
     let build = start(&mut c, "warm", "warm-out");
@@ -805,7 +821,57 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
 
     let b = wait(&mut c, build);
     let lines = log_lines(&mut c, build);
-    assert_eq!(b["state"], "succeeded", "{b}\n{}", lines.join("\n"));
+    // Two targets are refused, so the build partially succeeded; the others are there.
+    assert_eq!(
+        b["state"],
+        "partially_succeeded",
+        "{b}\n{}",
+        lines.join("\n")
+    );
+    let output = |name: &str| {
+        b["run_outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["run_output_name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {b}"))
+            .clone()
+    };
+    let kept = output("kept");
+    assert!(
+        kept["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exists"),
+        "{kept}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(exports.join("kept.qcow2")).unwrap(),
+        "a file that was here first\n"
+    );
+    assert_eq!(output("replaced")["error"], Value::Null, "{b}");
+    let replaced = sh(&[
+        "qemu-img",
+        "info",
+        "--output=json",
+        &exported("replaced.qcow2"),
+    ]);
+    assert!(replaced.contains("\"format\": \"qcow2\""), "{replaced}");
+    let store = output("store");
+    assert!(
+        store["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inside kilnd's data directory"),
+        "{store}"
+    );
+    assert!(
+        std::fs::metadata(k.data_dir.join("kiln.redb"))
+            .unwrap()
+            .len()
+            >= store_before
+    );
+    assert_eq!(output("local")["error"], Value::Null, "{b}");
     let log = lines.join("\n");
     assert!(log.contains("warm start: resuming"), "{log}");
     assert!(log.contains("validate: passed"), "{log}");
