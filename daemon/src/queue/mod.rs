@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, Step, StepState};
+use kiln_shared::build::{
+    Build, BuildListParams, BuildStartParams, BuildState, Step, StepKind, StepState,
+};
 use kiln_shared::protocol::{ErrorKind, RpcError};
+use kiln_shared::template::Customizer;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -201,27 +204,35 @@ impl Queue {
             .resolve_base(project, &base_name, &template.os)?;
         let id = self.store.next_build_id().map_err(internal)?;
         let mut steps: Vec<Step> = Vec::new();
-        let pending = |name: String, kind: &str| Step {
+        let pending = |name: String, kind: StepKind| Step {
             name,
-            kind: kind.into(),
+            kind,
             state: StepState::Pending,
             started_at: None,
             finished_at: None,
             exit_code: None,
         };
         for app in &template.applications {
-            steps.push(pending(format!("app-{app}"), "application"));
+            steps.push(pending(format!("app-{app}"), StepKind::Application));
         }
         for c in &template.customize {
-            steps.push(pending(c.name().to_string(), c.kind()));
+            let kind = match c {
+                Customizer::Shell { .. } => StepKind::Shell,
+                Customizer::File { .. } => StepKind::File,
+                Customizer::Reboot { .. } => StepKind::Reboot,
+            };
+            steps.push(pending(c.name().to_string(), kind));
         }
         if template.user_script.is_some() {
-            steps.push(pending("user_script".into(), "user_script"));
+            steps.push(pending("user_script".into(), StepKind::UserScript));
         }
         if template.validate.boot_test {
-            steps.push(pending("boot-test".into(), "validate"));
+            steps.push(pending("boot-test".into(), StepKind::Validate));
             for c in &template.validate.in_vm {
-                steps.push(pending(format!("validate-{}", c.name()), "validate"));
+                steps.push(pending(
+                    format!("validate-{}", c.name()),
+                    StepKind::Validate,
+                ));
             }
         }
         let build = Build {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiln_shared::build::{BuildState, LogStream, RunOutput, StepState, SubState};
+use kiln_shared::build::{BuildState, LogStream, RunOutput, StepKind, StepState, SubState};
 use kiln_shared::template::{Customizer, Distribute, OnError};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -354,7 +354,7 @@ impl Run {
             .build
             .steps
             .iter()
-            .position(|s| s.kind == "validate")
+            .position(|s| s.kind == StepKind::Validate)
             .unwrap_or(self.rec.build.steps.len());
         let dir = self.work_dir.join("validate");
         std::fs::create_dir_all(&dir)
@@ -463,7 +463,7 @@ impl Run {
             return Ok(());
         };
         let name = step.name.clone();
-        let kind = step.kind.clone();
+        let kind = step.kind;
         step.state = StepState::Running;
         step.started_at = Some(Utc::now());
         self.rec.build.step = Some(index);
