@@ -1,18 +1,17 @@
 //! The build queue: build records, FIFO scheduling with a concurrency limit, cancellation,
-//! timeouts, and restart recovery. The pipeline of one build lives in `pipeline`.
+//! timeouts, and restart recovery. What a build runs is its `plan`; `pipeline` runs it.
 
 mod pipeline;
+pub mod plan;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use kiln_shared::build::{
-    Build, BuildListParams, BuildStartParams, BuildState, Step, StepKind, StepState,
-};
+use kiln_shared::apps::AppCatalog;
+use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, StepState};
 use kiln_shared::protocol::{ErrorKind, RpcError};
-use kiln_shared::template::Customizer;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +20,7 @@ use crate::driver::warm::WarmStates;
 use crate::driver::AccelProbe;
 use crate::logs::Logs;
 use crate::store::{BuildRecord, StartedBy, Store, StoreError};
+use plan::PlannedStep;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -203,38 +203,7 @@ impl Queue {
             .catalog
             .resolve_base(project, &base_name, &template.os)?;
         let id = self.store.next_build_id().map_err(internal)?;
-        let mut steps: Vec<Step> = Vec::new();
-        let pending = |name: String, kind: StepKind| Step {
-            name,
-            kind,
-            state: StepState::Pending,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-        };
-        for app in &template.applications {
-            steps.push(pending(format!("app-{app}"), StepKind::Application));
-        }
-        for c in &template.customize {
-            let kind = match c {
-                Customizer::Shell { .. } => StepKind::Shell,
-                Customizer::File { .. } => StepKind::File,
-                Customizer::Reboot { .. } => StepKind::Reboot,
-            };
-            steps.push(pending(c.name().to_string(), kind));
-        }
-        if template.user_script.is_some() {
-            steps.push(pending("user_script".into(), StepKind::UserScript));
-        }
-        if template.validate.boot_test {
-            steps.push(pending("boot-test".into(), StepKind::Validate));
-            for c in &template.validate.in_vm {
-                steps.push(pending(
-                    format!("validate-{}", c.name()),
-                    StepKind::Validate,
-                ));
-            }
-        }
+        let plan = plan::plan(&template, &AppCatalog::builtin());
         let build = Build {
             id,
             project: project.into(),
@@ -245,7 +214,7 @@ impl Queue {
             state: BuildState::Queued,
             sub_state: None,
             step: None,
-            steps,
+            steps: plan.iter().map(PlannedStep::pending).collect(),
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
@@ -258,6 +227,7 @@ impl Queue {
         let rec = BuildRecord {
             build,
             template_body: template,
+            plan,
             work_dir: None,
             qemu_pid: None,
             started_by: Some(started_by),
