@@ -156,7 +156,8 @@ pub struct Build {
     pub message: String,
     #[serde(default)]
     pub run_outputs: Vec<RunOutput>,
-    /// 1-based position in the queue while queued.
+    /// 1-based position in the queue while queued: derived from the queue whenever a build is
+    /// read, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
     /// The ssh command to reach a VM kept after a failure (`on_customizer_error = "abort"`).

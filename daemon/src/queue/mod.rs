@@ -238,7 +238,7 @@ impl Queue {
         Ok(self.view(rec.build))
     }
 
-    /// Adds the live queue position.
+    /// Adds the live queue position (derived here, never stored: records are saved without it).
     fn view(&self, mut build: Build) -> Build {
         if build.state == BuildState::Queued {
             let st = lock(&self.state);
