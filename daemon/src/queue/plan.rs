@@ -11,7 +11,7 @@ use kiln_shared::Template;
 use serde::{Deserialize, Serialize};
 
 /// How long a `reboot` step waits for the guest when the template names no `timeout`.
-pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// One step of a build's plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
