@@ -65,12 +65,48 @@ pub enum StepState {
     Canceled,
 }
 
-/// One step of the customize phase: an application install, a customizer or the user script.
+/// What a step of a build is; on the wire as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// An application's install script from the catalog.
+    Application,
+    /// A `shell` customizer.
+    Shell,
+    /// A `file` customizer.
+    File,
+    /// A `reboot` customizer.
+    Reboot,
+    /// The template's `user_script`.
+    UserScript,
+    /// The boot test of the finished disk and each `validate.in_vm` check.
+    Validate,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Application => "application",
+            StepKind::Shell => "shell",
+            StepKind::File => "file",
+            StepKind::Reboot => "reboot",
+            StepKind::UserScript => "user_script",
+            StepKind::Validate => "validate",
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One step of a build: an application install, a customizer, the user script or a validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
-    /// `application`, `shell`, `file`, `reboot`, `user_script`.
-    pub kind: String,
+    pub kind: StepKind,
     pub state: StepState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -120,7 +156,8 @@ pub struct Build {
     pub message: String,
     #[serde(default)]
     pub run_outputs: Vec<RunOutput>,
-    /// 1-based position in the queue while queued.
+    /// 1-based position in the queue while queued: derived from the queue whenever a build is
+    /// read, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
     /// The ssh command to reach a VM kept after a failure (`on_customizer_error = "abort"`).
@@ -203,4 +240,29 @@ pub struct LogLine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubReply {
     pub sub: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The strings clients have seen in `steps[].kind` since before it was an enum.
+    #[test]
+    fn step_kinds_keep_their_wire_strings() {
+        for (kind, wire) in [
+            (StepKind::Application, "application"),
+            (StepKind::Shell, "shell"),
+            (StepKind::File, "file"),
+            (StepKind::Reboot, "reboot"),
+            (StepKind::UserScript, "user_script"),
+            (StepKind::Validate, "validate"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), wire);
+            assert_eq!(kind.as_str(), wire);
+            assert_eq!(format!("{kind:<12}|"), format!("{wire:<12}|"));
+            let parsed: StepKind = serde_json::from_value(wire.into()).unwrap();
+            assert_eq!(parsed, kind);
+        }
+    }
 }

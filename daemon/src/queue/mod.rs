@@ -1,14 +1,16 @@
 //! The build queue: build records, FIFO scheduling with a concurrency limit, cancellation,
-//! timeouts, and restart recovery. The pipeline of one build lives in `pipeline`.
+//! timeouts, and restart recovery. What a build runs is its `plan`; `pipeline` runs it.
 
 mod pipeline;
+pub mod plan;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, Step, StepState};
+use kiln_shared::apps::AppCatalog;
+use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, StepState};
 use kiln_shared::protocol::{ErrorKind, RpcError};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,7 @@ use crate::driver::warm::WarmStates;
 use crate::driver::AccelProbe;
 use crate::logs::Logs;
 use crate::store::{BuildRecord, StartedBy, Store, StoreError};
+use plan::PlannedStep;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -200,30 +203,7 @@ impl Queue {
             .catalog
             .resolve_base(project, &base_name, &template.os)?;
         let id = self.store.next_build_id().map_err(internal)?;
-        let mut steps: Vec<Step> = Vec::new();
-        let pending = |name: String, kind: &str| Step {
-            name,
-            kind: kind.into(),
-            state: StepState::Pending,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-        };
-        for app in &template.applications {
-            steps.push(pending(format!("app-{app}"), "application"));
-        }
-        for c in &template.customize {
-            steps.push(pending(c.name().to_string(), c.kind()));
-        }
-        if template.user_script.is_some() {
-            steps.push(pending("user_script".into(), "user_script"));
-        }
-        if template.validate.boot_test {
-            steps.push(pending("boot-test".into(), "validate"));
-            for c in &template.validate.in_vm {
-                steps.push(pending(format!("validate-{}", c.name()), "validate"));
-            }
-        }
+        let plan = plan::plan(&template, &AppCatalog::builtin());
         let build = Build {
             id,
             project: project.into(),
@@ -234,7 +214,7 @@ impl Queue {
             state: BuildState::Queued,
             sub_state: None,
             step: None,
-            steps,
+            steps: plan.iter().map(PlannedStep::pending).collect(),
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
@@ -247,6 +227,7 @@ impl Queue {
         let rec = BuildRecord {
             build,
             template_body: template,
+            plan,
             work_dir: None,
             qemu_pid: None,
             started_by: Some(started_by),
@@ -257,7 +238,7 @@ impl Queue {
         Ok(self.view(rec.build))
     }
 
-    /// Adds the live queue position.
+    /// Adds the live queue position (derived here, never stored: records are saved without it).
     fn view(&self, mut build: Build) -> Build {
         if build.state == BuildState::Queued {
             let st = lock(&self.state);

@@ -1,17 +1,20 @@
-//! The pipeline of one build: prepare, boot, connect, customize, generalize, shut down,
-//! distribute, and always clean up. Cancellation and the timeout drop the pipeline future; every
-//! resource it made is held in `Run`, so cleanup finds it whatever the moment.
+//! The pipeline of one build: prepare, boot, connect, run the plan's customize steps, generalize,
+//! shut down, run its validate steps, distribute, and always clean up. It runs the build's plan
+//! as recorded, step by step, and never reads steps from the template. Cancellation and the
+//! timeout drop the pipeline future; every resource it made is held in `Run`, so cleanup finds it
+//! whatever the moment.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiln_shared::build::{BuildState, LogStream, RunOutput, StepState, SubState};
-use kiln_shared::template::{Customizer, Distribute, OnError};
+use kiln_shared::build::{BuildState, LogStream, RunOutput, Step, StepState, SubState};
+use kiln_shared::template::{Distribute, OnError};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::plan::{Action, PlannedStep};
 use super::{lock, Queue};
 use crate::catalog::ImageLease;
 use crate::driver::warm::{WarmLease, WarmState};
@@ -25,7 +28,6 @@ const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
 /// First boot, cloud-init included; TCG on a busy machine needs minutes.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
-const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The login user of Debian's cloud images.
 const USER: &str = "debian";
 
@@ -150,6 +152,7 @@ impl Run {
 
     async fn pipeline(&mut self) -> Result<bool, Failure> {
         let template = self.rec.template_body.clone();
+        let plan = self.rec.plan.clone();
         // prepare: the work directory is recorded before it exists, so a restart can remove it.
         self.rec.work_dir = Some(self.work_dir.clone());
         self.save();
@@ -193,7 +196,7 @@ impl Run {
         self.guest = Some(guest);
 
         self.set_sub(SubState::Customizing);
-        self.customize(&template).await?;
+        self.run_steps(&plan, SubState::Customizing).await?;
 
         self.set_sub(SubState::Generalizing);
         self.generalize(&template).await?;
@@ -208,9 +211,9 @@ impl Run {
         self.rec.qemu_pid = None;
         self.save();
 
-        if template.validate.boot_test {
+        if plan.iter().any(|s| s.sub_state() == SubState::Validating) {
             self.set_sub(SubState::Validating);
-            self.validate(&template).await?;
+            self.validate(&plan).await?;
         }
 
         self.set_sub(SubState::Distributing);
@@ -346,69 +349,14 @@ impl Run {
         self.save();
     }
 
-    /// Boots the finished disk in a fresh VM (an overlay on it, with a new seed: what a user's
-    /// first boot does), then runs `validate.in_vm` in order. The disk itself is not changed.
-    async fn validate(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
-        let first = self
-            .rec
-            .build
-            .steps
-            .iter()
-            .position(|s| s.kind == "validate")
-            .unwrap_or(self.rec.build.steps.len());
-        let dir = self.work_dir.join("validate");
+    /// Runs the plan's validate steps: its boot test boots the finished disk in a fresh VM (an
+    /// overlay on it, with a new seed: what a user's first boot does), then each `validate.in_vm`
+    /// check runs there in order. The disk itself is not changed.
+    async fn validate(&mut self, plan: &[PlannedStep]) -> Result<(), Failure> {
+        let dir = self.validate_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(format!("validate: cannot create {}: {e}", dir.display())))?;
-        let spec = VmSpec {
-            base_image: self.work_dir.join("overlay.qcow2"),
-            work_dir: dir.clone(),
-            disk_gb: 0,
-            cpus: template.vm.cpus,
-            memory_mb: template.vm.memory_mb,
-            user: USER.into(),
-        };
-        self.step(first, |run, name| {
-            Box::pin(async move {
-                let prepared = driver::prepare(&spec)
-                    .await
-                    .map_err(|e| format!("prepare: {e}"))?;
-                let vm = Vm::boot(&prepared, &run.queue.accel)
-                    .await
-                    .map_err(|e| format!("boot: {e}"))?;
-                run.log.write(
-                    LogStream::Kiln,
-                    Some(&name),
-                    &format!(
-                        "booting the finished image in a fresh VM (qemu pid {}, {}, ssh on 127.0.0.1:{})",
-                        vm.pid(),
-                        vm.accel(),
-                        vm.ssh_port()
-                    ),
-                );
-                run.rec.qemu_pid = Some(vm.pid());
-                run.save();
-                let vm = run.vm.insert(vm);
-                let guest = vm
-                    .wait_ready(BOOT_TIMEOUT)
-                    .await
-                    .map_err(|e| format!("the finished image did not come up: {e}"))?;
-                run.log.write(
-                    LogStream::Kiln,
-                    Some(&name),
-                    "up: ssh login with a new key and host key, cloud-init finished",
-                );
-                run.guest = Some(guest);
-                Ok(0)
-            })
-        })
-        .await?;
-        for (i, c) in template.validate.in_vm.iter().enumerate() {
-            let c = c.clone();
-            self.step(first + 1 + i, move |run, name| {
-                Box::pin(run.run_customizer(name, c))
-            })
-            .await?;
-        }
+        self.run_steps(plan, SubState::Validating).await?;
         self.guest = None;
         if let Some(mut vm) = self.vm.take() {
             vm.kill().await;
@@ -420,50 +368,75 @@ impl Run {
         Ok(())
     }
 
-    async fn customize(&mut self, template: &kiln_shared::Template) -> Result<(), Failure> {
-        let apps = kiln_shared::apps::AppCatalog::builtin();
-        let mut index = 0;
-        for app in &template.applications {
-            let script = apps.get(app).map(|a| a.install.clone()).unwrap_or_default();
-            self.step(index, |run, name| {
-                Box::pin(run.run_script(name, script.into_bytes()))
-            })
-            .await?;
-            index += 1;
-        }
-        for c in &template.customize {
-            let c = c.clone();
-            self.step(index, move |run, name| {
-                Box::pin(run.run_customizer(name, c))
-            })
-            .await?;
-            index += 1;
-        }
-        if let Some(script) = &template.user_script {
-            let script = script.clone();
-            self.step(index, |run, name| {
-                Box::pin(run.run_script(name, script.into_bytes()))
-            })
-            .await?;
+    fn validate_dir(&self) -> PathBuf {
+        self.work_dir.join("validate")
+    }
+
+    /// Boots the finished disk in a fresh VM in the validate directory and connects to it.
+    async fn boot_test(&mut self, step: &str, cpus: u32, memory_mb: u32) -> Result<i32, String> {
+        let spec = VmSpec {
+            base_image: self.work_dir.join("overlay.qcow2"),
+            work_dir: self.validate_dir(),
+            disk_gb: 0,
+            cpus,
+            memory_mb,
+            user: USER.into(),
+        };
+        let prepared = driver::prepare(&spec)
+            .await
+            .map_err(|e| format!("prepare: {e}"))?;
+        let vm = Vm::boot(&prepared, &self.queue.accel)
+            .await
+            .map_err(|e| format!("boot: {e}"))?;
+        self.log.write(
+            LogStream::Kiln,
+            Some(step),
+            &format!(
+                "booting the finished image in a fresh VM (qemu pid {}, {}, ssh on 127.0.0.1:{})",
+                vm.pid(),
+                vm.accel(),
+                vm.ssh_port()
+            ),
+        );
+        self.rec.qemu_pid = Some(vm.pid());
+        self.save();
+        let vm = self.vm.insert(vm);
+        let guest = vm
+            .wait_ready(BOOT_TIMEOUT)
+            .await
+            .map_err(|e| format!("the finished image did not come up: {e}"))?;
+        self.log.write(
+            LogStream::Kiln,
+            Some(step),
+            "up: ssh login with a new key and host key, cloud-init finished",
+        );
+        self.guest = Some(guest);
+        Ok(0)
+    }
+
+    /// Runs, in order, every step of `plan` that belongs to the phase `sub_state`.
+    async fn run_steps(
+        &mut self,
+        plan: &[PlannedStep],
+        sub_state: SubState,
+    ) -> Result<(), Failure> {
+        for (index, planned) in plan.iter().enumerate() {
+            if planned.sub_state() == sub_state {
+                self.step(index, planned).await?;
+            }
         }
         Ok(())
     }
 
-    /// Runs step `index` with its markers, timing and exit code recorded.
-    async fn step<F>(&mut self, index: usize, f: F) -> Result<(), Failure>
-    where
-        F: for<'a> FnOnce(
-            &'a mut Run,
-            String,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<i32, String>> + Send + 'a>,
-        >,
-    {
-        let Some(step) = self.rec.build.steps.get_mut(index) else {
-            return Ok(());
-        };
+    /// Runs step `index` of the plan, `planned`, with its markers, timing and exit code recorded
+    /// in the build's step of that index.
+    async fn step(&mut self, index: usize, planned: &PlannedStep) -> Result<(), Failure> {
+        let step = recorded_step(&mut self.rec.build.steps, index, planned).map_err(|e| {
+            tracing::error!(build = self.rec.build.id, "{e}");
+            failed(e)
+        })?;
         let name = step.name.clone();
-        let kind = step.kind.clone();
+        let kind = step.kind;
         step.state = StepState::Running;
         step.started_at = Some(Utc::now());
         self.rec.build.step = Some(index);
@@ -475,7 +448,7 @@ impl Run {
             &format!("==> step {}/{total}: {name} ({kind})", index + 1),
         );
         let started = std::time::Instant::now();
-        let result = f(self, name.clone()).await;
+        let result = self.run_action(&name, &planned.action).await;
         let step = &mut self.rec.build.steps[index];
         step.finished_at = Some(Utc::now());
         let secs = started.elapsed().as_secs_f64();
@@ -547,88 +520,72 @@ impl Run {
     }
 
     /// Uploads `script` and runs it; its shebang picks the interpreter.
-    async fn run_script(&mut self, step: String, script: Vec<u8>) -> Result<i32, String> {
-        let remote = format!("/tmp/kiln-step-{}.sh", sanitize(&step));
+    async fn run_script(&mut self, step: &str, script: Vec<u8>) -> Result<i32, String> {
+        let remote = format!("/tmp/kiln-step-{}.sh", sanitize(step));
         self.guest()?
             .upload_bytes(script, &remote, 0o755)
             .await
             .map_err(|e| e.to_string())?;
-        let code = self.exec(&step, &remote).await?;
-        let _ = self.exec(&step, &format!("rm -f {remote}")).await;
+        let code = self.exec(step, &remote).await?;
+        let _ = self.exec(step, &format!("rm -f {remote}")).await;
         Ok(code)
     }
 
-    async fn run_customizer(&mut self, step: String, c: Customizer) -> Result<i32, String> {
-        match c {
-            Customizer::Shell {
-                inline: Some(lines),
-                ..
-            } => {
-                let script = format!("#!/bin/bash\nset -e\n{}\n", lines.join("\n"));
-                self.run_script(step, script.into_bytes()).await
+    /// Does what a step's `action` says.
+    async fn run_action(&mut self, step: &str, action: &Action) -> Result<i32, String> {
+        match action {
+            Action::RunScript { script } => {
+                self.run_script(step, script.clone().into_bytes()).await
             }
-            Customizer::Shell {
-                script: Some(src),
-                sha256,
-                ..
-            } => {
-                if is_url(&src) {
-                    let remote = format!("/tmp/kiln-step-{}.sh", sanitize(&step));
-                    let fetch = fetch_in_guest(&src, &remote, sha256.as_deref(), None);
-                    let code = self
-                        .exec(&step, &format!("{fetch} && chmod 755 {remote} && {remote}"))
-                        .await?;
-                    Ok(code)
-                } else {
-                    let data =
-                        read_local(&src, self.rec.started_by.as_ref(), sha256.as_deref(), None)
-                            .await?;
-                    self.run_script(step, data).await
-                }
+            Action::RunLocalScript { path, sha256 } => {
+                let data =
+                    read_local(path, self.rec.started_by.as_ref(), sha256.as_deref(), None).await?;
+                self.run_script(step, data).await
             }
-            Customizer::Shell { .. } => Err("shell step has neither inline nor script".into()),
-            Customizer::File {
+            Action::RunRemoteScript { url, sha256 } => {
+                let remote = format!("/tmp/kiln-step-{}.sh", sanitize(step));
+                let fetch = fetch_in_guest(url, &remote, sha256.as_deref(), None);
+                self.exec(step, &format!("{fetch} && chmod 755 {remote} && {remote}"))
+                    .await
+            }
+            Action::UploadFile {
                 source,
                 destination,
                 sha256,
-                ..
             } => {
-                if is_url(&source) {
-                    let fetch = fetch_in_guest(
-                        &source,
-                        &destination,
-                        sha256.as_deref(),
-                        Some(MAX_FILE_BYTES),
-                    );
-                    self.exec(&step, &fetch).await
-                } else {
-                    let data = read_local(
-                        &source,
-                        self.rec.started_by.as_ref(),
-                        sha256.as_deref(),
-                        Some(MAX_FILE_BYTES),
-                    )
-                    .await?;
-                    let n = data.len();
-                    self.guest()?
-                        .upload_bytes(data, &destination, 0o644)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.log.write(
-                        LogStream::Kiln,
-                        Some(&step),
-                        &format!("uploaded {source} to {destination} ({n} bytes)"),
-                    );
-                    Ok(0)
-                }
+                let data = read_local(
+                    source,
+                    self.rec.started_by.as_ref(),
+                    sha256.as_deref(),
+                    Some(MAX_FILE_BYTES),
+                )
+                .await?;
+                let n = data.len();
+                self.guest()?
+                    .upload_bytes(data, destination, 0o644)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.log.write(
+                    LogStream::Kiln,
+                    Some(step),
+                    &format!("uploaded {source} to {destination} ({n} bytes)"),
+                );
+                Ok(0)
             }
-            Customizer::Reboot { timeout, .. } => {
-                let limit = timeout
-                    .as_deref()
-                    .and_then(kiln_shared::validate::parse_duration)
-                    .unwrap_or(DEFAULT_REBOOT_TIMEOUT);
-                self.reboot(&step, limit).await
+            Action::FetchFile {
+                url,
+                destination,
+                sha256,
+            } => {
+                let fetch =
+                    fetch_in_guest(url, destination, sha256.as_deref(), Some(MAX_FILE_BYTES));
+                self.exec(step, &fetch).await
             }
+            Action::Reboot { timeout_secs } => {
+                self.reboot(step, Duration::from_secs(*timeout_secs)).await
+            }
+            Action::BootTest { cpus, memory_mb } => self.boot_test(step, *cpus, *memory_mb).await,
+            Action::Fail { message } => Err(message.clone()),
         }
     }
 
@@ -937,6 +894,32 @@ impl Run {
     }
 }
 
+/// The build's record of step `index`, which the plan says is `planned`. A plan and a record
+/// that disagree are kiln's bug; the step fails rather than being skipped or run blind.
+fn recorded_step<'a>(
+    steps: &'a mut [Step],
+    index: usize,
+    planned: &PlannedStep,
+) -> Result<&'a mut Step, String> {
+    let count = steps.len();
+    match steps.get_mut(index) {
+        Some(step) if step.name == planned.name && step.kind == planned.kind => Ok(step),
+        Some(step) => Err(format!(
+            "internal error: step {} is {:?} ({}) in the plan but {:?} ({}) in the build record",
+            index + 1,
+            planned.name,
+            planned.kind,
+            step.name,
+            step.kind
+        )),
+        None => Err(format!(
+            "internal error: step {} {:?} of the plan is not among the build's {count} steps",
+            index + 1,
+            planned.name
+        )),
+    }
+}
+
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 
 /// Runs `command` and returns its trimmed stdout.
@@ -973,10 +956,6 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
-}
-
-fn is_url(s: &str) -> bool {
-    s.to_ascii_lowercase().starts_with("https://")
 }
 
 fn shell_quote(s: &str) -> String {
@@ -1077,6 +1056,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A plan step the build record does not have fails the build as kiln's bug: never skipped.
+    #[test]
+    fn a_step_the_record_lacks_is_an_internal_error() {
+        let template = kiln_shared::Template::from_toml(
+            "applications = [\"nginx\"]\nvalidate = {boot_test = true}",
+        )
+        .unwrap();
+        let plan = super::super::plan::plan(&template, &kiln_shared::apps::AppCatalog::builtin());
+        let mut steps: Vec<Step> = plan.iter().map(PlannedStep::pending).collect();
+        for (i, p) in plan.iter().enumerate() {
+            assert_eq!(recorded_step(&mut steps, i, p).unwrap().name, p.name);
+        }
+        let err = recorded_step(&mut steps, 2, &plan[1]).unwrap_err();
+        assert_eq!(
+            err,
+            "internal error: step 3 \"boot-test\" of the plan is not among the build's 2 steps"
+        );
+        let err = recorded_step(&mut steps, 0, &plan[1]).unwrap_err();
+        assert_eq!(
+            err,
+            "internal error: step 1 is \"boot-test\" (validate) in the plan but \"app-nginx\" \
+             (application) in the build record"
+        );
+    }
 
     /// Every file under `root` (relative path, content), symlinks not followed.
     fn tree(root: &std::path::Path) -> Vec<(String, String)> {

@@ -8,6 +8,8 @@ use kiln_shared::Template;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::queue::plan::PlannedStep;
+
 use super::{db_err, decode, encode, Store, StoreError, BUILDS, META};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -15,6 +17,10 @@ pub struct BuildRecord {
     pub build: Build,
     /// The template revision the build pinned when it started.
     pub template_body: Template,
+    /// The steps the build runs, made from `template_body` when it was submitted; `build.steps`
+    /// shows them. Empty in records from before kiln kept it (those builds never run again).
+    #[serde(default)]
+    pub plan: Vec<PlannedStep>,
     /// Resources recorded before they are created, so a restarted daemon can remove them.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,

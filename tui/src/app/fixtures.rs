@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use kiln_shared::build::{
-    Build, BuildState, LogLine, LogStream, RunOutput, Step, StepState, SubState,
+    Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
 use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
 use serde_json::{json, Value};
@@ -30,14 +30,14 @@ pub fn template(name: &str, os: &str, apps: &[&str], revision: u64) -> TemplateS
 
 fn step(
     name: &str,
-    kind: &str,
+    kind: StepKind,
     state: StepState,
     secs: Option<(u32, u32)>,
     exit: Option<i32>,
 ) -> Step {
     Step {
         name: name.into(),
-        kind: kind.into(),
+        kind,
         state,
         started_at: secs.map(|(a, _)| at(10, 0, a)),
         finished_at: secs.filter(|(_, b)| *b > 0).map(|(_, b)| at(10, 0, b)),
@@ -61,7 +61,7 @@ pub fn build(id: u64, template: &str, state: BuildState) -> Build {
         steps: vec![
             step(
                 "nginx",
-                "application",
+                StepKind::Application,
                 StepState::Succeeded,
                 Some((5, 40)),
                 Some(0),
@@ -69,18 +69,24 @@ pub fn build(id: u64, template: &str, state: BuildState) -> Build {
             match state {
                 BuildState::Failed => step(
                     "tools",
-                    "shell",
+                    StepKind::Shell,
                     StepState::Failed,
                     Some((40, 52)),
                     Some(100),
                 ),
-                BuildState::Running => {
-                    step("tools", "shell", StepState::Running, Some((40, 0)), None)
+                BuildState::Running => step(
+                    "tools",
+                    StepKind::Shell,
+                    StepState::Running,
+                    Some((40, 0)),
+                    None,
+                ),
+                BuildState::Queued => {
+                    step("tools", StepKind::Shell, StepState::Pending, None, None)
                 }
-                BuildState::Queued => step("tools", "shell", StepState::Pending, None, None),
                 _ => step(
                     "tools",
-                    "shell",
+                    StepKind::Shell,
                     StepState::Succeeded,
                     Some((40, 52)),
                     Some(0),
@@ -88,7 +94,7 @@ pub fn build(id: u64, template: &str, state: BuildState) -> Build {
             },
             step(
                 "motd",
-                "file",
+                StepKind::File,
                 if done && state != BuildState::Failed {
                     StepState::Succeeded
                 } else {

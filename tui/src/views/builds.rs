@@ -168,7 +168,7 @@ fn detail_lines<'a>(app: &App, b: &'a Build) -> Vec<Line<'a>> {
             format!(
                 "{marker}{} {} {} {} {}",
                 fit(&s.name, 23),
-                fit(&s.kind, 12),
+                fit(s.kind.as_str(), 12),
                 fit(step_state(s.state), 10),
                 fit(&step_duration(app, s), 7),
                 s.exit_code
