@@ -16,6 +16,7 @@ use kiln_shared::validate::{self, Violation};
 use serde_json::{json, Value};
 
 use super::keymap::{self, Cmd, Key};
+use super::overlay::Overlay;
 use super::picker::{self, PickFor, Picker};
 use super::{call, App, CallError, Effect, View};
 use crate::cli::{editor, template_file};
@@ -427,7 +428,7 @@ pub fn os_choices(catalog: &AppCatalog, images: &[ImageInfo], current: &str) -> 
 
 /// Opens the form for a new template.
 pub(super) fn open_new(app: &mut App) -> Vec<Effect> {
-    app.form = Some(Form::new_template(&app.catalog, &app.images));
+    app.form = Some(Form::new_template(&app.catalog, &app.images.list.items));
     app.view = View::Form;
     app.fresh_images()
 }
@@ -489,7 +490,7 @@ pub(super) fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
         }
     }
     if key == Key::Char('?') {
-        app.help = true;
+        super::overlay::open_help(app);
         return Vec::new();
     }
     let Some(cmd) = keymap::command_for(View::Form, key) else {
@@ -526,7 +527,7 @@ fn step_os(app: &mut App, forward: bool) {
     let Some(form) = app.form.as_mut() else {
         return;
     };
-    let choices = os_choices(&app.catalog, &app.images, &form.draft.os);
+    let choices = os_choices(&app.catalog, &app.images.list.items, &form.draft.os);
     if choices.is_empty() {
         return;
     }
@@ -537,7 +538,7 @@ fn step_os(app: &mut App, forward: bool) {
         (Some(i), false) => (i + n - 1) % n,
         (None, _) => 0,
     };
-    form.set_os(choices[next].clone(), &app.images);
+    form.set_os(choices[next].clone(), &app.images.list.items);
     form.touch(Field::Os, &app.catalog);
 }
 
@@ -568,16 +569,16 @@ fn activate(app: &mut App, field: Field) -> Vec<Effect> {
         Field::Source => {
             let os = form.draft.os.clone();
             let current = form.draft.source.image.clone();
-            let sel = picker::compatible(&app.images, &os)
+            let sel = picker::compatible(&app.images.list.items, &os)
                 .iter()
                 .position(|i| i.name == current)
                 .unwrap_or(0);
-            app.picker = Some(Picker {
+            app.overlay = Some(Overlay::Picker(Picker {
                 purpose: PickFor::Source,
                 os,
                 sel,
                 touched: false,
-            });
+            }));
             return app.fresh_images();
         }
         Field::Script => {
@@ -626,7 +627,7 @@ fn save(app: &mut App) -> Vec<Effect> {
         app.message = Some("still saving…".into());
         return Vec::new();
     }
-    let problems = form.problems(&app.catalog, &app.images);
+    let problems = form.problems(&app.catalog, &app.images.list.items);
     if !problems.is_empty() {
         let n = problems.len();
         app.message = Some(format!(
@@ -735,8 +736,8 @@ pub(super) fn on_reply(
                 };
                 close(app);
                 app.message = Some(format!("{verb} {} revision {}", r.name, r.revision));
-                app.template_focus = Some(r.name);
-                app.templates_pending = false;
+                app.templates.focus = Some(r.name);
+                app.templates.list.pending = false;
                 return app.refresh();
             }
             Err(e) => app.message = Some(bad(e)),
