@@ -375,6 +375,25 @@ fn the_source_picker_offers_only_images_of_the_templates_os() {
 }
 
 #[test]
+fn the_help_opens_over_the_picker_and_closing_it_shows_the_picker_again() {
+    let mut a = edit_form();
+    focus(&mut a, Field::Source);
+    key(&mut a, Key::Enter);
+    press(&mut a, "?j");
+    assert_eq!(fixtures::help_scroll(&a), Some(1), "j scrolls the help");
+    assert_eq!(
+        a.picker().map(|p| p.sel),
+        Some(1),
+        "not the picker under it"
+    );
+    press(&mut a, "x");
+    assert_eq!(fixtures::help_scroll(&a), None);
+    assert_eq!(a.picker().map(|p| p.sel), Some(1), "the picker is back");
+    key(&mut a, Key::Esc);
+    assert_eq!(a.overlay, None);
+}
+
+#[test]
 fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
     let mut a = app();
     press(&mut a, "jj");

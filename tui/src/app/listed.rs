@@ -70,3 +70,48 @@ pub fn movement(cmd: Cmd, page: usize) -> Option<isize> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moving from `sel` by `delta` within `len` rows lands on `to`.
+    fn check(sel: usize, delta: isize, len: usize, to: usize) {
+        assert_eq!(moved(sel, delta, len), to, "{sel} by {delta} in {len}");
+    }
+
+    #[test]
+    fn a_selection_stays_within_its_rows() {
+        check(0, -1, 5, 0);
+        check(0, 1, 5, 1);
+        check(3, 10, 5, 4);
+        check(3, isize::MIN / 2, 5, 0);
+        check(0, isize::MAX / 2, 5, 4);
+        check(2, 1, 0, 0);
+    }
+
+    #[test]
+    fn a_changed_list_keeps_the_selected_row_or_its_number_within_bounds() {
+        let mut l = Listed::<u8> {
+            sel: 3,
+            ..Listed::default()
+        };
+        l.reselect(Some(1), 5);
+        assert_eq!(l.sel, 1, "found again");
+        l.sel = 3;
+        l.reselect(None, 5);
+        assert_eq!(l.sel, 3, "gone: the same row");
+        l.reselect(None, 2);
+        assert_eq!(l.sel, 1, "the list got shorter");
+    }
+
+    #[test]
+    fn a_list_call_is_sent_once_until_answered() {
+        let mut l = Listed::<u8>::default();
+        assert!(!l.request(false));
+        assert!(l.request(true));
+        assert!(!l.request(true), "still in flight");
+        l.pending = false;
+        assert!(l.request(true));
+    }
+}
