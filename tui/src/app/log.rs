@@ -190,12 +190,13 @@ pub(super) fn unsubscribe(sub: u64) -> Effect {
 
 /// `build.logs` answered call `tag` with the subscription.
 pub(super) fn on_subscribed(app: &mut App, tag: u64, r: SubReply) -> Vec<Effect> {
-    let early = std::mem::take(&mut app.early_notes);
     let Some(log) = app.log.as_mut().filter(|l| l.session == tag) else {
-        // A stream nobody shows any more (another build's, or replaced).
+        // A stream nobody shows any more (another build's, or replaced); the lines kept so far
+        // may be the shown stream's, whose reply is still on its way.
         return vec![unsubscribe(r.sub)];
     };
     log.sub = Some(r.sub);
+    let early = std::mem::take(&mut app.early_notes);
     for (method, params) in early {
         on_notification(app, &method, params);
     }

@@ -344,6 +344,31 @@ fn log_lines_that_beat_the_subscription_reply_are_kept() {
 }
 
 #[test]
+fn a_late_reply_for_a_replaced_stream_keeps_the_early_lines_of_the_new_one() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    let fx = press(&mut app, "l");
+    let Some(Effect::Call { tag: old, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    // The serial console before the build log's stream was even named.
+    let fx = press(&mut app, "s");
+    let Some(Effect::Call { tag: new, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    note(&mut app, 7, 0, "serial early");
+    let fx = reply(&mut app, "build.logs", old, Ok(json!({"sub": 5})));
+    assert_eq!(methods(&fx), ["build.logs.unsubscribe"]);
+    reply(&mut app, "build.logs", new, Ok(json!({"sub": 7})));
+    let lines: Vec<_> = app
+        .log
+        .iter()
+        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
+        .collect();
+    assert_eq!(lines, ["serial early"]);
+}
+
+#[test]
 fn a_reconnect_resumes_the_log_after_the_last_line_seen() {
     let mut app = app();
     open_log(&mut app);
