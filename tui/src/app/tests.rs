@@ -29,6 +29,14 @@ fn open_log(app: &mut App) {
     reply(app, "build.logs", tag, Ok(json!({ "sub": 9 })));
 }
 
+/// The text of the lines the log view holds.
+fn shown_lines(app: &App) -> Vec<String> {
+    app.log
+        .iter()
+        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
+        .collect()
+}
+
 fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
     let mut params = serde_json::to_value(log_line(seq, text)).unwrap_or_default();
     params["sub"] = json!(sub);
@@ -335,12 +343,7 @@ fn log_lines_that_beat_the_subscription_reply_are_kept() {
     note(&mut app, 9, 0, "early");
     note(&mut app, 5, 0, "someone else's");
     reply(&mut app, "build.logs", tag, Ok(json!({"sub": 9})));
-    let lines: Vec<_> = app
-        .log
-        .iter()
-        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
-        .collect();
-    assert_eq!(lines, ["early"]);
+    assert_eq!(shown_lines(&app), ["early"]);
 }
 
 #[test]
@@ -360,12 +363,7 @@ fn a_late_reply_for_a_replaced_stream_keeps_the_early_lines_of_the_new_one() {
     let fx = reply(&mut app, "build.logs", old, Ok(json!({"sub": 5})));
     assert_eq!(methods(&fx), ["build.logs.unsubscribe"]);
     reply(&mut app, "build.logs", new, Ok(json!({"sub": 7})));
-    let lines: Vec<_> = app
-        .log
-        .iter()
-        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
-        .collect();
-    assert_eq!(lines, ["serial early"]);
+    assert_eq!(shown_lines(&app), ["serial early"]);
 }
 
 #[test]
