@@ -9,6 +9,7 @@ use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
 use serde_json::{json, Value};
 
 use super::keymap::Key;
+use super::overlay::Overlay;
 use super::{update, Action, App, CallError, Effect};
 
 pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
@@ -309,4 +310,20 @@ pub fn reply(
             result,
         },
     )
+}
+
+/// How far the help is scrolled, while it is open.
+pub fn help_scroll(app: &App) -> Option<usize> {
+    match app.overlay {
+        Some(Overlay::Help { scroll, .. }) => Some(scroll),
+        _ => None,
+    }
+}
+
+/// How far the template details window is scrolled, while it is open.
+pub fn template_window(app: &App) -> Option<usize> {
+    match app.overlay {
+        Some(Overlay::TemplateWindow { scroll }) => Some(scroll),
+        _ => None,
+    }
 }

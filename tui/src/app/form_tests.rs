@@ -8,6 +8,7 @@ use super::fixtures::{app, key, press, record, reply, stored_template};
 use super::form::{EditWhat, Field, Form};
 use super::keymap::Key;
 use super::*;
+use kiln_shared::build::BuildState;
 
 /// The single call among `fx`: its method, tag and params.
 fn the_call(fx: &[Effect], method: &str) -> (u64, Value) {
@@ -56,7 +57,7 @@ fn app_index(app: &App, name: &str) -> usize {
 
 fn problems(app: &App) -> Vec<(Field, String)> {
     form(app)
-        .violations_by_field(&app.catalog, &app.images)
+        .violations_by_field(&app.catalog, &app.images.list.items)
         .into_iter()
         .map(|(f, v)| (f, v.to_string()))
         .collect()
@@ -237,9 +238,9 @@ fn saving_a_new_template_creates_it_and_selects_it() {
     assert_eq!((a.view, a.form.is_none()), (View::Templates, true));
     let (_, _) = the_call(&fx, "template.list");
     let mut list = vec![fixtures::template("web", "debian-12", &[], 1)];
-    list.extend(a.templates.clone());
+    list.extend(a.templates.list.items.clone());
     reply(&mut a, "template.list", 0, Ok(json!({ "templates": list })));
-    assert_eq!(a.selected_template().map(|t| t.name.as_str()), Some("web"));
+    assert_eq!(a.templates.selected().map(|t| t.name.as_str()), Some("web"));
 }
 
 #[test]
@@ -348,7 +349,7 @@ fn kilnd_violations_are_shown_beside_their_fields() {
     // Picking another source forgets kilnd's word on the source only.
     focus(&mut a, Field::Source);
     key(&mut a, Key::Enter);
-    assert!(a.picker.is_some());
+    assert!(a.picker().is_some());
     press(&mut a, "k");
     key(&mut a, Key::Enter);
     assert_eq!(form(&a).draft.source.image, "debian-12");
@@ -367,14 +368,29 @@ fn the_source_picker_offers_only_images_of_the_templates_os() {
         ["debian-12", "web1", "team-b-base"],
         "public, own, shared"
     );
-    assert_eq!(
-        a.picker.as_ref().map(|p| p.sel),
-        Some(1),
-        "the current source"
-    );
+    assert_eq!(a.picker().map(|p| p.sel), Some(1), "the current source");
     key(&mut a, Key::Esc);
-    assert!(a.picker.is_none());
+    assert!(a.picker().is_none());
     assert_eq!(form(&a).draft.source.image, "web1", "esc changes nothing");
+}
+
+#[test]
+fn the_help_opens_over_the_picker_and_closing_it_shows_the_picker_again() {
+    let mut a = edit_form();
+    focus(&mut a, Field::Source);
+    key(&mut a, Key::Enter);
+    press(&mut a, "?j");
+    assert_eq!(fixtures::help_scroll(&a), Some(1), "j scrolls the help");
+    assert_eq!(
+        a.picker().map(|p| p.sel),
+        Some(1),
+        "not the picker under it"
+    );
+    press(&mut a, "x");
+    assert_eq!(fixtures::help_scroll(&a), None);
+    assert_eq!(a.picker().map(|p| p.sel), Some(1), "the picker is back");
+    key(&mut a, Key::Esc);
+    assert_eq!(a.overlay, None);
 }
 
 #[test]
@@ -400,7 +416,7 @@ fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
     );
     let build = fixtures::build(9, "java-app", BuildState::Queued);
     reply(&mut a, "build.start", 0, Ok(json!({ "build": build })));
-    assert_eq!((a.view, a.detail), (View::Detail, Some(9)));
+    assert_eq!((a.view, a.detail.build), (View::Detail, Some(9)));
 }
 
 #[test]
@@ -409,14 +425,14 @@ fn the_build_picker_defaults_to_the_templates_source_even_when_it_arrives_late()
     let (tag, _) = the_call(&press(&mut a, "b"), "template.get");
     press(&mut a, "w2");
     key(&mut a, Key::Enter);
-    assert_eq!(a.picker.as_ref().map(|p| p.sel), Some(0));
+    assert_eq!(a.picker().map(|p| p.sel), Some(0));
     reply(
         &mut a,
         "template.get",
         tag,
         Ok(record(&stored_template(), 3)),
     );
-    let chosen = a.picker_choices()[a.picker.as_ref().map_or(0, |p| p.sel)]
+    let chosen = a.picker_choices()[a.picker().map_or(0, |p| p.sel)]
         .name
         .clone();
     assert_eq!(chosen, "web1");
@@ -427,7 +443,7 @@ fn the_build_picker_defaults_to_the_templates_source_even_when_it_arrives_late()
     press(&mut a, "bw3");
     key(&mut a, Key::Enter);
     assert!(key(&mut a, Key::Esc).is_empty());
-    assert!(a.picker.is_none());
+    assert!(a.picker().is_none());
 }
 
 #[test]
@@ -504,21 +520,21 @@ fn images_have_public_private_and_shared_tabs() {
     key(&mut a, Key::Tab);
     assert_eq!(a.view, View::Images);
     let names =
-        |a: &App| -> Vec<String> { a.visible_images().iter().map(|i| i.name.clone()).collect() };
+        |a: &App| -> Vec<String> { a.images.visible().iter().map(|i| i.name.clone()).collect() };
     assert_eq!(names(&a), ["debian-12", "ubuntu-24.04"]);
     press(&mut a, "j]");
-    assert_eq!((a.image_tab, a.image_sel), (Visibility::Private, 0));
+    assert_eq!((a.images.tab, a.images.list.sel), (Visibility::Private, 0));
     assert_eq!(names(&a), ["web1"]);
     press(&mut a, "3");
     assert_eq!(names(&a), ["team-b-base"]);
     key(&mut a, Key::Right);
-    assert_eq!(a.image_tab, Visibility::Public);
+    assert_eq!(a.images.tab, Visibility::Public);
     press(&mut a, "[2");
-    assert_eq!(a.image_tab, Visibility::Private);
+    assert_eq!(a.images.tab, Visibility::Private);
     key(&mut a, Key::Enter);
-    assert!(a.image_details);
+    assert_eq!(a.overlay, Some(overlay::Overlay::ImageWindow));
     press(&mut a, "D");
-    assert!(!a.image_details, "any key closes the details");
+    assert_eq!(a.overlay, None, "any key closes the details");
     assert_eq!(a.prompt, None, "and does nothing else");
     let mut fx = press(&mut a, "Dweb1");
     fx.extend(key(&mut a, Key::Enter));

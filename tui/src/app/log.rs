@@ -1,9 +1,15 @@
 //! The log viewer's state: a bounded buffer of one build's log (or serial console), where the
-//! view is scrolled to, whether it follows new lines, and the search.
+//! view is scrolled to, whether it follows new lines, and the search; its `build.logs` stream
+//! and what its keys do.
 
 use std::collections::VecDeque;
 
-use kiln_shared::build::LogLine;
+use kiln_shared::build::{LogLine, SubReply};
+use serde_json::{json, Value};
+
+use super::keymap::Cmd;
+use super::listed::movement;
+use super::{builds, call, App, Effect, Prompt, View};
 
 /// Lines kept in memory; older ones are dropped (and counted) as new ones arrive.
 pub const LOG_CAPACITY: usize = 10_000;
@@ -132,6 +138,188 @@ impl LogView {
         }
         found.is_some()
     }
+}
+
+/// Notifications kept while a `build.logs` reply (which names the subscription) is on its way.
+const EARLY_NOTES_MAX: usize = LOG_CAPACITY;
+
+/// Opens (or reopens, after a reconnect or a switch to the serial console) the log of the
+/// build, following it from the next line not yet seen.
+pub(super) fn follow(app: &mut App) -> Vec<Effect> {
+    let session = app.tag();
+    let connected = app.is_connected();
+    app.early_notes.clear();
+    let Some(log) = app.log.as_mut() else {
+        return Vec::new();
+    };
+    // The stream being replaced ends on kilnd's side too.
+    let mut fx: Vec<Effect> = log.sub.take().map(unsubscribe).into_iter().collect();
+    // Session 0 means no `build.logs` call is on its way.
+    log.session = if connected { session } else { 0 };
+    if !connected {
+        return fx;
+    }
+    let params = json!({
+        "id": log.build,
+        "follow": true,
+        "serial": log.serial,
+        "from_line": log.next_seq,
+    });
+    fx.push(call("build.logs", session, params));
+    fx
+}
+
+/// Shows the log of `build`, opening it unless it is the one open.
+pub(super) fn open(app: &mut App, build: u64) -> Vec<Effect> {
+    if app.log.as_ref().is_none_or(|l| l.build != build) {
+        let old = app.log.take().and_then(|l| l.sub);
+        app.log = Some(LogView::new(build, false, 0));
+        app.view = View::Log;
+        let mut fx: Vec<Effect> = old.map(unsubscribe).into_iter().collect();
+        fx.extend(follow(app));
+        return fx;
+    }
+    app.view = View::Log;
+    Vec::new()
+}
+
+/// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
+pub(super) fn unsubscribe(sub: u64) -> Effect {
+    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
+}
+
+/// `build.logs` answered call `tag` with the subscription.
+pub(super) fn on_subscribed(app: &mut App, tag: u64, r: SubReply) -> Vec<Effect> {
+    let Some(log) = app.log.as_mut().filter(|l| l.session == tag) else {
+        // A stream nobody shows any more (another build's, or replaced); the lines kept so far
+        // may be the shown stream's, whose reply is still on its way.
+        return vec![unsubscribe(r.sub)];
+    };
+    log.sub = Some(r.sub);
+    let early = std::mem::take(&mut app.early_notes);
+    for (method, params) in early {
+        on_notification(app, &method, params);
+    }
+    Vec::new()
+}
+
+/// A `build.log` or `build.log.end` notification.
+pub(super) fn on_notification(app: &mut App, method: &str, params: Value) {
+    if method != "build.log" && method != "build.log.end" {
+        return;
+    }
+    let Some(log) = app.log.as_mut() else {
+        return;
+    };
+    let sub = params.get("sub").and_then(Value::as_u64);
+    match log.sub {
+        // The reply naming our subscription may still be on its way: keep the line for it.
+        None if log.session != 0 => {
+            if app.early_notes.len() < EARLY_NOTES_MAX {
+                app.early_notes.push((method.to_string(), params));
+            }
+            return;
+        }
+        Some(s) if sub == Some(s) => {}
+        _ => return,
+    }
+    if method == "build.log.end" {
+        log.ended = true;
+        return;
+    }
+    if let Ok(line) = serde_json::from_value::<LogLine>(params) {
+        log.push(line);
+    }
+}
+
+/// `enter` on the search prompt: look for `input`.
+pub(super) fn search(app: &mut App, input: String) {
+    let page = app.log_page();
+    if let Some(log) = app.log.as_mut() {
+        log.search = Some(input.clone()).filter(|s| !s.is_empty());
+        // Following: look back from the end; paused: look on from the top line.
+        let found = if log.follow {
+            log.find(false, log.lines.len())
+        } else {
+            let from = log.shown_top(page);
+            log.find(true, from) || log.find(false, from.saturating_add(1))
+        };
+        if !found && !input.is_empty() {
+            app.message = Some(format!("no line matches {input:?}"));
+        }
+    }
+}
+
+/// A command in the log view.
+pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
+    let page = app.log_page();
+    if let Some(delta) = movement(cmd, app.list_page()) {
+        if let Some(log) = app.log.as_mut() {
+            match cmd {
+                Cmd::Top => log.go_top(),
+                Cmd::Bottom => log.go_end(),
+                Cmd::PageUp | Cmd::PageDown => log.scroll(delta.signum() * page as isize, page),
+                _ => log.scroll(delta, page),
+            }
+        }
+        return Vec::new();
+    }
+    match cmd {
+        Cmd::Back => {
+            app.view = if app.detail.build.is_some() {
+                View::Detail
+            } else {
+                View::Builds
+            }
+        }
+        Cmd::Find => {
+            let input = app
+                .log
+                .as_ref()
+                .and_then(|l| l.search.clone())
+                .unwrap_or_default();
+            app.prompt = Some(Prompt::Search { input });
+        }
+        Cmd::FindNext | Cmd::FindPrev => {
+            if let Some(log) = app.log.as_mut() {
+                let from = log.found.unwrap_or_else(|| log.shown_top(page));
+                if log.search.is_none() {
+                    app.message = Some("no search yet: press / to search".into());
+                } else if !log.find(cmd == Cmd::FindNext, from) {
+                    app.message = Some("no more matches".into());
+                }
+            }
+        }
+        Cmd::Cancel => {
+            if let Some(id) = app.log.as_ref().map(|l| l.build) {
+                builds::confirm_cancel(app, id);
+            }
+        }
+        Cmd::Wrap => {
+            if let Some(l) = app.log.as_mut() {
+                l.wrap = !l.wrap;
+            }
+        }
+        Cmd::Timestamps => {
+            if let Some(l) = app.log.as_mut() {
+                l.timestamps = !l.timestamps;
+            }
+        }
+        Cmd::Serial => {
+            if let Some(l) = app.log.as_ref() {
+                let (build, serial) = (l.build, !l.serial);
+                let mut fresh = LogView::new(build, serial, 0);
+                fresh.wrap = l.wrap;
+                fresh.timestamps = l.timestamps;
+                // The other stream's subscription moves over, so `follow` ends it.
+                fresh.sub = l.sub;
+                app.log = Some(fresh);
+                return follow(app);
+            }
+        }
+        _ => {}
+    }
+    Vec::new()
 }
 
 #[cfg(test)]

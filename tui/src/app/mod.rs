@@ -1,31 +1,41 @@
 //! The dashboard's functional core: all its state (`App`) and `update`, which turns one `Action`
 //! (a key, a tick, a reply from kilnd) into new state plus the `Effect`s the shell should perform.
-//! Nothing here touches the terminal, the socket or the clock.
+//! Nothing here touches the terminal, the socket or the clock. Each view's state and handlers
+//! live in its own module; this one routes actions to them.
 
+pub mod builds;
 #[cfg(test)]
 pub mod fixtures;
 pub mod form;
+pub mod images;
 pub mod keymap;
+pub mod listed;
 pub mod log;
+pub mod overlay;
 pub mod picker;
+pub mod prompt;
+pub mod templates;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
-use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
+use kiln_shared::build::{BuildList, BuildReply, SubReply};
 use kiln_shared::protocol::{
-    ErrorKind, Event, EventKind, ImageInfo, ImageList, RevisionInfo, RevisionList, TemplateList,
-    TemplateRecord, TemplateSummary, Visibility,
+    ErrorKind, Event, EventKind, ImageInfo, ImageList, TemplateList, TemplateRecord,
 };
 use kiln_shared::Violation;
 use serde_json::{json, Value};
 
+use builds::{Builds, Detail};
 use form::{EditWhat, Form};
+use images::Images;
 use keymap::{Cmd, Key};
 use log::LogView;
+use overlay::Overlay;
 use picker::{PickFor, Picker};
+pub use prompt::{Deletable, Prompt};
+use templates::Templates;
 
 /// Rows the chrome takes around a view's body: the tab bar, the message line, the status bar.
 pub const CHROME_ROWS: u16 = 3;
@@ -47,41 +57,6 @@ pub enum Connection {
     Connecting,
     Connected { version: String },
     Disconnected { error: String },
-}
-
-/// A question in the message line that takes the keyboard until answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prompt {
-    /// Typing the templates filter (applied as it is typed).
-    Filter,
-    /// Typing a log search.
-    Search { input: String },
-    /// The image name for a new build of `template`.
-    ImageName { template: String, input: String },
-    /// Cancel build `id`? Only `y` says yes.
-    ConfirmCancel { id: u64 },
-    /// Delete a template or an image: only typing its name exactly says yes.
-    ConfirmDelete {
-        what: Deletable,
-        name: String,
-        input: String,
-    },
-}
-
-/// What `D` deletes, per view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deletable {
-    Template,
-    Image,
-}
-
-impl Deletable {
-    pub fn noun(self) -> &'static str {
-        match self {
-            Deletable::Template => "template",
-            Deletable::Image => "image",
-        }
-    }
 }
 
 /// A call kilnd (or the way to it) refused: the error kind when kilnd gave one, its message,
@@ -188,59 +163,24 @@ pub struct App {
     /// False under NO_COLOR: views then use only bold, reverse and underline.
     pub color: bool,
     pub view: View,
-    pub help: bool,
-    pub help_scroll: usize,
+    /// The window over the view, while one is open.
+    pub overlay: Option<Overlay>,
     pub prompt: Option<Prompt>,
     /// The last error or confirmation, shown in the message line until the next key.
     pub message: Option<String>,
-    pub templates: Vec<TemplateSummary>,
-    pub template_filter: String,
-    pub template_sel: usize,
-    pub builds: Vec<Build>,
-    /// Queued and running builds in `builds`, counted when the list changes: the status bar
-    /// shows them in every frame, and counting 10,000 builds a frame was most of its cost.
-    counts: (usize, usize),
-    /// Each template's newest build state, kept with `counts` for the Templates view.
-    last_states: HashMap<String, BuildState>,
-    /// Builds view shows only this template's builds.
-    pub builds_template: Option<String>,
-    pub build_sel: usize,
-    /// The image catalog as this project sees it (public, private, shared).
-    pub images: Vec<ImageInfo>,
-    /// The Images view's tab: it lists the images of this visibility.
-    pub image_tab: Visibility,
-    /// Index into `visible_images()`.
-    pub image_sel: usize,
-    /// The selected image's details window is open.
-    pub image_details: bool,
-    /// The selected template's details window is open, scrolled down this many lines.
-    pub template_window: Option<usize>,
-    pub images_pending: bool,
-    pub images_loaded: bool,
-    /// The build the detail view shows, and how far it is scrolled down.
-    pub detail: Option<u64>,
-    pub detail_scroll: usize,
+    pub templates: Templates,
+    pub builds: Builds,
+    pub images: Images,
+    pub detail: Detail,
     pub log: Option<LogView>,
     /// The template editor, while open.
     pub form: Option<Form>,
-    /// The base-image picker, while open (over the form or the templates view).
-    pub picker: Option<Picker>,
     /// The template `b` is about to build, and its source image once `template.get` told it.
     pub build_source: Option<BuildSource>,
-    /// The whole selected template and its revisions, for the Templates view's details pane.
-    pub template_details: Option<TemplateDetails>,
-    /// Select this template once a list holding it arrives (the one just saved).
-    pub template_focus: Option<String>,
     /// The application catalog the form offers and validates against (kiln's builtin one).
     pub catalog: AppCatalog,
     /// Where relative file paths in TOML from `$EDITOR` are taken from (the shell sets it).
     pub cwd: PathBuf,
-    /// Whether a list call is in flight (so polling never piles requests up).
-    pub templates_pending: bool,
-    pub builds_pending: bool,
-    /// Whether each list has been received at least once since connecting.
-    pub templates_loaded: bool,
-    pub builds_loaded: bool,
     /// The `events.subscribe` subscription that keeps templates and builds current; while it
     /// is open the lists are not polled.
     pub events_sub: Option<u64>,
@@ -257,21 +197,6 @@ pub struct BuildSource {
     pub image: Option<String>,
 }
 
-/// What the details pane shows of the selected template beyond its summary: every field (the
-/// stored template at the summary's revision) and its revisions, fetched when it is selected.
-#[derive(Debug, Clone)]
-pub struct TemplateDetails {
-    pub name: String,
-    pub revision: u64,
-    /// Tags the `template.get` and `template.revisions` calls.
-    pub tag: u64,
-    pub record: Option<TemplateRecord>,
-    pub revisions: Option<Vec<RevisionInfo>>,
-}
-
-/// Notifications kept while a `build.logs` reply (which names the subscription) is on its way.
-const EARLY_NOTES_MAX: usize = log::LOG_CAPACITY;
-
 impl App {
     pub fn new(project: &str, now: DateTime<Utc>, color: bool) -> App {
         App {
@@ -282,39 +207,18 @@ impl App {
             height: 24,
             color,
             view: View::Templates,
-            help: false,
-            help_scroll: 0,
+            overlay: None,
             prompt: None,
             message: None,
-            templates: Vec::new(),
-            template_filter: String::new(),
-            template_sel: 0,
-            builds: Vec::new(),
-            counts: (0, 0),
-            last_states: HashMap::new(),
-            builds_template: None,
-            build_sel: 0,
-            images: Vec::new(),
-            image_tab: Visibility::Public,
-            image_sel: 0,
-            image_details: false,
-            template_window: None,
-            images_pending: false,
-            images_loaded: false,
-            detail: None,
-            detail_scroll: 0,
+            templates: Templates::default(),
+            builds: Builds::default(),
+            images: Images::default(),
+            detail: Detail::default(),
             log: None,
             form: None,
-            picker: None,
             build_source: None,
-            template_details: None,
-            template_focus: None,
             catalog: AppCatalog::builtin(),
             cwd: PathBuf::new(),
-            templates_pending: false,
-            builds_pending: false,
-            templates_loaded: false,
-            builds_loaded: false,
             events_sub: None,
             next_tag: 1,
             early_notes: Vec::new(),
@@ -325,89 +229,20 @@ impl App {
         matches!(self.connection, Connection::Connected { .. })
     }
 
-    /// The templates the filter lets through, in the daemon's order.
-    pub fn visible_templates(&self) -> Vec<&TemplateSummary> {
-        let f = self.template_filter.to_lowercase();
-        self.templates
-            .iter()
-            .filter(|t| {
-                f.is_empty()
-                    || t.name.to_lowercase().contains(&f)
-                    || t.os.to_lowercase().contains(&f)
-                    || t.applications.iter().any(|a| a.to_lowercase().contains(&f))
-            })
-            .collect()
+    /// The base-image picker, while open (under the help too).
+    pub fn picker(&self) -> Option<&Picker> {
+        self.overlay.as_ref().and_then(Overlay::picker)
     }
 
-    pub fn selected_template(&self) -> Option<&TemplateSummary> {
-        self.visible_templates().get(self.template_sel).copied()
-    }
-
-    /// The builds the Builds view lists: newest first, of one template when one is chosen.
-    pub fn visible_builds(&self) -> Vec<&Build> {
-        self.builds
-            .iter()
-            .filter(|b| {
-                self.builds_template
-                    .as_ref()
-                    .is_none_or(|t| &b.template == t)
-            })
-            .collect()
-    }
-
-    /// The images of the Images view's tab.
-    pub fn visible_images(&self) -> Vec<&ImageInfo> {
-        self.images
-            .iter()
-            .filter(|i| i.visibility == self.image_tab)
-            .collect()
-    }
-
-    pub fn selected_image(&self) -> Option<&ImageInfo> {
-        self.visible_images().get(self.image_sel).copied()
+    fn picker_mut(&mut self) -> Option<&mut Picker> {
+        self.overlay.as_mut().and_then(Overlay::picker_mut)
     }
 
     /// The images the picker offers now.
     pub fn picker_choices(&self) -> Vec<&ImageInfo> {
-        match &self.picker {
-            Some(p) => picker::compatible(&self.images, &p.os),
+        match self.picker() {
+            Some(p) => picker::compatible(&self.images.list.items, &p.os),
             None => Vec::new(),
-        }
-    }
-
-    pub fn selected_build(&self) -> Option<&Build> {
-        self.visible_builds().get(self.build_sel).copied()
-    }
-
-    pub fn build(&self, id: u64) -> Option<&Build> {
-        self.builds.iter().find(|b| b.id == id)
-    }
-
-    /// Builds waiting in the queue, as the status bar shows them.
-    pub fn queued(&self) -> usize {
-        self.counts.0
-    }
-
-    pub fn running(&self) -> usize {
-        self.counts.1
-    }
-
-    /// The state of `template`'s newest build, if it has any.
-    pub fn last_build_state(&self, template: &str) -> Option<BuildState> {
-        self.last_states.get(template).copied()
-    }
-
-    /// Counts queued and running builds and finds each template's newest build again; every
-    /// change to `builds` ends with it.
-    pub fn recount(&mut self) {
-        let count = |s| self.builds.iter().filter(|b| b.state == s).count();
-        self.counts = (count(BuildState::Queued), count(BuildState::Running));
-        self.last_states.clear();
-        // Newest first: the first build of a template is its last.
-        for b in &self.builds {
-            if !self.last_states.contains_key(&b.template) {
-                self.last_states.insert(b.template.clone(), b.state);
-            }
         }
     }
 
@@ -429,10 +264,9 @@ impl App {
 
     /// Asks for the catalog again (a picker or the form is about to offer images from it).
     fn fresh_images(&mut self) -> Vec<Effect> {
-        if self.images_pending || !self.is_connected() {
+        if !self.is_connected() || !self.images.list.request(true) {
             return Vec::new();
         }
-        self.images_pending = true;
         vec![call("image.list", 0, json!({}))]
     }
 
@@ -443,108 +277,28 @@ impl App {
         }
         // With events flowing, the lists change only through them.
         let poll = self.events_sub.is_none();
-        if !self.templates_pending && (poll || !self.templates_loaded) {
-            self.templates_pending = true;
+        let templates = &mut self.templates.list;
+        if templates.request(poll || !templates.loaded) {
             fx.push(call("template.list", 0, json!({})));
         }
-        if !self.builds_pending && (poll || !self.builds_loaded) {
-            self.builds_pending = true;
+        let builds = &mut self.builds.list;
+        if builds.request(poll || !builds.loaded) {
             fx.push(call("build.list", 0, json!({})));
         }
         // The catalog changes rarely: refreshed while on screen, and once after connecting.
-        if !self.images_pending && (self.view == View::Images || !self.images_loaded) {
-            self.images_pending = true;
+        let images = &mut self.images.list;
+        if images.request(self.view == View::Images || !images.loaded) {
             fx.push(call("image.list", 0, json!({})));
         }
         fx
     }
 
-    /// Asks for the selected template's whole body and revisions when the Templates view shows
-    /// a template whose details are not loaded (or are of an older revision).
-    fn fetch_template_details(&mut self) -> Vec<Effect> {
-        if !self.is_connected() || self.view != View::Templates || self.form.is_some() {
-            return Vec::new();
-        }
-        let Some(t) = self.selected_template() else {
-            return Vec::new();
-        };
-        let (name, revision) = (t.name.clone(), t.revision);
-        if self
-            .template_details
-            .as_ref()
-            .is_some_and(|d| d.name == name && d.revision == revision)
-        {
-            return Vec::new();
-        }
-        let tag = self.tag();
-        self.template_details = Some(TemplateDetails {
-            name: name.clone(),
-            revision,
-            tag,
-            record: None,
-            revisions: None,
-        });
-        vec![
-            call("template.get", tag, json!({ "name": name })),
-            call("template.revisions", tag, json!({ "name": name })),
-        ]
-    }
-
-    /// Selects build `keep` again after the list changed (or keeps the row, within bounds).
-    fn reselect_build(&mut self, keep: Option<u64>) {
-        let visible = self.visible_builds();
-        self.build_sel = keep
-            .and_then(|id| visible.iter().position(|b| b.id == id))
-            .unwrap_or(self.build_sel)
-            .min(visible.len().saturating_sub(1));
-    }
-
-    /// Selects template `keep` again after the list changed (or keeps the row, within bounds).
-    fn reselect_template(&mut self, keep: Option<String>) {
-        let visible = self.visible_templates();
-        self.template_sel = keep
-            .and_then(|n| visible.iter().position(|t| t.name == n))
-            .unwrap_or(self.template_sel)
-            .min(visible.len().saturating_sub(1));
-    }
-
-    /// Opens (or reopens, after a reconnect or a switch to the serial console) the log of
-    /// `build`, following it from the next line not yet seen.
-    fn follow_log(&mut self) -> Vec<Effect> {
-        let session = self.tag();
-        let connected = self.is_connected();
-        self.early_notes.clear();
-        let Some(log) = self.log.as_mut() else {
-            return Vec::new();
-        };
-        // The stream being replaced ends on kilnd's side too.
-        let mut fx: Vec<Effect> = log.sub.take().map(unsubscribe).into_iter().collect();
-        // Session 0 means no `build.logs` call is on its way.
-        log.session = if connected { session } else { 0 };
-        if !connected {
-            return fx;
-        }
-        let params = json!({
-            "id": log.build,
-            "follow": true,
-            "serial": log.serial,
-            "from_line": log.next_seq,
-        });
-        fx.push(call("build.logs", session, params));
-        fx
-    }
-
-    fn open_log(&mut self, build: u64) -> Vec<Effect> {
-        if self.log.as_ref().is_none_or(|l| l.build != build) {
-            let old = self.log.take().and_then(|l| l.sub);
-            self.log = Some(LogView::new(build, false, 0));
-            self.view = View::Log;
-            let mut fx: Vec<Effect> = old.map(unsubscribe).into_iter().collect();
-            fx.extend(self.follow_log());
-            return fx;
-        }
-        self.view = View::Log;
-        Vec::new()
+    /// Forgets every list call in flight (the connection they went on is new or gone).
+    fn forget_calls(&mut self) {
+        self.templates.list.pending = false;
+        self.builds.list.pending = false;
+        self.images.list.pending = false;
+        self.events_sub = None;
     }
 }
 
@@ -559,58 +313,28 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
     }
     match e.kind {
         EventKind::Build => {
-            let Some(build) = e.build else {
-                return Vec::new();
-            };
-            let keep = app.selected_build().map(|b| b.id);
-            // Newest first: a new build goes on top, a known one is replaced where it is.
-            match app.builds.iter().position(|b| b.id == build.id) {
-                Some(i) => app.builds[i] = build,
-                None => {
-                    let i = app.builds.partition_point(|b| b.id > build.id);
-                    app.builds.insert(i, build);
-                }
+            if let Some(build) = e.build {
+                app.builds.on_event(build);
             }
-            app.recount();
-            app.reselect_build(keep);
         }
         EventKind::Template => {
-            let Some(name) = e.name else {
-                return Vec::new();
-            };
-            let keep = app.selected_template().map(|t| t.name.clone());
-            let at = app.templates.iter().position(|t| t.name == name);
-            match (at, e.template) {
-                (Some(i), Some(t)) => app.templates[i] = t,
-                (None, Some(t)) => {
-                    let i = app.templates.partition_point(|x| x.name < t.name);
-                    app.templates.insert(i, t);
-                }
-                (Some(i), None) => {
-                    app.templates.remove(i);
-                }
-                (None, None) => {}
+            if let Some(name) = e.name {
+                app.templates.on_event(name, e.template);
             }
-            app.reselect_template(keep);
         }
         EventKind::Resync => {
-            app.templates_loaded = false;
-            app.builds_loaded = false;
+            app.templates.list.loaded = false;
+            app.builds.list.loaded = false;
             return app.refresh();
         }
     }
     Vec::new()
 }
 
-/// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
-fn unsubscribe(sub: u64) -> Effect {
-    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
-}
-
 /// Applies one action to the state and returns what the shell must do about it.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     let mut fx = apply(app, action);
-    fx.extend(app.fetch_template_details());
+    fx.extend(templates::fetch_details(app));
     fx
 }
 
@@ -628,24 +352,18 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Connected { version } => {
             app.connection = Connection::Connected { version };
-            app.templates_pending = false;
-            app.builds_pending = false;
-            app.images_pending = false;
-            app.events_sub = None;
+            app.forget_calls();
             let mut fx = vec![call("events.subscribe", 0, json!({}))];
             fx.extend(app.refresh());
             if app.log.as_ref().is_some_and(|l| !l.ended) {
-                fx.extend(app.follow_log());
+                fx.extend(log::follow(app));
             }
             fx
         }
         Action::Disconnected { error } => {
             app.connection = Connection::Disconnected { error };
             // Calls in flight died with the connection; so did the log subscription.
-            app.templates_pending = false;
-            app.builds_pending = false;
-            app.images_pending = false;
-            app.events_sub = None;
+            app.forget_calls();
             if let Some(l) = app.log.as_mut() {
                 l.sub = None;
                 l.session = 0;
@@ -659,7 +377,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         } => on_reply(app, &method, tag, result),
         Action::Notification { method, params } if method == "event" => on_event(app, params),
         Action::Notification { method, params } => {
-            on_notification(app, &method, params);
+            log::on_notification(app, &method, params);
             Vec::new()
         }
         Action::Edited { what, result } => {
@@ -678,23 +396,8 @@ fn on_reply(
     if form::owns(app, tag) {
         return form::on_reply(app, method, tag, result);
     }
-    if let Some(d) = app
-        .template_details
-        .as_mut()
-        .filter(|d| d.tag == tag && tag != 0)
-    {
-        // A failure (the template was deleted meanwhile) leaves the pane on the summary.
-        if let Ok(value) = result {
-            match method {
-                "template.get" => d.record = serde_json::from_value(value).ok(),
-                "template.revisions" => {
-                    d.revisions = serde_json::from_value::<RevisionList>(value)
-                        .ok()
-                        .map(|r| r.revisions);
-                }
-                _ => {}
-            }
-        }
+    if app.templates.details_own(tag) {
+        app.templates.on_details_reply(method, result);
         return Vec::new();
     }
     if app
@@ -706,9 +409,9 @@ fn on_reply(
         return Vec::new();
     }
     match method {
-        "template.list" => app.templates_pending = false,
-        "build.list" => app.builds_pending = false,
-        "image.list" => app.images_pending = false,
+        "template.list" => app.templates.list.pending = false,
+        "build.list" => app.builds.list.pending = false,
+        "image.list" => app.images.list.pending = false,
         _ => {}
     }
     let value = match result {
@@ -735,45 +438,18 @@ fn on_reply(
     let bad = |e: serde_json::Error| format!("{method}: unexpected reply from kilnd: {e}");
     match method {
         "template.list" => match serde_json::from_value::<TemplateList>(value) {
-            Ok(list) => {
-                let mut keep = app.selected_template().map(|t| t.name.clone());
-                if let Some(name) = app.template_focus.take() {
-                    if list.templates.iter().any(|t| t.name == name) {
-                        app.template_filter.clear();
-                        keep = Some(name);
-                    } else {
-                        app.template_focus = Some(name);
-                    }
-                }
-                app.templates = list.templates;
-                app.templates_loaded = true;
-                app.reselect_template(keep);
-            }
+            Ok(list) => app.templates.on_list(list),
             Err(e) => app.message = Some(bad(e)),
         },
         "build.list" => match serde_json::from_value::<BuildList>(value) {
-            Ok(list) => {
-                let keep = app.selected_build().map(|b| b.id);
-                app.builds = list.builds;
-                app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
-                app.recount();
-                app.builds_loaded = true;
-                app.reselect_build(keep);
-            }
+            Ok(list) => app.builds.on_list(list.builds),
             Err(e) => app.message = Some(bad(e)),
         },
         "image.list" => match serde_json::from_value::<ImageList>(value) {
             Ok(list) => {
-                let keep = app.selected_image().map(|i| i.id.clone());
-                app.images = list.images;
-                app.images_loaded = true;
-                let visible = app.visible_images();
-                app.image_sel = keep
-                    .and_then(|id| visible.iter().position(|i| i.id == id))
-                    .unwrap_or(app.image_sel)
-                    .min(visible.len().saturating_sub(1));
+                app.images.on_list(list.images);
                 let choices = app.picker_choices().len();
-                if let Some(p) = app.picker.as_mut() {
+                if let Some(p) = app.picker_mut() {
                     p.sel = p.sel.min(choices.saturating_sub(1));
                 }
             }
@@ -782,7 +458,7 @@ fn on_reply(
         "template.delete" | "image.delete" => {
             app.message = Some(format!("{method}: done"));
             if method == "image.delete" {
-                app.images_loaded = false;
+                app.images.list.loaded = false;
             }
             return app.refresh();
         }
@@ -794,14 +470,13 @@ fn on_reply(
                 ));
                 // Jump to the new build's details (unless the person went on to the form).
                 if app.form.is_none() {
-                    app.detail = Some(r.build.id);
-                    app.detail_scroll = 0;
+                    app.detail = Detail {
+                        build: Some(r.build.id),
+                        scroll: 0,
+                    };
                     app.view = View::Detail;
                 }
-                app.builds.retain(|b| b.id != r.build.id);
-                app.builds.insert(0, r.build);
-                app.builds.sort_by_key(|b| std::cmp::Reverse(b.id));
-                app.recount();
+                app.builds.on_started(r.build);
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -812,10 +487,7 @@ fn on_reply(
                     r.build.id,
                     r.build.state.as_str()
                 ));
-                if let Some(b) = app.builds.iter_mut().find(|b| b.id == r.build.id) {
-                    *b = r.build;
-                }
-                app.recount();
+                app.builds.on_canceled(r.build);
             }
             Err(e) => app.message = Some(bad(e)),
         },
@@ -823,24 +495,14 @@ fn on_reply(
             Ok(r) => {
                 app.events_sub = Some(r.sub);
                 // Listed again now that no change can slip between a list and the events.
-                app.templates_loaded = false;
-                app.builds_loaded = false;
+                app.templates.list.loaded = false;
+                app.builds.list.loaded = false;
                 return app.refresh();
             }
             Err(e) => app.message = Some(bad(e)),
         },
         "build.logs" => match serde_json::from_value::<SubReply>(value) {
-            Ok(r) => {
-                let early = std::mem::take(&mut app.early_notes);
-                let Some(log) = app.log.as_mut().filter(|l| l.session == tag) else {
-                    // A stream nobody shows any more (another build's, or replaced).
-                    return vec![unsubscribe(r.sub)];
-                };
-                log.sub = Some(r.sub);
-                for (method, params) in early {
-                    on_notification(app, &method, params);
-                }
-            }
+            Ok(r) => return log::on_subscribed(app, tag, r),
             Err(e) => app.message = Some(bad(e)),
         },
         _ => {}
@@ -861,38 +523,10 @@ fn on_build_source(app: &mut App, result: Result<Value, CallError>) {
         b.image = Some(source.clone());
     }
     let at = app.picker_choices().iter().position(|i| i.name == source);
-    if let (Some(p), Some(at)) = (app.picker.as_mut(), at) {
+    if let (Some(p), Some(at)) = (app.picker_mut(), at) {
         if matches!(p.purpose, PickFor::Build { .. }) && !p.touched {
             p.sel = at;
         }
-    }
-}
-
-fn on_notification(app: &mut App, method: &str, params: Value) {
-    if method != "build.log" && method != "build.log.end" {
-        return;
-    }
-    let Some(log) = app.log.as_mut() else {
-        return;
-    };
-    let sub = params.get("sub").and_then(Value::as_u64);
-    match log.sub {
-        // The reply naming our subscription may still be on its way: keep the line for it.
-        None if log.session != 0 => {
-            if app.early_notes.len() < EARLY_NOTES_MAX {
-                app.early_notes.push((method.to_string(), params));
-            }
-            return;
-        }
-        Some(s) if sub == Some(s) => {}
-        _ => return,
-    }
-    if method == "build.log.end" {
-        log.ended = true;
-        return;
-    }
-    if let Ok(line) = serde_json::from_value::<LogLine>(params) {
-        log.push(line);
     }
 }
 
@@ -902,40 +536,10 @@ fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
     }
     app.message = None;
     if let Some(prompt) = app.prompt.take() {
-        return on_prompt_key(app, prompt, key);
+        return prompt::on_key(app, prompt, key);
     }
-    if app.help {
-        match keymap::scoped_command(keymap::Scope::Global, key) {
-            Some(Cmd::Down) => app.help_scroll = app.help_scroll.saturating_add(1),
-            Some(Cmd::Up) => app.help_scroll = app.help_scroll.saturating_sub(1),
-            _ => {
-                app.help = false;
-                app.help_scroll = 0;
-            }
-        }
-        return Vec::new();
-    }
-    if app.picker.is_some() {
-        return on_picker_key(app, key);
-    }
-    if app.image_details {
-        app.image_details = false;
-        return Vec::new();
-    }
-    if let Some(scroll) = app.template_window {
-        let page = app.list_page();
-        let max = crate::views::templates::window_max_scroll(app);
-        app.template_window = match keymap::scoped_command(keymap::Scope::Global, key) {
-            Some(Cmd::Down) => Some(scroll + 1),
-            Some(Cmd::Up) => Some(scroll.saturating_sub(1)),
-            Some(Cmd::PageDown) => Some(scroll + page),
-            Some(Cmd::PageUp) => Some(scroll.saturating_sub(page)),
-            Some(Cmd::Top) => Some(0),
-            Some(Cmd::Bottom) => Some(max),
-            _ => None,
-        }
-        .map(|s| s.min(max));
-        return Vec::new();
+    if let Some(o) = app.overlay.take() {
+        return overlay::on_key(app, o, key);
     }
     if app.view == View::Form {
         return form::on_key(app, key);
@@ -946,290 +550,17 @@ fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
     on_command(app, cmd)
 }
 
-fn on_picker_key(app: &mut App, key: Key) -> Vec<Effect> {
-    let Some(cmd) = keymap::picker_command(key) else {
-        return Vec::new();
-    };
-    let len = app.picker_choices().len();
-    let page = app.list_page() as isize;
-    let delta = match cmd {
-        Cmd::Up => -1,
-        Cmd::Down => 1,
-        Cmd::PageUp => -page,
-        Cmd::PageDown => page,
-        Cmd::Top => isize::MIN / 2,
-        Cmd::Bottom => isize::MAX / 2,
-        Cmd::Help => {
-            app.help = true;
-            return Vec::new();
-        }
-        Cmd::Back => {
-            if let Some(PickFor::Build { template, .. }) = app.picker.take().map(|p| p.purpose) {
-                app.message = Some(format!("no build of {template} started"));
-            }
-            return Vec::new();
-        }
-        Cmd::Open => return choose_image(app),
-        _ => return Vec::new(),
-    };
-    if let Some(p) = app.picker.as_mut() {
-        p.sel = moved(p.sel, delta, len);
-        p.touched = true;
-    }
-    Vec::new()
-}
-
-/// `enter` in the picker: the selected image becomes the source, or the build starts from it.
-fn choose_image(app: &mut App) -> Vec<Effect> {
-    let Some(p) = app.picker.clone() else {
-        return Vec::new();
-    };
-    let Some(image) = app.picker_choices().get(p.sel).map(|i| i.name.clone()) else {
-        app.message = Some(if app.images_loaded {
-            format!(
-                "no available {} image: make one with `kiln image bootstrap {}` or import one",
-                p.os, p.os
-            )
-        } else {
-            "the image list has not arrived yet".to_string()
-        });
-        return Vec::new();
-    };
-    app.picker = None;
-    match p.purpose {
-        PickFor::Source => {
-            form::set_source(app, image);
-            Vec::new()
-        }
-        PickFor::Build {
-            template,
-            image_name,
-        } => {
-            app.build_source = None;
-            app.message = Some(format!("starting a build of {template} from {image}..."));
-            let params = json!({
-                "template": template,
-                "image_name": image_name,
-                "base_image": image,
-            });
-            vec![call("build.start", 0, params)]
-        }
-    }
-}
-
-fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
-    match prompt {
-        Prompt::ConfirmCancel { id } => {
-            if key == Key::Char('y') || key == Key::Char('Y') {
-                app.message = Some(format!("canceling build {id}..."));
-                return vec![call("build.cancel", 0, json!({ "id": id }))];
-            }
-            app.message = Some(format!("build {id} not canceled"));
-            Vec::new()
-        }
-        Prompt::ConfirmDelete {
-            what,
-            name,
-            mut input,
-        } => match key {
-            Key::Enter if input == name => {
-                app.message = Some(format!("deleting {} {name}...", what.noun()));
-                let (method, params) = match what {
-                    Deletable::Template => ("template.delete", json!({ "name": name })),
-                    Deletable::Image => ("image.delete", json!({ "image": name })),
-                };
-                vec![call(method, 0, params)]
-            }
-            Key::Enter | Key::Esc => {
-                app.message = Some(format!("{} {name} not deleted", what.noun()));
-                Vec::new()
-            }
-            Key::Backspace | Key::Char(_) => {
-                match key {
-                    Key::Char(c) => input.push(c),
-                    _ => {
-                        input.pop();
-                    }
-                }
-                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
-                Vec::new()
-            }
-            _ => {
-                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
-                Vec::new()
-            }
-        },
-        Prompt::Filter => {
-            match key {
-                Key::Enter => {}
-                Key::Esc => app.template_filter.clear(),
-                Key::Backspace => {
-                    app.template_filter.pop();
-                    app.prompt = Some(Prompt::Filter);
-                }
-                Key::Char(c) => {
-                    app.template_filter.push(c);
-                    app.prompt = Some(Prompt::Filter);
-                }
-                _ => app.prompt = Some(Prompt::Filter),
-            }
-            app.template_sel = 0;
-            Vec::new()
-        }
-        Prompt::Search { mut input } => {
-            match key {
-                Key::Enter => {
-                    let page = app.log_page();
-                    if let Some(log) = app.log.as_mut() {
-                        log.search = Some(input.clone()).filter(|s| !s.is_empty());
-                        // Following: look back from the end; paused: look on from the top line.
-                        let found = if log.follow {
-                            log.find(false, log.lines.len())
-                        } else {
-                            let from = log.shown_top(page);
-                            log.find(true, from) || log.find(false, from.saturating_add(1))
-                        };
-                        if !found && !input.is_empty() {
-                            app.message = Some(format!("no line matches {input:?}"));
-                        }
-                    }
-                }
-                Key::Esc => {}
-                Key::Backspace => {
-                    input.pop();
-                    app.prompt = Some(Prompt::Search { input });
-                }
-                Key::Char(c) => {
-                    input.push(c);
-                    app.prompt = Some(Prompt::Search { input });
-                }
-                _ => app.prompt = Some(Prompt::Search { input }),
-            }
-            Vec::new()
-        }
-        Prompt::ImageName {
-            template,
-            mut input,
-        } => match key {
-            Key::Enter if input.trim().is_empty() => {
-                app.message = Some("no build started: the image needs a name".into());
-                Vec::new()
-            }
-            Key::Enter => {
-                // Then the base image: one of the template's OS, the template's source first.
-                let os = app
-                    .templates
-                    .iter()
-                    .find(|t| t.name == template)
-                    .map(|t| t.os.clone())
-                    .unwrap_or_default();
-                let source = app
-                    .build_source
-                    .as_ref()
-                    .filter(|b| b.template == template)
-                    .and_then(|b| b.image.clone());
-                let sel = picker::compatible(&app.images, &os)
-                    .iter()
-                    .position(|i| Some(&i.name) == source.as_ref())
-                    .unwrap_or(0);
-                app.picker = Some(Picker {
-                    purpose: PickFor::Build {
-                        template,
-                        image_name: input.trim().to_string(),
-                    },
-                    os,
-                    sel,
-                    touched: false,
-                });
-                app.fresh_images()
-            }
-            Key::Esc => {
-                app.build_source = None;
-                Vec::new()
-            }
-            Key::Backspace => {
-                input.pop();
-                app.prompt = Some(Prompt::ImageName { template, input });
-                Vec::new()
-            }
-            Key::Char(c) => {
-                input.push(c);
-                app.prompt = Some(Prompt::ImageName { template, input });
-                Vec::new()
-            }
-            _ => {
-                app.prompt = Some(Prompt::ImageName { template, input });
-                Vec::new()
-            }
-        },
-    }
-}
-
-/// Moves a selection `delta` rows within `len` rows.
-fn moved(sel: usize, delta: isize, len: usize) -> usize {
-    let to = if delta < 0 {
-        sel.saturating_sub(delta.unsigned_abs())
-    } else {
-        sel.saturating_add(delta.unsigned_abs())
-    };
-    to.min(len.saturating_sub(1))
-}
-
+/// A command in a view: the few every view shares, else the view's own handler.
 fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
-    let page = app.list_page() as isize;
-    let delta = match cmd {
-        Cmd::Up => Some(-1),
-        Cmd::Down => Some(1),
-        Cmd::PageUp => Some(-page),
-        Cmd::PageDown => Some(page),
-        Cmd::Top => Some(isize::MIN / 2),
-        Cmd::Bottom => Some(isize::MAX / 2),
-        _ => None,
-    };
-    if let Some(delta) = delta {
-        match app.view {
-            View::Templates => {
-                let len = app.visible_templates().len();
-                app.template_sel = moved(app.template_sel, delta, len);
-            }
-            View::Builds => {
-                let len = app.visible_builds().len();
-                app.build_sel = moved(app.build_sel, delta, len);
-            }
-            View::Images => {
-                app.image_sel = moved(app.image_sel, delta, app.visible_images().len());
-            }
-            View::Form => {}
-            View::Detail => {
-                // Room for the header, every step and three lines per run output.
-                let len = app
-                    .detail
-                    .and_then(|id| app.build(id))
-                    .map_or(0, |b| 8 + b.steps.len() + 3 * b.run_outputs.len());
-                app.detail_scroll = moved(app.detail_scroll, delta, len);
-            }
-            View::Log => {
-                let page = app.log_page();
-                if let Some(log) = app.log.as_mut() {
-                    match cmd {
-                        Cmd::Top => log.go_top(),
-                        Cmd::Bottom => log.go_end(),
-                        Cmd::PageUp | Cmd::PageDown => {
-                            log.scroll(delta.signum() * page as isize, page)
-                        }
-                        _ => log.scroll(delta, page),
-                    }
-                }
-            }
-        }
-        return Vec::new();
-    }
     match cmd {
-        Cmd::Quit => return vec![Effect::Quit],
-        Cmd::Help => app.help = true,
+        Cmd::Quit => vec![Effect::Quit],
+        Cmd::Help => {
+            overlay::open_help(app);
+            Vec::new()
+        }
         Cmd::NextView | Cmd::PrevView => {
             let mut views = vec![View::Templates, View::Builds, View::Images];
-            if app.detail.is_some() {
+            if app.detail.build.is_some() {
                 views.push(View::Detail);
             }
             if app.log.is_some() {
@@ -1242,190 +573,18 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             } else {
                 (i + n - 1) % n
             }];
+            Vec::new()
         }
-        Cmd::Back => match app.view {
-            View::Templates => app.template_filter.clear(),
-            View::Builds => {
-                if app.builds_template.take().is_none() {
-                    app.view = View::Templates;
-                }
-                app.build_sel = 0;
-            }
-            View::Images => app.view = View::Templates,
-            View::Detail => app.view = View::Builds,
-            View::Form => {}
-            View::Log => {
-                app.view = if app.detail.is_some() {
-                    View::Detail
-                } else {
-                    View::Builds
-                }
-            }
+        _ => match app.view {
+            View::Templates => templates::on_command(app, cmd),
+            View::Builds => builds::on_list_command(app, cmd),
+            View::Images => images::on_command(app, cmd),
+            View::Detail => builds::on_detail_command(app, cmd),
+            View::Log => log::on_command(app, cmd),
+            // The form's own commands are handled by its key handler.
+            View::Form => Vec::new(),
         },
-        Cmd::Open => match app.view {
-            View::Templates => {
-                if let Some(t) = app.selected_template() {
-                    app.builds_template = Some(t.name.clone());
-                    app.build_sel = 0;
-                    app.view = View::Builds;
-                }
-            }
-            View::Builds => {
-                if let Some(id) = app.selected_build().map(|b| b.id) {
-                    if app.detail != Some(id) {
-                        app.detail_scroll = 0;
-                    }
-                    app.detail = Some(id);
-                    app.view = View::Detail;
-                }
-            }
-            View::Images => app.image_details = app.selected_image().is_some(),
-            View::Detail | View::Log | View::Form => {}
-        },
-        Cmd::Describe => {
-            if app.selected_template().is_some() {
-                app.template_window = Some(0);
-            }
-        }
-        Cmd::Find => match app.view {
-            View::Templates => app.prompt = Some(Prompt::Filter),
-            View::Log => {
-                let input = app
-                    .log
-                    .as_ref()
-                    .and_then(|l| l.search.clone())
-                    .unwrap_or_default();
-                app.prompt = Some(Prompt::Search { input });
-            }
-            _ => {}
-        },
-        Cmd::FindNext | Cmd::FindPrev => {
-            let page = app.log_page();
-            if let Some(log) = app.log.as_mut() {
-                let from = log.found.unwrap_or_else(|| log.shown_top(page));
-                if log.search.is_none() {
-                    app.message = Some("no search yet: press / to search".into());
-                } else if !log.find(cmd == Cmd::FindNext, from) {
-                    app.message = Some("no more matches".into());
-                }
-            }
-        }
-        Cmd::Delete => {
-            let target = match app.view {
-                View::Templates => app
-                    .selected_template()
-                    .map(|t| (Deletable::Template, t.name.clone())),
-                View::Images => app
-                    .selected_image()
-                    .map(|i| (Deletable::Image, i.name.clone())),
-                _ => None,
-            };
-            if let Some((what, name)) = target {
-                app.prompt = Some(Prompt::ConfirmDelete {
-                    what,
-                    name,
-                    input: String::new(),
-                });
-            }
-        }
-        Cmd::StartBuild => {
-            if let Some(name) = app.selected_template().map(|t| t.name.clone()) {
-                app.prompt = Some(Prompt::ImageName {
-                    template: name.clone(),
-                    input: String::new(),
-                });
-                // The template's source image is the picker's default; ask for it now so that it
-                // is known by the time the image name is typed.
-                let tag = app.tag();
-                app.build_source = Some(BuildSource {
-                    template: name.clone(),
-                    tag,
-                    image: None,
-                });
-                return vec![call("template.get", tag, json!({ "name": name }))];
-            }
-        }
-        Cmd::NewTemplate => return form::open_new(app),
-        Cmd::EditTemplate => {
-            if let Some(name) = app.selected_template().map(|t| t.name.clone()) {
-                return form::open_edit(app, name);
-            }
-        }
-        Cmd::PrevTab | Cmd::NextTab | Cmd::ShowPublic | Cmd::ShowPrivate | Cmd::ShowShared => {
-            let tabs = [Visibility::Public, Visibility::Private, Visibility::Shared];
-            let at = tabs.iter().position(|v| *v == app.image_tab).unwrap_or(0);
-            app.image_tab = match cmd {
-                Cmd::PrevTab => tabs[(at + 2) % 3],
-                Cmd::NextTab => tabs[(at + 1) % 3],
-                Cmd::ShowPrivate => Visibility::Private,
-                Cmd::ShowShared => Visibility::Shared,
-                _ => Visibility::Public,
-            };
-            app.image_sel = 0;
-        }
-        Cmd::Cancel => {
-            let id = match app.view {
-                View::Builds => app.selected_build().map(|b| b.id),
-                View::Detail => app.detail,
-                View::Log => app.log.as_ref().map(|l| l.build),
-                View::Templates | View::Images | View::Form => None,
-            };
-            if let Some(id) = id {
-                match app.build(id).map(|b| b.state) {
-                    Some(s) if s.is_terminal() => {
-                        app.message = Some(format!("build {id} already ended ({})", s.as_str()))
-                    }
-                    _ => app.prompt = Some(Prompt::ConfirmCancel { id }),
-                }
-            }
-        }
-        Cmd::Logs => {
-            let id = match app.view {
-                View::Builds => app.selected_build().map(|b| b.id),
-                View::Detail => app.detail,
-                _ => None,
-            };
-            if let Some(id) = id {
-                if app.view == View::Builds && app.detail != Some(id) {
-                    app.detail = Some(id);
-                    app.detail_scroll = 0;
-                }
-                return app.open_log(id);
-            }
-        }
-        Cmd::Wrap => {
-            if let Some(l) = app.log.as_mut() {
-                l.wrap = !l.wrap;
-            }
-        }
-        Cmd::Timestamps => {
-            if let Some(l) = app.log.as_mut() {
-                l.timestamps = !l.timestamps;
-            }
-        }
-        Cmd::Serial => {
-            if let Some(l) = app.log.as_ref() {
-                let (build, serial) = (l.build, !l.serial);
-                let mut fresh = LogView::new(build, serial, 0);
-                fresh.wrap = l.wrap;
-                fresh.timestamps = l.timestamps;
-                // The other stream's subscription moves over, so follow_log ends it.
-                fresh.sub = l.sub;
-                app.log = Some(fresh);
-                return app.follow_log();
-            }
-        }
-        Cmd::Up | Cmd::Down | Cmd::PageUp | Cmd::PageDown | Cmd::Top | Cmd::Bottom => {}
-        // The form's and the picker's own commands are handled by their key handlers.
-        Cmd::Save
-        | Cmd::NextField
-        | Cmd::PrevField
-        | Cmd::Activate
-        | Cmd::PrevChoice
-        | Cmd::NextChoice
-        | Cmd::EditToml => {}
     }
-    Vec::new()
 }
 
 #[cfg(test)]

@@ -2,6 +2,12 @@
 //! can start from (available, and of the template's OS), for a build or for a template's source.
 
 use kiln_shared::protocol::{ImageInfo, ImageState, Visibility};
+use serde_json::json;
+
+use super::keymap::{self, Cmd, Key};
+use super::listed::{moved, movement};
+use super::overlay::{self, Overlay};
+use super::{call, form, App, Effect};
 
 /// What the chosen image is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,4 +48,72 @@ pub fn compatible<'a>(images: &'a [ImageInfo], os: &str) -> Vec<&'a ImageInfo> {
         (rank(a.visibility), &a.name, &a.id).cmp(&(rank(b.visibility), &b.name, &b.id))
     });
     out
+}
+
+/// A key while the picker is open (and on top).
+pub(super) fn on_key(app: &mut App, key: Key) -> Vec<Effect> {
+    let Some(cmd) = keymap::picker_command(key) else {
+        return Vec::new();
+    };
+    let len = app.picker_choices().len();
+    let Some(delta) = movement(cmd, app.list_page()) else {
+        match cmd {
+            Cmd::Help => overlay::open_help(app),
+            Cmd::Back => {
+                if let Some(Overlay::Picker(Picker {
+                    purpose: PickFor::Build { template, .. },
+                    ..
+                })) = app.overlay.take()
+                {
+                    app.message = Some(format!("no build of {template} started"));
+                }
+            }
+            Cmd::Open => return choose_image(app),
+            _ => {}
+        }
+        return Vec::new();
+    };
+    if let Some(p) = app.picker_mut() {
+        p.sel = moved(p.sel, delta, len);
+        p.touched = true;
+    }
+    Vec::new()
+}
+
+/// `enter` in the picker: the selected image becomes the source, or the build starts from it.
+fn choose_image(app: &mut App) -> Vec<Effect> {
+    let Some(p) = app.picker().cloned() else {
+        return Vec::new();
+    };
+    let Some(image) = app.picker_choices().get(p.sel).map(|i| i.name.clone()) else {
+        app.message = Some(if app.images.list.loaded {
+            format!(
+                "no available {} image: make one with `kiln image bootstrap {}` or import one",
+                p.os, p.os
+            )
+        } else {
+            "the image list has not arrived yet".to_string()
+        });
+        return Vec::new();
+    };
+    app.overlay = None;
+    match p.purpose {
+        PickFor::Source => {
+            form::set_source(app, image);
+            Vec::new()
+        }
+        PickFor::Build {
+            template,
+            image_name,
+        } => {
+            app.build_source = None;
+            app.message = Some(format!("starting a build of {template} from {image}..."));
+            let params = json!({
+                "template": template,
+                "image_name": image_name,
+                "base_image": image,
+            });
+            vec![call("build.start", 0, params)]
+        }
+    }
 }

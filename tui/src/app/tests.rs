@@ -5,6 +5,7 @@ use serde_json::json;
 use super::fixtures::{app, key, log_line, press, reply};
 use super::keymap::Key;
 use super::*;
+use kiln_shared::build::BuildState;
 
 fn methods(fx: &[Effect]) -> Vec<&str> {
     fx.iter()
@@ -26,6 +27,14 @@ fn open_log(app: &mut App) {
     assert_eq!(method, "build.logs");
     let tag = *tag;
     reply(app, "build.logs", tag, Ok(json!({ "sub": 9 })));
+}
+
+/// The text of the lines the log view holds.
+fn shown_lines(app: &App) -> Vec<String> {
+    app.log
+        .iter()
+        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
+        .collect()
 }
 
 fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
@@ -160,14 +169,14 @@ fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
 fn moving_stays_inside_the_list() {
     let mut app = app();
     press(&mut app, "kkk");
-    assert_eq!(app.template_sel, 0);
+    assert_eq!(app.templates.list.sel, 0);
     press(&mut app, "jjjjj");
-    assert_eq!(app.template_sel, 2);
+    assert_eq!(app.templates.list.sel, 2);
     press(&mut app, "g");
-    assert_eq!(app.template_sel, 0);
+    assert_eq!(app.templates.list.sel, 0);
     press(&mut app, "G");
     assert_eq!(
-        app.selected_template().map(|t| t.name.as_str()),
+        app.templates.selected().map(|t| t.name.as_str()),
         Some("java-app")
     );
 }
@@ -178,23 +187,27 @@ fn the_filter_narrows_templates_as_it_is_typed_and_esc_clears_it() {
     press(&mut app, "/redis");
     assert_eq!(app.prompt, Some(Prompt::Filter));
     let names: Vec<_> = app
-        .visible_templates()
+        .templates
+        .visible()
         .iter()
         .map(|t| t.name.clone())
         .collect();
     assert_eq!(names, ["db"]);
     key(&mut app, Key::Enter);
     assert_eq!(app.prompt, None);
-    assert_eq!(app.visible_templates().len(), 1);
+    assert_eq!(app.templates.visible().len(), 1);
     key(&mut app, Key::Esc);
-    assert_eq!(app.visible_templates().len(), 3);
+    assert_eq!(app.templates.visible().len(), 3);
 }
 
 #[test]
 fn a_selection_survives_a_refresh_that_reorders_the_list() {
     let mut app = app();
     press(&mut app, "j");
-    assert_eq!(app.selected_template().map(|t| t.name.as_str()), Some("db"));
+    assert_eq!(
+        app.templates.selected().map(|t| t.name.as_str()),
+        Some("db")
+    );
     let reordered = vec![
         fixtures::template("db", "debian-12", &[], 1),
         fixtures::template("aaa", "debian-12", &[], 1),
@@ -205,7 +218,10 @@ fn a_selection_survives_a_refresh_that_reorders_the_list() {
         0,
         Ok(json!({ "templates": reordered })),
     );
-    assert_eq!(app.selected_template().map(|t| t.name.as_str()), Some("db"));
+    assert_eq!(
+        app.templates.selected().map(|t| t.name.as_str()),
+        Some("db")
+    );
 }
 
 #[test]
@@ -213,10 +229,10 @@ fn enter_on_a_template_shows_its_builds_and_esc_goes_back() {
     let mut app = app();
     key(&mut app, Key::Enter);
     assert_eq!(app.view, View::Builds);
-    let ids: Vec<_> = app.visible_builds().iter().map(|b| b.id).collect();
+    let ids: Vec<_> = app.builds.visible().iter().map(|b| b.id).collect();
     assert_eq!(ids, [3, 1], "newest first, web-base only");
     key(&mut app, Key::Esc);
-    assert_eq!(app.visible_builds().len(), 4);
+    assert_eq!(app.builds.visible().len(), 4);
     key(&mut app, Key::Esc);
     assert_eq!(app.view, View::Templates);
 }
@@ -230,17 +246,17 @@ fn a_build_asks_for_an_image_name_first() {
         .message
         .as_deref()
         .is_some_and(|m| m.contains("needs a name")));
-    assert!(app.picker.is_none());
+    assert!(app.picker().is_none());
     press(&mut app, "bweb1");
     key(&mut app, Key::Enter);
-    assert!(app.picker.is_some(), "then the base image");
+    assert!(app.picker().is_some(), "then the base image");
 }
 
 #[test]
 fn cancel_asks_first_and_only_y_confirms() {
     let mut app = app();
     key(&mut app, Key::Tab);
-    assert_eq!(app.selected_build().map(|b| b.id), Some(4));
+    assert_eq!(app.builds.selected().map(|b| b.id), Some(4));
     assert!(press(&mut app, "x").is_empty());
     assert_eq!(app.prompt, Some(Prompt::ConfirmCancel { id: 4 }));
     assert!(key(&mut app, Key::Enter).is_empty(), "enter means no");
@@ -264,7 +280,7 @@ fn an_ended_build_is_not_offered_for_cancel() {
     let mut app = app();
     key(&mut app, Key::Tab);
     press(&mut app, "G");
-    assert_eq!(app.selected_build().map(|b| b.id), Some(1));
+    assert_eq!(app.builds.selected().map(|b| b.id), Some(1));
     press(&mut app, "x");
     assert_eq!(app.prompt, None);
     assert!(app
@@ -279,7 +295,7 @@ fn enter_opens_the_detail_and_l_the_log() {
     key(&mut app, Key::Tab);
     press(&mut app, "j");
     key(&mut app, Key::Enter);
-    assert_eq!((app.view, app.detail), (View::Detail, Some(3)));
+    assert_eq!((app.view, app.detail.build), (View::Detail, Some(3)));
     let fx = press(&mut app, "l");
     assert_eq!(methods(&fx), ["build.logs"]);
     assert_eq!(app.view, View::Log);
@@ -327,12 +343,27 @@ fn log_lines_that_beat_the_subscription_reply_are_kept() {
     note(&mut app, 9, 0, "early");
     note(&mut app, 5, 0, "someone else's");
     reply(&mut app, "build.logs", tag, Ok(json!({"sub": 9})));
-    let lines: Vec<_> = app
-        .log
-        .iter()
-        .flat_map(|l| l.lines.iter().map(|x| x.line.clone()))
-        .collect();
-    assert_eq!(lines, ["early"]);
+    assert_eq!(shown_lines(&app), ["early"]);
+}
+
+#[test]
+fn a_late_reply_for_a_replaced_stream_keeps_the_early_lines_of_the_new_one() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    let fx = press(&mut app, "l");
+    let Some(Effect::Call { tag: old, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    // The serial console before the build log's stream was even named.
+    let fx = press(&mut app, "s");
+    let Some(Effect::Call { tag: new, .. }) = fx.first().cloned() else {
+        panic!("no call");
+    };
+    note(&mut app, 7, 0, "serial early");
+    let fx = reply(&mut app, "build.logs", old, Ok(json!({"sub": 5})));
+    assert_eq!(methods(&fx), ["build.logs.unsubscribe"]);
+    reply(&mut app, "build.logs", new, Ok(json!({"sub": 7})));
+    assert_eq!(shown_lines(&app), ["serial early"]);
 }
 
 #[test]
@@ -413,11 +444,11 @@ fn s_switches_to_the_serial_console_with_a_fresh_buffer() {
 fn help_opens_scrolls_and_closes_and_q_then_quits() {
     let mut app = app();
     press(&mut app, "?");
-    assert!(app.help);
+    assert_eq!(fixtures::help_scroll(&app), Some(0));
     press(&mut app, "jj");
-    assert_eq!(app.help_scroll, 2);
+    assert_eq!(fixtures::help_scroll(&app), Some(2));
     assert!(press(&mut app, "q").is_empty(), "q closes the help first");
-    assert!(!app.help);
+    assert_eq!(fixtures::help_scroll(&app), None);
     assert_eq!(press(&mut app, "q"), [Effect::Quit]);
 }
 
@@ -525,8 +556,14 @@ fn events_keep_the_lists_current_without_polling() {
     let fx = subscribed(&mut app);
     assert_eq!(methods(&fx), ["template.list", "build.list"]);
     for (method, list) in [
-        ("template.list", json!({"templates": app.templates.clone()})),
-        ("build.list", json!({"builds": app.builds.clone()})),
+        (
+            "template.list",
+            json!({"templates": app.templates.list.items.clone()}),
+        ),
+        (
+            "build.list",
+            json!({"builds": app.builds.list.items.clone()}),
+        ),
     ] {
         update(
             &mut app,
@@ -548,37 +585,40 @@ fn events_keep_the_lists_current_without_polling() {
     // A new build goes on top; the selected build stays selected.
     key(&mut app, Key::Tab);
     press(&mut app, "j");
-    let selected = app.selected_build().map(|b| b.id);
-    let mut build = serde_json::to_value(&app.builds[0]).unwrap_or_default();
+    let selected = app.builds.selected().map(|b| b.id);
+    let mut build = serde_json::to_value(&app.builds.list.items[0]).unwrap_or_default();
     build["id"] = json!(99);
     build["state"] = json!("queued");
     event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
-    assert_eq!(app.builds[0].id, 99);
-    assert_eq!(app.selected_build().map(|b| b.id), selected);
+    assert_eq!(app.builds.list.items[0].id, 99);
+    assert_eq!(app.builds.selected().map(|b| b.id), selected);
     // A change replaces the build in place.
     build["state"] = json!("running");
     event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
-    assert_eq!(app.builds.iter().filter(|b| b.id == 99).count(), 1);
-    assert_eq!(app.builds[0].state, BuildState::Running);
+    assert_eq!(
+        app.builds.list.items.iter().filter(|b| b.id == 99).count(),
+        1
+    );
+    assert_eq!(app.builds.list.items[0].state, BuildState::Running);
     // Another subscription's event is ignored.
     build["state"] = json!("failed");
     event(&mut app, json!({"sub": 4, "kind": "build", "build": build}));
-    assert_eq!(app.builds[0].state, BuildState::Running);
+    assert_eq!(app.builds.list.items[0].state, BuildState::Running);
 
     // Templates: a deleted one leaves the list, a new one joins it in name order.
-    let gone = app.templates[0].name.clone();
+    let gone = app.templates.list.items[0].name.clone();
     event(
         &mut app,
         json!({"sub": 3, "kind": "template", "name": gone}),
     );
-    assert!(app.templates.iter().all(|t| t.name != gone));
-    let mut t = serde_json::to_value(&app.templates[0]).unwrap_or_default();
+    assert!(app.templates.list.items.iter().all(|t| t.name != gone));
+    let mut t = serde_json::to_value(&app.templates.list.items[0]).unwrap_or_default();
     t["name"] = json!("aaa-new");
     event(
         &mut app,
         json!({"sub": 3, "kind": "template", "name": "aaa-new", "template": t}),
     );
-    assert_eq!(app.templates[0].name, "aaa-new");
+    assert_eq!(app.templates.list.items[0].name, "aaa-new");
 
     // Lost events: everything is listed again.
     let fx = event(&mut app, json!({"sub": 3, "kind": "resync"}));
@@ -593,7 +633,7 @@ fn the_selected_template_s_details_are_fetched_once_per_revision() {
     let Some(Effect::Call { tag, .. }) = fx.first().cloned() else {
         panic!("no call");
     };
-    let name = app.selected_template().map(|t| t.name.clone());
+    let name = app.templates.selected().map(|t| t.name.clone());
     let t = fixtures::stored_template();
     reply(&mut app, "template.get", tag, Ok(fixtures::record(&t, 1)));
     reply(
@@ -602,7 +642,7 @@ fn the_selected_template_s_details_are_fetched_once_per_revision() {
         tag,
         Ok(json!({"revisions": [{"revision": 1, "created_at": "2026-11-20T08:00:00Z"}]})),
     );
-    let d = app.template_details.as_ref().expect("details");
+    let d = app.templates.details.as_ref().expect("details");
     assert_eq!(Some(d.name.clone()), name);
     assert!(d.record.is_some() && d.revisions.as_ref().is_some_and(|r| r.len() == 1));
     // Nothing more while the same revision stays selected.

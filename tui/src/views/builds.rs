@@ -13,9 +13,13 @@ use kiln_shared::build::{Build, StepState};
 
 pub fn draw_list(f: &mut Frame, app: &App, area: Rect) {
     let t = Theme::of(app);
-    let visible = app.visible_builds();
+    let visible = app.builds.visible();
     if visible.is_empty() {
-        let text = match (&app.builds_template, app.builds_loaded, app.is_connected()) {
+        let text = match (
+            &app.builds.template,
+            app.builds.list.loaded,
+            app.is_connected(),
+        ) {
             (_, false, true) => "loading builds…".to_string(),
             (_, false, false) => "not connected to kilnd".to_string(),
             (Some(tpl), true, _) => {
@@ -50,7 +54,7 @@ pub fn draw_list(f: &mut Frame, app: &App, area: Rect) {
     .row_highlight_style(t.selected())
     .highlight_symbol("▶ ")
     .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.build_sel));
+    let mut state = TableState::default().with_selected(Some(app.builds.list.sel));
     f.render_stateful_widget(table, area, &mut state);
 }
 
@@ -85,10 +89,10 @@ pub(super) fn size_text(bytes: u64) -> String {
 }
 
 pub fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
-    let Some(id) = app.detail else {
+    let Some(id) = app.detail.build else {
         return empty(f, app, area, "no build chosen");
     };
-    let Some(b) = app.build(id) else {
+    let Some(b) = app.builds.get(id) else {
         return empty(
             f,
             app,
@@ -98,7 +102,7 @@ pub fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     };
     let lines = detail_lines(app, b);
     let max = lines.len().saturating_sub(usize::from(area.height));
-    let scroll = u16::try_from(app.detail_scroll.min(max)).unwrap_or(0);
+    let scroll = u16::try_from(app.detail.scroll.min(max)).unwrap_or(0);
     f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), area);
 }
 

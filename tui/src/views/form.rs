@@ -25,7 +25,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         return empty(f, app, area, &format!("{}: loading…", form.title()));
     }
     let t = Theme::of(app);
-    let found = form.violations_by_field(&app.catalog, &app.images);
+    let found = form.violations_by_field(&app.catalog, &app.images.list.items);
     let [head, body] =
         Layout::vertical([Constraint::Length(head_rows(form)), Constraint::Min(0)]).areas(area);
     draw_head(f, app, form, found.len(), head);

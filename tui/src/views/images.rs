@@ -17,9 +17,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     draw_tabs(f, app, tabs);
     let (list, pane) = super::list_and_details(area);
     let t = Theme::of(app);
-    let visible = app.visible_images();
+    let visible = app.images.visible();
     if visible.is_empty() {
-        let text = match (app.images_loaded, app.is_connected(), app.image_tab) {
+        let text = match (app.images.list.loaded, app.is_connected(), app.images.tab) {
             (false, true, _) => "loading images…".to_string(),
             (false, false, _) => "not connected to kilnd".to_string(),
             (true, _, Visibility::Public) => {
@@ -71,10 +71,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     .row_highlight_style(t.selected())
     .highlight_symbol("▶ ")
     .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.image_sel));
+    let mut state = TableState::default().with_selected(Some(app.images.list.sel));
     f.render_stateful_widget(table, list, &mut state);
 
-    let (Some(pane), Some(i)) = (pane, app.selected_image()) else {
+    let (Some(pane), Some(i)) = (pane, app.images.selected()) else {
         return;
     };
     let from = match (&i.template, i.template_revision, i.build) {
@@ -122,8 +122,14 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         (Visibility::Private, "Private"),
         (Visibility::Shared, "Shared"),
     ] {
-        let count = app.images.iter().filter(|i| i.visibility == v).count();
-        let style = if app.image_tab == v {
+        let count = app
+            .images
+            .list
+            .items
+            .iter()
+            .filter(|i| i.visibility == v)
+            .count();
+        let style = if app.images.tab == v {
             t.selected()
         } else {
             Style::new()
@@ -137,7 +143,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
 
 /// Every field of the selected image, in a window (enter opens it, any key closes it).
 pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
-    let Some(i) = app.selected_image() else {
+    let Some(i) = app.images.selected() else {
         return;
     };
     let lines = detail_lines(i);

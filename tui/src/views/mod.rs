@@ -15,6 +15,7 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+use crate::app::overlay::Overlay;
 use crate::app::{keymap, App, Connection, Prompt, View};
 use kiln_shared::build::{Build, BuildState};
 
@@ -42,17 +43,19 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
     draw_message(f, app, message);
     draw_status(f, app, status);
-    if app.image_details {
-        images::draw_details_window(f, app, area);
-    }
-    if app.template_window.is_some() {
-        templates::draw_details_window(f, app, area);
-    }
-    if app.picker.is_some() {
-        picker::draw(f, app, area);
-    }
-    if app.help {
-        draw_help(f, app, area);
+    match &app.overlay {
+        None => {}
+        Some(Overlay::ImageWindow) => images::draw_details_window(f, app, area),
+        Some(Overlay::TemplateWindow { scroll }) => {
+            templates::draw_details_window(f, app, *scroll, area)
+        }
+        Some(Overlay::Picker(_)) => picker::draw(f, app, area),
+        Some(Overlay::Help { scroll, over }) => {
+            if over.is_some() {
+                picker::draw(f, app, area);
+            }
+            draw_help(f, *scroll, area);
+        }
     }
 }
 
@@ -122,12 +125,12 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::styled(format!(" {label} "), style));
     };
     tab("Templates".into(), View::Templates);
-    match &app.builds_template {
+    match &app.builds.template {
         Some(name) => tab(format!("Builds of {name}"), View::Builds),
         None => tab("Builds".into(), View::Builds),
     }
     tab("Images".into(), View::Images);
-    if let Some(id) = app.detail {
+    if let Some(id) = app.detail.build {
         tab(format!("Build {id}"), View::Detail);
     }
     if let Some(l) = &app.log {
@@ -143,7 +146,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
 fn draw_message(f: &mut Frame, app: &App, area: Rect) {
     let t = Theme::of(app);
     let line = match &app.prompt {
-        Some(Prompt::Filter) => Line::from(format!("filter: {}▏", app.template_filter)),
+        Some(Prompt::Filter) => Line::from(format!("filter: {}▏", app.templates.filter)),
         Some(Prompt::Search { input }) => Line::from(format!("search: {input}▏")),
         Some(Prompt::ImageName { template, input }) => {
             Line::from(format!("image name for a build of {template}: {input}▏"))
@@ -170,7 +173,7 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
 
 /// The message line when there is nothing to say: the current view's keys, from the key map.
 fn hint(app: &App) -> String {
-    let scope = if app.picker.is_some() {
+    let scope = if app.picker().is_some() {
         keymap::Scope::Picker
     } else {
         keymap::Scope::In(app.view)
@@ -180,8 +183,8 @@ fn hint(app: &App) -> String {
         .filter(|b| b.scope == scope && !b.short.is_empty())
         .map(|b| format!("{} {}", keymap::key_label(b.keys[0]), b.short))
         .collect();
-    if !app.template_filter.is_empty() && app.view == View::Templates {
-        parts.insert(0, format!("filter /{}", app.template_filter));
+    if !app.templates.filter.is_empty() && app.view == View::Templates {
+        parts.insert(0, format!("filter /{}", app.templates.filter));
     }
     parts.push("? help".into());
     parts.join(" · ")
@@ -204,8 +207,8 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     let rest = format!(
         "│ project {} │ queue {} │ running {} {detail}",
         app.project,
-        app.queued(),
-        app.running()
+        app.builds.queued(),
+        app.builds.running()
     );
     let line = Line::from(vec![conn, Span::styled(rest, bar)]).style(bar);
     f.render_widget(Paragraph::new(line).style(bar), area);
@@ -229,14 +232,14 @@ pub(crate) fn popup(area: Rect, width: u16, rows: usize) -> Option<Rect> {
     })
 }
 
-fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+fn draw_help(f: &mut Frame, scroll: usize, area: Rect) {
     let lines = keymap::help_lines();
     let Some(popup) = popup(area, 76, lines.len() + 2) else {
         return;
     };
     let height = popup.height;
     let max_scroll = lines.len().saturating_sub(usize::from(height - 2));
-    let scroll = u16::try_from(app.help_scroll.min(max_scroll)).unwrap_or(0);
+    let scroll = u16::try_from(scroll.min(max_scroll)).unwrap_or(0);
     let text: Vec<Line> = lines.into_iter().map(Line::from).collect();
     f.render_widget(Clear, popup);
     f.render_widget(

@@ -12,7 +12,7 @@ use crate::app::picker::PickFor;
 use crate::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    let Some(p) = &app.picker else {
+    let Some(p) = app.picker() else {
         return;
     };
     let t = Theme::of(app);
@@ -48,7 +48,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         t.header(),
     ));
     if choices.is_empty() {
-        let text = if app.images_loaded {
+        let text = if app.images.list.loaded {
             format!(
                 "no available {} image: `kiln image bootstrap {}` makes one",
                 p.os, p.os

@@ -13,7 +13,7 @@ use super::{empty, popup, state_text, Theme};
 use crate::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
-    if app.visible_templates().is_empty() {
+    if app.templates.visible().is_empty() {
         return draw_list(f, app, area);
     }
     let (list, pane) = super::list_and_details(area);
@@ -25,18 +25,18 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 
 fn draw_list(f: &mut Frame, app: &App, area: Rect) {
     let t = Theme::of(app);
-    let visible = app.visible_templates();
+    let visible = app.templates.visible();
     if visible.is_empty() {
-        let text = if !app.templates_loaded {
+        let text = if !app.templates.list.loaded {
             if app.is_connected() {
                 "loading templates…".to_string()
             } else {
                 "not connected to kilnd".to_string()
             }
-        } else if app.templates.is_empty() {
+        } else if app.templates.list.items.is_empty() {
             "no templates yet: store one with `kiln template create -f FILE`".to_string()
         } else {
-            format!("no template matches /{} (esc clears)", app.template_filter)
+            format!("no template matches /{} (esc clears)", app.templates.filter)
         };
         return empty(f, app, area, &text);
     }
@@ -46,7 +46,8 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
             tpl.os.clone(),
             tpl.revision.to_string(),
             tpl.applications.join(", "),
-            app.last_build_state(&tpl.name)
+            app.builds
+                .last_state(&tpl.name)
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|| "-".into()),
         ])
@@ -65,12 +66,12 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
     .row_highlight_style(t.selected())
     .highlight_symbol("▶ ")
     .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.template_sel));
+    let mut state = TableState::default().with_selected(Some(app.templates.list.sel));
     f.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_pane(f: &mut Frame, app: &App, area: Rect) {
-    let Some(tpl) = app.selected_template() else {
+    let Some(tpl) = app.templates.selected() else {
         return;
     };
     f.render_widget(
@@ -83,8 +84,8 @@ fn draw_pane(f: &mut Frame, app: &App, area: Rect) {
 
 /// `d`: the selected template's details over the whole screen, every revision, build and image
 /// a line each, scrolled with the movement keys.
-pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
-    let (Some(tpl), Some(scroll)) = (app.selected_template(), app.template_window) else {
+pub fn draw_details_window(f: &mut Frame, app: &App, scroll: usize, area: Rect) {
+    let Some(tpl) = app.templates.selected() else {
         return;
     };
     let lines = details_lines(app, tpl, true);
@@ -107,7 +108,7 @@ pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
 /// How far the details window scrolls at most (the last line at its bottom), for a screen of
 /// the app's size.
 pub fn window_max_scroll(app: &App) -> usize {
-    let Some(tpl) = app.selected_template() else {
+    let Some(tpl) = app.templates.selected() else {
         return 0;
     };
     let lines = details_lines(app, tpl, true).len();
@@ -125,6 +126,8 @@ fn details_lines<'a>(app: &'a App, tpl: &'a TemplateSummary, whole: bool) -> Vec
     let t = Theme::of(app);
     let builds: Vec<&Build> = app
         .builds
+        .list
+        .items
         .iter()
         .filter(|b| b.template == tpl.name)
         .collect();
@@ -139,7 +142,11 @@ fn details_lines<'a>(app: &'a App, tpl: &'a TemplateSummary, whole: bool) -> Vec
         Line::from(format!("OS {} · revision {}", tpl.os, tpl.revision)),
         Line::from(format!("applications: {apps}")),
     ];
-    let details = app.template_details.as_ref().filter(|d| d.name == tpl.name);
+    let details = app
+        .templates
+        .details
+        .as_ref()
+        .filter(|d| d.name == tpl.name);
     match details.and_then(|d| d.record.as_ref()) {
         Some(r) => lines.extend(body_lines(&r.template).into_iter().map(Line::from)),
         None => lines.push(Line::styled("loading the template…", t.dim())),
@@ -196,6 +203,8 @@ fn details_lines<'a>(app: &'a App, tpl: &'a TemplateSummary, whole: bool) -> Vec
     }
     let images: Vec<&ImageInfo> = app
         .images
+        .list
+        .items
         .iter()
         .filter(|i| i.template.as_deref() == Some(tpl.name.as_str()))
         .collect();

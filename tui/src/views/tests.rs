@@ -85,7 +85,7 @@ fn templates_app() -> App {
     // The pane's whole template and revisions, as kilnd answers them for the selection.
     let t = crate::app::fixtures::stored_template();
     let record = crate::app::fixtures::record(&t, 3);
-    a.template_details = Some(crate::app::TemplateDetails {
+    a.templates.details = Some(crate::app::templates::TemplateDetails {
         name: "web-base".into(),
         revision: 3,
         tag: 1,
@@ -109,7 +109,7 @@ fn templates() {
 fn template_details_window_scrolls_and_closes() {
     let mut a = templates_app();
     chars(&mut a, "d");
-    assert_eq!(a.template_window, Some(0));
+    assert_eq!(crate::app::fixtures::template_window(&a), Some(0));
     check("template_details_window", &a);
     update(
         &mut a,
@@ -119,20 +119,21 @@ fn template_details_window_scrolls_and_closes() {
         },
     );
     chars(&mut a, "G");
-    let bottom = a.template_window.unwrap_or_default();
+    let bottom = crate::app::fixtures::template_window(&a).unwrap_or_default();
     assert!(bottom > 0, "the whole details do not fit 80x24");
     insta::assert_snapshot!("template_details_window_bottom_80x24", render(&a, 80, 24));
     chars(&mut a, "jjj");
     assert_eq!(
-        a.template_window,
+        crate::app::fixtures::template_window(&a),
         Some(bottom),
         "scrolling stops at the last line"
     );
     chars(&mut a, "k");
-    assert_eq!(a.template_window, Some(bottom - 1));
+    assert_eq!(crate::app::fixtures::template_window(&a), Some(bottom - 1));
     chars(&mut a, "q");
     assert_eq!(
-        a.template_window, None,
+        crate::app::fixtures::template_window(&a),
+        None,
         "q closes the window, it does not quit"
     );
     assert!(render(&a, 80, 24).contains("details · d opens them whole"));
@@ -439,7 +440,7 @@ fn no_size_makes_any_view_panic() {
 #[test]
 fn odd_values_from_the_daemon_draw_without_panicking() {
     let mut a = log_app(3);
-    if let Some(b) = a.builds.iter_mut().find(|b| b.id == 3) {
+    if let Some(b) = a.builds.list.items.iter_mut().find(|b| b.id == 3) {
         b.step = Some(usize::MAX);
         b.started_at = Some(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         b.message = "tab\there, bell\u{7}, escape \u{1b}[2J".into();
@@ -465,13 +466,13 @@ fn odd_values_from_the_daemon_draw_without_panicking() {
 #[ignore = "a measurement, not a check: cargo test --release -p kiln-tui render_cost -- --ignored --nocapture"]
 fn render_cost_of_a_full_log_with_ten_thousand_builds() {
     let mut a = app();
-    let b = a.builds[0].clone();
+    let b = a.builds.list.items[0].clone();
     for i in 0..10_000u64 {
         let mut x = b.clone();
         x.id = 100 + i;
-        a.builds.push(x);
+        a.builds.list.items.push(x);
     }
-    a.recount();
+    a.builds.recount();
     a.log = Some(crate::app::log::LogView::new(4, false, 0));
     a.view = crate::app::View::Log;
     if let Some(l) = a.log.as_mut() {

@@ -1,0 +1,180 @@
+//! The question in the message line that takes the keyboard until answered: the templates
+//! filter, a log search, a new build's image name, and the confirmations of cancel and delete.
+
+use serde_json::json;
+
+use super::keymap::Key;
+use super::overlay::Overlay;
+use super::picker::{self, PickFor, Picker};
+use super::{call, log, App, Effect};
+
+/// A question in the message line that takes the keyboard until answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Typing the templates filter (applied as it is typed).
+    Filter,
+    /// Typing a log search.
+    Search { input: String },
+    /// The image name for a new build of `template`.
+    ImageName { template: String, input: String },
+    /// Cancel build `id`? Only `y` says yes.
+    ConfirmCancel { id: u64 },
+    /// Delete a template or an image: only typing its name exactly says yes.
+    ConfirmDelete {
+        what: Deletable,
+        name: String,
+        input: String,
+    },
+}
+
+/// What `D` deletes, per view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletable {
+    Template,
+    Image,
+}
+
+impl Deletable {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Deletable::Template => "template",
+            Deletable::Image => "image",
+        }
+    }
+}
+
+/// A key while `prompt` (taken from `app`) is asked.
+pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
+    match prompt {
+        Prompt::ConfirmCancel { id } => {
+            if key == Key::Char('y') || key == Key::Char('Y') {
+                app.message = Some(format!("canceling build {id}..."));
+                return vec![call("build.cancel", 0, json!({ "id": id }))];
+            }
+            app.message = Some(format!("build {id} not canceled"));
+            Vec::new()
+        }
+        Prompt::ConfirmDelete {
+            what,
+            name,
+            mut input,
+        } => match key {
+            Key::Enter if input == name => {
+                app.message = Some(format!("deleting {} {name}...", what.noun()));
+                let (method, params) = match what {
+                    Deletable::Template => ("template.delete", json!({ "name": name })),
+                    Deletable::Image => ("image.delete", json!({ "image": name })),
+                };
+                vec![call(method, 0, params)]
+            }
+            Key::Enter | Key::Esc => {
+                app.message = Some(format!("{} {name} not deleted", what.noun()));
+                Vec::new()
+            }
+            Key::Backspace | Key::Char(_) => {
+                match key {
+                    Key::Char(c) => input.push(c),
+                    _ => {
+                        input.pop();
+                    }
+                }
+                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
+                Vec::new()
+            }
+            _ => {
+                app.prompt = Some(Prompt::ConfirmDelete { what, name, input });
+                Vec::new()
+            }
+        },
+        Prompt::Filter => {
+            match key {
+                Key::Enter => {}
+                Key::Esc => app.templates.filter.clear(),
+                Key::Backspace => {
+                    app.templates.filter.pop();
+                    app.prompt = Some(Prompt::Filter);
+                }
+                Key::Char(c) => {
+                    app.templates.filter.push(c);
+                    app.prompt = Some(Prompt::Filter);
+                }
+                _ => app.prompt = Some(Prompt::Filter),
+            }
+            app.templates.list.sel = 0;
+            Vec::new()
+        }
+        Prompt::Search { mut input } => {
+            match key {
+                Key::Enter => log::search(app, input),
+                Key::Esc => {}
+                Key::Backspace => {
+                    input.pop();
+                    app.prompt = Some(Prompt::Search { input });
+                }
+                Key::Char(c) => {
+                    input.push(c);
+                    app.prompt = Some(Prompt::Search { input });
+                }
+                _ => app.prompt = Some(Prompt::Search { input }),
+            }
+            Vec::new()
+        }
+        Prompt::ImageName {
+            template,
+            mut input,
+        } => match key {
+            Key::Enter if input.trim().is_empty() => {
+                app.message = Some("no build started: the image needs a name".into());
+                Vec::new()
+            }
+            Key::Enter => {
+                // Then the base image: one of the template's OS, the template's source first.
+                let os = app
+                    .templates
+                    .list
+                    .items
+                    .iter()
+                    .find(|t| t.name == template)
+                    .map(|t| t.os.clone())
+                    .unwrap_or_default();
+                let source = app
+                    .build_source
+                    .as_ref()
+                    .filter(|b| b.template == template)
+                    .and_then(|b| b.image.clone());
+                let sel = picker::compatible(&app.images.list.items, &os)
+                    .iter()
+                    .position(|i| Some(&i.name) == source.as_ref())
+                    .unwrap_or(0);
+                app.overlay = Some(Overlay::Picker(Picker {
+                    purpose: PickFor::Build {
+                        template,
+                        image_name: input.trim().to_string(),
+                    },
+                    os,
+                    sel,
+                    touched: false,
+                }));
+                app.fresh_images()
+            }
+            Key::Esc => {
+                app.build_source = None;
+                Vec::new()
+            }
+            Key::Backspace => {
+                input.pop();
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+            Key::Char(c) => {
+                input.push(c);
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+            _ => {
+                app.prompt = Some(Prompt::ImageName { template, input });
+                Vec::new()
+            }
+        },
+    }
+}
