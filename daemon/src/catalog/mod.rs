@@ -16,7 +16,7 @@ mod tool;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use kiln_shared::protocol::{ErrorKind, ImageInfo, RpcError, Visibility};
 use kiln_shared::validate::is_os_id;
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access::Peer;
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 
 pub use files::sha256_file;
 pub use record::{ImageRecord, State};
@@ -140,19 +141,8 @@ pub fn is_admin(peer: &Peer, admin_group: Option<&str>) -> bool {
     peer.uid == 0
         || peer.uid == kiln_shared::paths::current_uid()
         || admin_group
-            .and_then(group_gid)
+            .and_then(|g| crate::access::IdTable::groups().id_of(g))
             .is_some_and(|gid| peer.gids.contains(&gid))
-}
-
-fn group_gid(name: &str) -> Option<u32> {
-    if let Ok(gid) = name.parse() {
-        return Some(gid);
-    }
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
-    })
 }
 
 /// What the build pipeline knows about an image it publishes (a `distribute` target of type
@@ -171,10 +161,6 @@ pub struct PublishMeta {
 }
 
 type Leases = Arc<Mutex<HashMap<String, usize>>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// An available image held for a build that reads it (as its base): while any lease on it
 /// lives, the image is not deleted, and a newer image of the same name does not remove it.
@@ -1157,23 +1143,6 @@ impl Catalog {
             )));
         }
         Ok(r.id)
-    }
-
-    /// The file of the available image with id `id` (a base pinned by [`Catalog::resolve_base`]).
-    /// Prefer [`Catalog::lease`], which also keeps the image from being deleted while in use.
-    /// (Blocking: it reads the store.)
-    pub fn base_path(&self, id: &str) -> Result<PathBuf, CatalogError> {
-        match self.store.get_image(id)? {
-            Some(r) if r.state == State::Available => Ok(r.path),
-            Some(r) => Err(CatalogError::Conflict(format!(
-                "image {} ({id}) is {}; only available images can be built from",
-                r.name,
-                r.state.as_str()
-            ))),
-            None => Err(CatalogError::Conflict(format!(
-                "image {id} was deleted after the build was queued"
-            ))),
-        }
     }
 }
 
