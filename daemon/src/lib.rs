@@ -10,9 +10,11 @@ pub mod driver;
 pub mod guest;
 pub mod leftovers;
 pub mod logs;
+pub mod qemu_img;
 pub mod queue;
 pub mod store;
 pub mod sync;
+pub mod tool;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;

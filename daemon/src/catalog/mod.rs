@@ -9,9 +9,7 @@
 
 mod bootstrap;
 pub(crate) mod files;
-mod qemu_img;
 mod record;
-mod tool;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,8 +21,10 @@ use kiln_shared::validate::is_os_id;
 use sha2::{Digest, Sha256};
 
 use crate::access::Peer;
+use crate::qemu_img::{self, QemuImgError};
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
+use crate::tool::{self, ToolError};
 
 pub use files::sha256_file;
 pub use record::{ImageRecord, State};
@@ -78,6 +78,24 @@ impl From<CatalogError> for RpcError {
             tracing::error!("catalog: {e}");
         }
         RpcError::new(kind, e.to_string())
+    }
+}
+
+impl From<ToolError> for CatalogError {
+    fn from(e: ToolError) -> CatalogError {
+        match e {
+            ToolError::Missing { .. } => CatalogError::Unavailable(e.to_string()),
+            e => CatalogError::Tool(e.to_string()),
+        }
+    }
+}
+
+impl From<QemuImgError> for CatalogError {
+    fn from(e: QemuImgError) -> CatalogError {
+        match e {
+            QemuImgError::Tool(e) => e.into(),
+            e => CatalogError::Tool(e.to_string()),
+        }
     }
 }
 
@@ -832,7 +850,7 @@ impl Catalog {
             }
         })
         .await
-        .map_err(|e| match e {
+        .map_err(|e| match CatalogError::from(e) {
             CatalogError::Tool(msg) => {
                 CatalogError::Tool(format!("bootstrapping {os} failed: {msg}"))
             }
