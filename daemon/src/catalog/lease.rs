@@ -1,22 +1,18 @@
 //! Leases: an available image held for a build that reads it (its base, or a warm start being
 //! saved), so that it is neither deleted nor replaced while the lease lives.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use super::access::Manage;
 use super::{blocking, Catalog, CatalogError, ImageRecord, Requester, State};
-use crate::sync::lock;
-
-pub(super) type Leases = Arc<Mutex<HashMap<String, usize>>>;
+use crate::sync::Hold;
 
 /// An available image held for a build that reads it (as its base): while any lease on it
 /// lives, the image is not deleted, and a newer image of the same name does not remove it.
 #[derive(Debug)]
 pub struct ImageLease {
     record: ImageRecord,
-    leases: Leases,
+    _hold: Hold,
 }
 
 impl ImageLease {
@@ -30,27 +26,14 @@ impl ImageLease {
     }
 }
 
-impl Drop for ImageLease {
-    fn drop(&mut self) {
-        let mut leases = lock(&self.leases);
-        if let Some(n) = leases.get_mut(&self.record.id) {
-            *n -= 1;
-            if *n == 0 {
-                leases.remove(&self.record.id);
-            }
-        }
-    }
-}
-
 impl Catalog {
     /// Holds the available image `key` names for `project` (a build's base image) until the
     /// lease is dropped.
     pub async fn lease(&self, project: &str, key: &str) -> Result<ImageLease, CatalogError> {
         let found = self.find(project, key).await?;
-        *lock(&self.leases).entry(found.id.clone()).or_default() += 1;
         let mut lease = ImageLease {
             record: found.clone(),
-            leases: self.leases.clone(),
+            _hold: self.leases.hold(&found.id),
         };
         // Re-read after taking the lease: a delete that began meanwhile either sees the lease
         // or has already left a state this check refuses.
@@ -75,7 +58,7 @@ impl Catalog {
     }
 
     pub(super) fn leased(&self, id: &str) -> usize {
-        lock(&self.leases).get(id).copied().unwrap_or(0)
+        self.leases.count(id)
     }
 
     /// Holds image `key` for saving a booted VM of it (warm start): like deleting, its owner

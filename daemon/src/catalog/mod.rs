@@ -23,16 +23,15 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kiln_shared::protocol::{ErrorKind, ImageInfo, RpcError, Visibility};
 
 use crate::qemu_img::QemuImgError;
 use crate::store::{Store, StoreError};
+use crate::sync::{Holds, Slots};
 use crate::tool::ToolError;
-use lease::Leases;
 
 pub use access::{is_admin, Requester};
 pub use files::sha256_file;
@@ -118,8 +117,9 @@ pub struct Catalog {
     store: Arc<Store>,
     dir: PathBuf,
     /// OSes being bootstrapped now.
-    bootstrapping: Mutex<HashSet<String>>,
-    leases: Leases,
+    bootstrapping: Slots,
+    /// Builds reading each image, by id.
+    leases: Holds,
 }
 
 /// Runs store and file work on the blocking pool.
@@ -147,8 +147,8 @@ impl Catalog {
         let catalog = Catalog {
             store,
             dir: images_dir,
-            bootstrapping: Mutex::default(),
-            leases: Leases::default(),
+            bootstrapping: Slots::default(),
+            leases: Holds::default(),
         };
         catalog.recover()?;
         Ok(catalog)

@@ -2,16 +2,13 @@
 //! distribution's mirror, by one recipe per supported OS (a script embedded in kilnd, so an
 //! installed daemon needs no source tree) that needs some host programs.
 
-use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Mutex;
 
 use kiln_shared::protocol::ImageInfo;
 
 use super::RemoveOnDrop;
 use crate::catalog::names::new_id;
 use crate::catalog::{blocking, files, io_err, Catalog, CatalogError, ImageRecord, Requester};
-use crate::sync::lock;
 use crate::tool;
 
 /// How to bootstrap one OS.
@@ -93,15 +90,6 @@ pub fn search_path() -> std::ffi::OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-/// Releases an OS's bootstrap slot when dropped.
-struct Bootstrapping<'a>(&'a Mutex<HashSet<String>>, String);
-
-impl Drop for Bootstrapping<'_> {
-    fn drop(&mut self) {
-        lock(self.0).remove(&self.1);
-    }
-}
-
 impl Catalog {
     /// Builds the public base image `os` (e.g. `debian-12`) from the distribution's mirror and
     /// publishes it under the name `os`, replacing an older one only once the new one is
@@ -144,12 +132,11 @@ impl Catalog {
                 packages.join(" ")
             )));
         }
-        if !lock(&self.bootstrapping).insert(os.to_string()) {
+        let Some(_slot) = self.bootstrapping.take(os) else {
             return Err(CatalogError::Conflict(format!(
                 "{os} is being bootstrapped already; wait for that to finish"
             )));
-        }
-        let _slot = Bootstrapping(&self.bootstrapping, os.to_string());
+        };
 
         let id = new_id();
         let record = ImageRecord::new(&id, os, os, None, self.image_path(&id));
