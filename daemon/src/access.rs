@@ -58,27 +58,54 @@ struct ResolvedProject {
     gids: BTreeSet<u32>,
 }
 
-/// Parses `/etc/passwd`- or `/etc/group`-style text into (name, id) pairs.
-fn name_ids(text: &str) -> Vec<(String, u32)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let id = f.nth(1)?.parse().ok()?;
-            Some((name.to_string(), id))
-        })
-        .collect()
+/// A user or group database (`/etc/passwd`, `/etc/group`): the one reader of either, as
+/// (name, id) pairs. An unreadable file is an empty table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdTable(Vec<(String, u32)>);
+
+impl IdTable {
+    /// The system's groups, from `/etc/group`.
+    pub fn groups() -> IdTable {
+        IdTable::read("/etc/group")
+    }
+
+    /// The system's users, from `/etc/passwd`.
+    pub fn users() -> IdTable {
+        IdTable::read("/etc/passwd")
+    }
+
+    fn read(path: &str) -> IdTable {
+        IdTable::parse(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    /// Parses `/etc/passwd`- or `/etc/group`-style text; malformed lines are skipped.
+    fn parse(text: &str) -> IdTable {
+        IdTable(
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?;
+                    let id = f.nth(1)?.parse().ok()?;
+                    Some((name.to_string(), id))
+                })
+                .collect(),
+        )
+    }
+
+    /// The id of the entry called `name`.
+    pub fn named(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| n == name).map(|e| e.1)
+    }
+
+    /// The id `n` names: a number as it is, else a name in the table.
+    pub fn id_of(&self, n: &str) -> Option<u32> {
+        n.parse().ok().or_else(|| self.named(n))
+    }
 }
 
 impl Access {
     pub fn new(config: &FileConfig) -> Access {
-        let passwd = name_ids(&std::fs::read_to_string("/etc/passwd").unwrap_or_default());
-        let group = name_ids(&std::fs::read_to_string("/etc/group").unwrap_or_default());
-        let lookup = |table: &[(String, u32)], n: &str| {
-            n.parse::<u32>()
-                .ok()
-                .or_else(|| table.iter().find(|(name, _)| name == n).map(|e| e.1))
-        };
+        let (passwd, group) = (IdTable::users(), IdTable::groups());
         let projects = config
             .projects
             .iter()
@@ -86,8 +113,8 @@ impl Access {
                 name: p.name.clone(),
                 users: p.users.clone(),
                 groups: p.groups.clone(),
-                uids: p.users.iter().filter_map(|u| lookup(&passwd, u)).collect(),
-                gids: p.groups.iter().filter_map(|g| lookup(&group, g)).collect(),
+                uids: p.users.iter().filter_map(|u| passwd.id_of(u)).collect(),
+                gids: p.groups.iter().filter_map(|g| group.id_of(g)).collect(),
             })
             .collect();
         Access {
@@ -199,7 +226,12 @@ mod tests {
 
     #[test]
     fn reads_group_database() {
-        let ids = name_ids("root:x:0:\nkiln:x:998:alice,bob\nbroken\n");
-        assert_eq!(ids, vec![("root".into(), 0), ("kiln".into(), 998)]);
+        let ids = IdTable::parse("root:x:0:\nkiln:x:998:alice,bob\nbroken\n");
+        assert_eq!(ids.0, vec![("root".into(), 0), ("kiln".into(), 998)]);
+        assert_eq!(ids.named("kiln"), Some(998));
+        assert_eq!(ids.named("998"), None);
+        assert_eq!(ids.id_of("kiln"), Some(998));
+        assert_eq!(ids.id_of("4242"), Some(4242));
+        assert_eq!(ids.id_of("broken"), None);
     }
 }

@@ -10,8 +10,11 @@ pub mod driver;
 pub mod guest;
 pub mod leftovers;
 pub mod logs;
+pub mod qemu_img;
 pub mod queue;
 pub mod store;
+pub mod sync;
+pub mod tool;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -53,14 +56,6 @@ fn prepare_data_dir(dir: &Path) -> Result<(), DaemonError> {
     std::fs::write(&probe, b"probe").map_err(err)?;
     std::fs::remove_file(&probe).map_err(err)?;
     Ok(())
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
-    })
 }
 
 /// File descriptors kept back from connections: the store, logs, the runtime, and per build
@@ -158,7 +153,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .socket_group
             .clone()
             .unwrap_or_else(|| "kiln".into());
-        Some(group_id(&name).ok_or(DaemonError::NoSocketGroup(name))?)
+        Some(
+            access::IdTable::groups()
+                .named(&name)
+                .ok_or(DaemonError::NoSocketGroup(name))?,
+        )
     } else {
         None
     };

@@ -14,12 +14,13 @@ pub mod warm;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 pub use qemu::{kill_stale, Accel, AccelProbe, Vm};
 
 use crate::guest::GuestError;
+use crate::qemu_img::{self, QemuImgError};
+use crate::tool::ToolError;
 
 /// Longest path a Unix socket address can hold (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -124,29 +125,30 @@ impl Prepared {
     }
 }
 
-/// Runs an external tool to completion; a failure names the tool, what it was doing and its
-/// stderr.
+/// Runs an external tool to completion (through [`crate::tool`], so dropping the work kills
+/// its process group); a failure names the tool, what it was doing and its stderr.
 pub(crate) async fn run_tool(
     tool: &'static str,
     args: &[&OsStr],
     doing: impl FnOnce() -> String,
 ) -> Result<Vec<u8>, DriverError> {
-    let output = tokio::process::Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+    crate::tool::output(tool, args)
         .await
-        .map_err(|source| DriverError::ToolMissing { tool, source })?;
-    if !output.status.success() {
-        return Err(DriverError::Tool {
+        .map_err(|e| tool_error(tool, e, doing))
+}
+
+fn tool_error(tool: &'static str, e: ToolError, doing: impl FnOnce() -> String) -> DriverError {
+    match e {
+        ToolError::Missing { source, .. }
+        | ToolError::Start { source, .. }
+        | ToolError::Wait { source, .. } => DriverError::ToolMissing { tool, source },
+        ToolError::Failed { status, output, .. } => DriverError::Tool {
             tool,
             doing: doing(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+            status: status.to_string(),
+            stderr: output,
+        },
     }
-    Ok(output.stdout)
 }
 
 fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {
@@ -251,26 +253,13 @@ async fn create_overlay(
     overlay: &Path,
     size: Option<u64>,
 ) -> Result<(), DriverError> {
-    let size = size.map(|s| s.to_string());
-    let mut args: Vec<&OsStr> = vec![
-        "create".as_ref(),
-        "-q".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        "-F".as_ref(),
-        "qcow2".as_ref(),
-        "-b".as_ref(),
-        backing.as_os_str(),
-        overlay.as_os_str(),
-    ];
-    if let Some(size) = &size {
-        args.push(size.as_ref());
-    }
-    run_tool("qemu-img", &args, || {
-        format!("creating the overlay {}", overlay.display())
-    })
-    .await
-    .map(drop)
+    qemu_img::create_overlay(backing, overlay, size)
+        .await
+        .map_err(|e| {
+            tool_error("qemu-img", e, || {
+                format!("creating the overlay {}", overlay.display())
+            })
+        })
 }
 
 /// "ssh-ed25519 AAAA..." from an OpenSSH public key line (its comment dropped).
@@ -283,32 +272,26 @@ fn public_key(line: &str) -> String {
 
 /// The overlay's virtual size in bytes: the request, but never less than the base.
 async fn overlay_size(base: &Path, disk_gb: u64) -> Result<u64, DriverError> {
-    let info = run_tool(
-        "qemu-img",
-        &[
-            "info".as_ref(),
-            "--force-share".as_ref(),
-            "--output=json".as_ref(),
-            base.as_os_str(),
-        ],
-        || format!("reading the base image {}", base.display()),
-    )
-    .await?;
     let bad = |reason: String| DriverError::BaseImage {
         path: base.to_owned(),
         reason,
     };
-    let info: serde_json::Value = serde_json::from_slice(&info)
-        .map_err(|e| bad(format!("unreadable `qemu-img info` output: {e}")))?;
-    let format = info["format"].as_str().unwrap_or("unknown");
-    if format != "qcow2" {
+    let info = qemu_img::info_shared(base).await.map_err(|e| match e {
+        QemuImgError::Tool(e) => tool_error("qemu-img", e, || {
+            format!("reading the base image {}", base.display())
+        }),
+        QemuImgError::Info { reason, .. } => {
+            bad(format!("unreadable `qemu-img info` output: {reason}"))
+        }
+        e => bad(e.to_string()),
+    })?;
+    if info.format != "qcow2" {
         return Err(bad(format!(
-            "is {format}, not qcow2; convert it with `qemu-img convert -O qcow2`"
+            "is {}, not qcow2; convert it with `qemu-img convert -O qcow2`",
+            info.format
         )));
     }
-    let base_size = info["virtual-size"]
-        .as_u64()
-        .ok_or_else(|| bad("`qemu-img info` reports no virtual size".into()))?;
+    let base_size = info.virtual_size;
     let requested = disk_gb.saturating_mul(1 << 30);
     if disk_gb > 0 && requested < base_size {
         tracing::warn!(
@@ -338,4 +321,56 @@ async fn keygen(path: &Path) -> Result<(), DriverError> {
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn qemu_img(args: &[&str], path: &Path) {
+        let ok = std::process::Command::new("qemu-img")
+            .args(args)
+            .arg(path)
+            .arg("64M")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "qemu-img {args:?}");
+    }
+
+    /// The overlay is the size asked for but never smaller than its base, read from `qemu-img
+    /// info` by the catalog's parser; a base that is not qcow2 is refused by name.
+    #[tokio::test]
+    async fn overlays_never_shrink_their_base() {
+        if std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: qemu-img is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2"], &base);
+        assert_eq!(overlay_size(&base, 0).await.unwrap(), 64 << 20);
+        assert_eq!(overlay_size(&base, 2).await.unwrap(), 2 << 30);
+
+        let overlay = dir.path().join("overlay.qcow2");
+        create_overlay(&base, &overlay, None).await.unwrap();
+        assert_eq!(overlay_size(&overlay, 0).await.unwrap(), 64 << 20);
+
+        let raw = dir.path().join("base.raw");
+        qemu_img(&["create", "-q", "-f", "raw"], &raw);
+        let err = overlay_size(&raw, 0).await.unwrap_err().to_string();
+        assert!(err.contains("is raw, not qcow2"), "{err}");
+
+        let err = overlay_size(&dir.path().join("none.qcow2"), 0)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DriverError::Tool { tool: "qemu-img", ref doing, .. } if doing.contains("reading the base image")),
+            "{err}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{qmp, DriverError, Prepared};
 use crate::guest::{Guest, GuestError};
+use crate::sync::lock;
 
 /// How long a KVM boot may take to show the kernel banner before KVM counts as broken (under
 /// working KVM it shows in 1-2 s; see docs/notes/bootstrap.md).
@@ -76,11 +77,11 @@ impl AccelProbe {
 
     /// The verdict so far; `None` until the first boot has tried.
     pub fn current(&self) -> Option<Accel> {
-        *self.verdict.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.verdict)
     }
 
     pub(crate) fn set(&self, accel: Accel) {
-        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(accel);
+        *lock(&self.verdict) = Some(accel);
     }
 }
 
@@ -703,9 +704,7 @@ impl Vm {
                 // `--wait` prints a dot every few seconds while it waits.
                 let line = line.trim_start_matches('.');
                 if !line.is_empty() {
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(line.to_owned());
+                    lock(&sink).push(line.to_owned());
                 }
             },
             &cancel,
@@ -728,7 +727,7 @@ impl Vm {
                 Err(lost) => return Ok(Err(lost)),
             },
         };
-        let output = output.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+        let output = lock(&output).join("\n");
         Ok(Ok((status, output)))
     }
 

@@ -34,6 +34,7 @@ use super::{
     AccelProbe, DriverError, Prepared, Vm, VmSpec,
 };
 use crate::guest::Guest;
+use crate::sync::lock;
 
 /// A cold boot under TCG with cloud-init takes minutes on a busy machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -177,10 +178,6 @@ pub struct WarmStates {
     making: Mutex<HashSet<String>>,
     in_use: Arc<Mutex<HashMap<String, usize>>>,
     qemu_version: tokio::sync::OnceCell<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Keeps a warm state from being removed while a build's overlay sits on it.

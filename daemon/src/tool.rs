@@ -1,5 +1,7 @@
-//! The catalog's external programs (qemu-img, the bootstrap script): each runs in its own process
-//! group that is killed, with everything it started, when the work is dropped (cancel, shutdown).
+//! Running kilnd's external programs to completion (qemu-img, ssh-keygen, the seed's ISO tool,
+//! the bootstrap script): each runs in its own process group that is killed, with everything it
+//! started, when the work is dropped (cancel, timeout, shutdown). Long-lived processes (a VM's
+//! qemu) are the driver's own business.
 
 use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
@@ -8,7 +10,44 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-use super::CatalogError;
+/// Why a program did not run to a successful end.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(
+        "{program} is not installed on kilnd's host (or not on its PATH); install it \
+         (qemu-img: `apt-get install qemu-utils`)"
+    )]
+    Missing {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for {program} failed: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+    /// A non-zero exit; `output` is what it said (trimmed; stderr, or the tail of both streams
+    /// for [`stream`]).
+    #[error("`{cmdline}` failed ({status}){}", colon_then(.output))]
+    Failed {
+        cmdline: String,
+        status: ExitStatus,
+        output: String,
+    },
+}
+
+fn colon_then(output: &str) -> String {
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!(": {output}")
+    }
+}
 
 /// Lines of a failed program's output kept for its error message.
 const TAIL_LINES: usize = 40;
@@ -36,7 +75,7 @@ impl Drop for GroupKill {
 }
 
 /// A command line as shown in error messages.
-pub fn display(program: &str, args: &[&OsStr]) -> String {
+fn display(program: &str, args: &[&OsStr]) -> String {
     std::iter::once(program.to_string())
         .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
@@ -54,28 +93,30 @@ fn command(program: &str, args: &[&OsStr]) -> Command {
     cmd
 }
 
-fn spawn_error(program: &str, e: std::io::Error) -> CatalogError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        CatalogError::Unavailable(format!(
-            "{program} is not installed on kilnd's host (or not on its PATH); install it \
-             (qemu-img: `apt-get install qemu-utils`)"
-        ))
+fn spawn_error(program: &str, source: std::io::Error) -> ToolError {
+    let program = program.to_string();
+    if source.kind() == std::io::ErrorKind::NotFound {
+        ToolError::Missing { program, source }
     } else {
-        CatalogError::Tool(format!("cannot start {program}: {e}"))
+        ToolError::Start { program, source }
     }
 }
 
-fn failed(cmdline: &str, status: ExitStatus, output: &str) -> CatalogError {
-    let output = output.trim();
-    CatalogError::Tool(if output.is_empty() {
-        format!("`{cmdline}` failed ({status})")
-    } else {
-        format!("`{cmdline}` failed ({status}): {output}")
-    })
+fn wait_error(program: &str) -> impl FnOnce(std::io::Error) -> ToolError {
+    let program = program.to_string();
+    move |source| ToolError::Wait { program, source }
+}
+
+fn failed(program: &str, args: &[&OsStr], status: ExitStatus, output: &str) -> ToolError {
+    ToolError::Failed {
+        cmdline: display(program, args),
+        status,
+        output: output.trim().to_string(),
+    }
 }
 
 /// Runs `program` to the end and returns its stdout; a non-zero exit is an error carrying stderr.
-pub async fn output(program: &str, args: &[&OsStr]) -> Result<Vec<u8>, CatalogError> {
+pub async fn output(program: &str, args: &[&OsStr]) -> Result<Vec<u8>, ToolError> {
     let child = command(program, args)
         .spawn()
         .map_err(|e| spawn_error(program, e))?;
@@ -83,13 +124,14 @@ pub async fn output(program: &str, args: &[&OsStr]) -> Result<Vec<u8>, CatalogEr
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| CatalogError::Tool(format!("waiting for {program} failed: {e}")))?;
+        .map_err(wait_error(program))?;
     guard.disarm();
     if out.status.success() {
         Ok(out.stdout)
     } else {
         Err(failed(
-            &display(program, args),
+            program,
+            args,
             out.status,
             &String::from_utf8_lossy(&out.stderr),
         ))
@@ -103,7 +145,7 @@ pub async fn stream(
     args: &[&OsStr],
     envs: &[(&str, &str)],
     mut line: impl FnMut(&str),
-) -> Result<(), CatalogError> {
+) -> Result<(), ToolError> {
     let mut cmd = command(program, args);
     cmd.envs(envs.iter().copied());
     let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
@@ -117,10 +159,7 @@ pub async fn stream(
             keep(&mut kept, l);
         }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| CatalogError::Tool(format!("waiting for {program} failed: {e}")))?;
+    let status = child.wait().await.map_err(wait_error(program))?;
     guard.disarm();
     let err_tail = match stderr {
         Some(task) => task.await.unwrap_or_default(),
@@ -131,11 +170,7 @@ pub async fn stream(
     }
     kept.extend(err_tail);
     let from = kept.len().saturating_sub(TAIL_LINES);
-    Err(failed(
-        &display(program, args),
-        status,
-        &kept[from..].join("\n"),
-    ))
+    Err(failed(program, args, status, &kept[from..].join("\n")))
 }
 
 fn keep(kept: &mut Vec<String>, line: String) {
@@ -173,6 +208,14 @@ async fn tail(stream: impl AsyncRead + Unpin) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn failure_names_the_command_line() {
+        let err = output("sh", &["-c".as_ref(), "exit 3".as_ref()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "`sh -c exit 3` failed (exit status: 3)");
+    }
 
     #[tokio::test]
     async fn failure_carries_the_output_tail() {
@@ -217,6 +260,6 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_unavailable() {
         let err = output("kiln-no-such-program", &[]).await.unwrap_err();
-        assert!(matches!(err, CatalogError::Unavailable(_)), "{err}");
+        assert!(matches!(err, ToolError::Missing { .. }), "{err}");
     }
 }

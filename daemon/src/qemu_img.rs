@@ -1,12 +1,24 @@
-//! `qemu-img`: what a disk image file is (`info --output=json`) and conversions between formats,
-//! always with explicit `-f` and `-O` so no file is ever taken for another format.
+//! `qemu-img`, kilnd's one reader of what a disk image file is (`info --output=json`, for the
+//! catalog and the driver) and its conversions between formats, always with explicit `-f` and
+//! `-O` so no file is ever taken for another format; and sniffing a caller's file by its header.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{tool, CatalogError};
+use crate::tool::{self, ToolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QemuImgError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// `qemu-img info` said something that is not what it says.
+    #[error("cannot read `qemu-img info` of {}: {reason}", .path.display())]
+    Info { path: PathBuf, reason: String },
+    #[error("{} is not a UTF-8 path", .path.display())]
+    NotUtf8 { path: PathBuf },
+}
 
 /// What `qemu-img info` says about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,19 +51,58 @@ pub fn parse_info(json: &[u8]) -> Result<FileInfo, String> {
 }
 
 /// Probes `path`'s format and reads its header. With `format`, opens it only as that format.
-pub async fn info(path: &Path, format: Option<&str>) -> Result<FileInfo, CatalogError> {
-    let mut args: Vec<&OsStr> = vec!["info".as_ref(), "--output=json".as_ref()];
+pub async fn info(path: &Path, format: Option<&str>) -> Result<FileInfo, QemuImgError> {
+    read_info(path, format, &[]).await
+}
+
+/// `info` of a file other processes may hold open (a base image under running VMs): read
+/// without taking qemu's image lock (`--force-share`).
+pub async fn info_shared(path: &Path) -> Result<FileInfo, QemuImgError> {
+    read_info(path, None, &["--force-share"]).await
+}
+
+async fn read_info(
+    path: &Path,
+    format: Option<&str>,
+    flags: &[&str],
+) -> Result<FileInfo, QemuImgError> {
+    let mut args: Vec<&OsStr> = vec!["info".as_ref()];
+    args.extend(flags.iter().map(OsStr::new));
+    args.push("--output=json".as_ref());
     if let Some(f) = format {
         args.extend([OsStr::new("-f"), OsStr::new(f)]);
     }
     args.push(path.as_os_str());
     let out = tool::output("qemu-img", &args).await?;
-    parse_info(&out).map_err(|e| {
-        CatalogError::Tool(format!(
-            "cannot read `qemu-img info` of {}: {e}",
-            path.display()
-        ))
+    parse_info(&out).map_err(|reason| QemuImgError::Info {
+        path: path.to_path_buf(),
+        reason,
     })
+}
+
+/// Creates `overlay`, a qcow2 whose backing file is the qcow2 `backing`, of `size` bytes (the
+/// backing's size when `None`).
+pub async fn create_overlay(
+    backing: &Path,
+    overlay: &Path,
+    size: Option<u64>,
+) -> Result<(), ToolError> {
+    let size = size.map(|s| s.to_string());
+    let mut args: Vec<&OsStr> = vec![
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-F".as_ref(),
+        "qcow2".as_ref(),
+        "-b".as_ref(),
+        backing.as_os_str(),
+        overlay.as_os_str(),
+    ];
+    if let Some(size) = &size {
+        args.push(size.as_ref());
+    }
+    tool::output("qemu-img", &args).await.map(drop)
 }
 
 /// Output formats `convert` can write, named as in templates (`vhd` is qemu's `vpc`).
@@ -92,11 +143,12 @@ impl Format {
 }
 
 /// `qemu-img convert -f FROM <format args> SRC DEST`. `DEST` is overwritten.
-pub async fn convert(src: &Path, from: &str, to: Format, dest: &Path) -> Result<(), CatalogError> {
+pub async fn convert(src: &Path, from: &str, to: Format, dest: &Path) -> Result<(), QemuImgError> {
     let mut args: Vec<&OsStr> = vec!["convert".as_ref(), "-f".as_ref(), from.as_ref()];
     args.extend(to.args().iter().map(OsStr::new));
     args.extend([src.as_os_str(), dest.as_os_str()]);
-    tool::output("qemu-img", &args).await.map(drop)
+    tool::output("qemu-img", &args).await?;
+    Ok(())
 }
 
 /// What a file's first bytes say it is, read by kilnd itself so that qemu-img never probes a
@@ -160,10 +212,10 @@ pub async fn convert_alone(
     from: &str,
     to: Format,
     dest: &Path,
-) -> Result<(), CatalogError> {
-    let file = src
-        .to_str()
-        .ok_or_else(|| CatalogError::Tool(format!("{} is not a UTF-8 path", src.display())))?;
+) -> Result<(), QemuImgError> {
+    let file = src.to_str().ok_or_else(|| QemuImgError::NotUtf8 {
+        path: src.to_path_buf(),
+    })?;
     let mut spec = serde_json::json!({
         "driver": from,
         "file": {"driver": "file", "filename": file},
@@ -175,7 +227,8 @@ pub async fn convert_alone(
     let mut args: Vec<&OsStr> = vec!["convert".as_ref()];
     args.extend(to.args().iter().map(OsStr::new));
     args.extend([OsStr::new(&spec), dest.as_os_str()]);
-    tool::output("qemu-img", &args).await.map(drop)
+    tool::output("qemu-img", &args).await?;
+    Ok(())
 }
 
 #[cfg(test)]
