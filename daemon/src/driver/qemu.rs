@@ -1,6 +1,7 @@
 //! The QEMU process of one build: command line, KVM-then-TCG detection, readiness (SSH with the
 //! pinned host key, then cloud-init), ACPI powerdown over QMP, kill, and stale-process cleanup.
 
+use crate::guest::shell_quote;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::ExitStatusExt as _;
@@ -891,15 +892,6 @@ fn command_line(prepared: &Prepared, accel: Accel, port: u16, incoming: bool) ->
         args.push("defer".into());
     }
     args
-}
-
-pub(crate) fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 /// Kills a qemu left behind by a dead daemon: only if `pid` is a `qemu-system-*` process whose

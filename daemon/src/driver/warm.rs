@@ -535,8 +535,8 @@ pub async fn adopt(
          umask 077; mkdir -p ~/.ssh; echo {client_pub} > ~/.ssh/authorized_keys\n\
          sudo systemctl reload ssh\n\
          {grow}",
-        host_pub = super::qemu::shell_quote(&vm.prepared().host_public_key),
-        client_pub = super::qemu::shell_quote(client_public.trim()),
+        host_pub = crate::guest::shell_quote(&vm.prepared().host_public_key),
+        client_pub = crate::guest::shell_quote(client_public.trim()),
     );
     let output = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = output.clone();

@@ -167,11 +167,9 @@ pub fn fingerprint(blob: &[u8]) -> String {
     )
 }
 
-fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
-    // A panic in another operation leaves the session usable or broken; either way the next
-    // libssh2 call reports it, so poisoning carries no extra information.
-    session.lock().unwrap_or_else(|e| e.into_inner())
-}
+// A panic in another operation leaves a session usable or broken; either way the next libssh2
+// call reports it, so poisoning carries no extra information.
+use crate::sync::lock;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, GuestError> + Send + 'static,
@@ -588,6 +586,17 @@ fn wait_socket(session: &Session, socket: &TcpStream) {
     };
     if poll(&mut fds, Some(&timeout)).is_err() {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `s` as one word for a POSIX shell: bare when it holds only characters no shell treats
+/// specially, else single-quoted. Every command kilnd builds for a guest or a person uses it.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

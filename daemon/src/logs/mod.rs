@@ -10,9 +10,7 @@ use chrono::Utc;
 use kiln_shared::build::{LogLine, LogStream};
 use tokio::sync::broadcast;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// The log of one running build.
 pub struct BuildLog {

@@ -22,9 +22,7 @@ use crate::logs::Logs;
 use crate::store::{BuildRecord, StartedBy, Store, StoreError};
 use plan::PlannedStep;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 fn internal(e: StoreError) -> RpcError {
     tracing::error!("store: {e}");

@@ -958,9 +958,7 @@ fn sanitize(name: &str) -> String {
         .collect()
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+use crate::guest::shell_quote;
 
 /// A guest command that downloads `url` to `dest` and checks its hash and size.
 fn fetch_in_guest(url: &str, dest: &str, sha256: Option<&str>, max: Option<u64>) -> String {
