@@ -18,7 +18,7 @@
 //! and it reconnects with the build's keys pinned. The saved VM's keys never leave kilnd's data
 //! directory and are removed from the guest before the build's first step.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -175,36 +175,13 @@ impl Default for Machine {
 /// The saved VMs of kilnd's base images.
 pub struct WarmStates {
     dir: PathBuf,
-    making: Mutex<HashSet<String>>,
-    in_use: Arc<Mutex<HashMap<String, usize>>>,
+    making: crate::sync::Slots,
+    in_use: crate::sync::Holds,
     qemu_version: tokio::sync::OnceCell<String>,
 }
 
 /// Keeps a warm state from being removed while a build's overlay sits on it.
-pub struct WarmLease {
-    id: String,
-    in_use: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Drop for WarmLease {
-    fn drop(&mut self) {
-        let mut map = lock(&self.in_use);
-        if let Some(n) = map.get_mut(&self.id) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.id);
-            }
-        }
-    }
-}
-
-struct Making<'a>(&'a Mutex<HashSet<String>>, String);
-
-impl Drop for Making<'_> {
-    fn drop(&mut self) {
-        lock(self.0).remove(&self.1);
-    }
-}
+pub type WarmLease = crate::sync::Hold;
 
 fn mtime(meta: &std::fs::Metadata) -> i64 {
     meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
@@ -231,8 +208,8 @@ impl WarmStates {
         }
         Ok(WarmStates {
             dir,
-            making: Mutex::default(),
-            in_use: Arc::default(),
+            making: crate::sync::Slots::default(),
+            in_use: crate::sync::Holds::default(),
             qemu_version: tokio::sync::OnceCell::new(),
         })
     }
@@ -294,16 +271,12 @@ impl WarmStates {
 
     /// Marks `id`'s state as in use until the lease is dropped.
     pub fn lease(&self, id: &str) -> WarmLease {
-        *lock(&self.in_use).entry(id.to_owned()).or_default() += 1;
-        WarmLease {
-            id: id.to_owned(),
-            in_use: self.in_use.clone(),
-        }
+        self.in_use.hold(id)
     }
 
     /// Removes image `id`'s warm state; refused (Ok(false)) while a build uses it.
     pub fn remove(&self, id: &str) -> std::io::Result<bool> {
-        if lock(&self.in_use).contains_key(id) {
+        if self.in_use.count(id) > 0 {
             return Ok(false);
         }
         match std::fs::remove_dir_all(self.dir.join(id)) {
@@ -337,12 +310,11 @@ impl WarmStates {
         probe: &AccelProbe,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<WarmState, DriverError> {
-        if !lock(&self.making).insert(id.to_owned()) {
+        let Some(_making) = self.making.take(id) else {
             return Err(DriverError::Busy(format!(
                 "image {id} is being warmed already; wait for that to finish"
             )));
-        }
-        let _making = Making(&self.making, id.to_owned());
+        };
         let qemu_version = self.qemu_version().await?;
         let partial = self.dir.join(format!("{id}{PARTIAL}"));
         let _ = std::fs::remove_dir_all(&partial);
