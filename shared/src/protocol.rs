@@ -269,6 +269,19 @@ impl Notification {
             params,
         }
     }
+
+    /// The notification that carries `params`, named by the method table.
+    pub fn of<N: crate::methods::Notice>(params: &N) -> Notification {
+        Notification::new(N::NAME, serde_json::to_value(params).unwrap_or_default())
+    }
+
+    /// The params of this notification as `N`; `None` when it is another one (or malformed).
+    pub fn decode<N: crate::methods::Notice>(&self) -> Option<N> {
+        if self.method != N::NAME {
+            return None;
+        }
+        serde_json::from_value(self.params.clone()).ok()
+    }
 }
 
 /// Any line the daemon sends: a response has an `id`, a notification a `method`.
@@ -686,6 +699,26 @@ pub struct ImageBootstrapResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageProgress {
     pub line: String,
+}
+
+/// Params of a `build.log` notification: one line of the stream `sub`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogNote {
+    pub sub: u64,
+    #[serde(flatten)]
+    pub line: crate::build::LogLine,
+}
+
+/// Params of `build.log.end`, the last notification of a `build.logs` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEnd {
+    pub sub: u64,
+    /// The build's state when the stream ended (`null` if the build is gone).
+    pub state: Option<crate::build::BuildState>,
+    /// The sequence number of the next line: how many lines the build log had sent so far.
+    pub lines: u64,
+    /// Whether `build.logs.unsubscribe` ended it (rather than the build ending).
+    pub unsubscribed: bool,
 }
 
 /// Params of an `event` notification, sent to an `events.subscribe` subscription whenever
