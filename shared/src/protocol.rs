@@ -809,6 +809,48 @@ mod tests {
         check("\u{0}", "reply parse_error");
     }
 
+    /// A notification's params on the wire, as kilnd writes them (through a `Value`).
+    fn wire<N: crate::methods::Notice>(params: &N) -> String {
+        serde_json::to_string(&Notification::of(params)).unwrap_or_default()
+    }
+
+    #[test]
+    fn log_notifications_keep_their_json() {
+        let line: crate::build::LogLine = serde_json::from_str(
+            r#"{"seq":4,"ts":"2026-12-01T10:00:00Z","stream":"stdout","step":"motd","line":"hi"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let note = LogNote { sub: 7, line };
+        let text = wire(&note);
+        assert_eq!(
+            text,
+            r#"{"jsonrpc":"2.0","method":"build.log","params":{"line":"hi","seq":4,"step":"motd","stream":"stdout","sub":7,"ts":"2026-12-01T10:00:00Z"}}"#
+        );
+        let back: Notification = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.decode::<LogNote>(), Some(note));
+        assert_eq!(back.decode::<LogEnd>(), None);
+        let end = |state, unsubscribed| LogEnd {
+            sub: 7,
+            state,
+            lines: 5,
+            unsubscribed,
+        };
+        assert_eq!(
+            wire(&end(Some(crate::build::BuildState::TimedOut), false)),
+            r#"{"jsonrpc":"2.0","method":"build.log.end","params":{"lines":5,"state":"timed_out","sub":7,"unsubscribed":false}}"#
+        );
+        assert_eq!(
+            wire(&end(None, true)),
+            r#"{"jsonrpc":"2.0","method":"build.log.end","params":{"lines":5,"state":null,"sub":7,"unsubscribed":true}}"#
+        );
+        assert_eq!(
+            wire(&ImageProgress {
+                line: "==> x".into()
+            }),
+            r#"{"jsonrpc":"2.0","method":"image.progress","params":{"line":"==> x"}}"#
+        );
+    }
+
     #[test]
     fn ids_serialize_as_written() {
         let raw: Box<RawValue> =

@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use kiln_shared::client::{Client, ClientError};
+use kiln_shared::methods::Method;
 use kiln_shared::protocol::ErrorKind;
 use kiln_shared::Violation;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Exit code of a usage error (clap's own, and refusals such as `delete` without `--yes`).
@@ -245,12 +245,14 @@ fn completions(shell: CompletionShell) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Calls `method` and returns the raw result (printed as is with `--json`) and its typed form.
-pub async fn call<T: DeserializeOwned>(
+/// Calls method `M` and returns the raw result (printed as is with `--json`) and its typed form.
+pub async fn call<M: Method>(
     client: &Client,
-    method: &str,
-    params: Value,
-) -> Result<(Value, T), Failure> {
+    params: &M::Params,
+) -> Result<(Value, M::Result), Failure> {
+    let method = M::NAME;
+    let params = serde_json::to_value(params)
+        .map_err(|e| Failure::new("internal", format!("params of {method}: {e}")))?;
     let value = client.call_value(method, params).await?;
     let typed = serde_json::from_value(value.clone()).map_err(|e| {
         Failure::new(
