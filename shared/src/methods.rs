@@ -105,16 +105,6 @@ methods! {
     DaemonStatus = "daemon.status" (Empty) -> p::DaemonStatus;
 }
 
-impl Name {
-    /// Whether the method sends [`p::ImageProgress`] notifications before its reply.
-    pub fn streams_progress(self) -> bool {
-        matches!(
-            self,
-            Name::ImageBootstrap | Name::ImageImport | Name::ImageWarm
-        )
-    }
-}
-
 impl Notice for p::Hello {
     const NAME: &'static str = "hello";
 }

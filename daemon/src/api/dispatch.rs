@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::builds::{self, FollowUp, Sink};
-use super::{events, images};
+use super::events;
+use super::images::{self, Progress};
 use crate::access::{Access, Peer};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -212,14 +213,55 @@ impl Daemon {
                 })
                 .await
             }
-            Name::ImageList
-            | Name::ImageGet
-            | Name::ImageDelete
-            | Name::ImageShare
-            | Name::ImageUnshare
-            | Name::ImageBootstrap
-            | Name::ImageImport
-            | Name::ImageWarm => self.image_call(method, peer, p, params, sink).await,
+            Name::ImageList => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageList, _>(params, |i| images::list(self, &who, i)).await
+            }
+            Name::ImageGet => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageGet, _>(params, |i| images::get(self, &who, i)).await
+            }
+            Name::ImageDelete => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageDelete, _>(params, |i| images::delete(self, &who, i)).await
+            }
+            Name::ImageShare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageShare, _>(params, |i| images::share(self, &who, i, true)).await
+            }
+            Name::ImageUnshare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageUnshare, _>(params, |i| images::share(self, &who, i, false)).await
+            }
+            // The three that make or warm an image send `image.progress` notifications while
+            // they run, every one before the reply.
+            Name::ImageBootstrap => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageBootstrap, _>(params, |i| {
+                    images::bootstrap(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::ImageImport => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageImport, _>(params, |i| {
+                    images::import(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::ImageWarm => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageWarm, _>(params, |i| {
+                    images::warm_image(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
             Name::ProjectList => {
                 serve::<m::ProjectList, _>(params, |_| self.project_list(peer)).await
             }
@@ -227,61 +269,6 @@ impl Daemon {
                 serve::<m::DaemonStatus, _>(params, |_| self.status(peer, project.clone())).await
             }
         }
-    }
-
-    /// Runs an `image.*` method; those that stream progress send it as `image.progress`
-    /// notifications, all before the reply.
-    async fn image_call(
-        &self,
-        method: Name,
-        peer: &Peer,
-        project: &str,
-        params: &Value,
-        sink: &Sink,
-    ) -> Result<Value, RpcError> {
-        let who = &images::requester(self, peer, project);
-        let progress = method
-            .streams_progress()
-            .then(|| images::Progress::to(sink));
-        let r = match (method, &progress) {
-            (Name::ImageList, _) => {
-                serve::<m::ImageList, _>(params, |i| images::list(self, who, i)).await
-            }
-            (Name::ImageGet, _) => {
-                serve::<m::ImageGet, _>(params, |i| images::get(self, who, i)).await
-            }
-            (Name::ImageDelete, _) => {
-                serve::<m::ImageDelete, _>(params, |i| images::delete(self, who, i)).await
-            }
-            (Name::ImageShare, _) => {
-                serve::<m::ImageShare, _>(params, |i| images::share(self, who, i, true)).await
-            }
-            (Name::ImageUnshare, _) => {
-                serve::<m::ImageUnshare, _>(params, |i| images::share(self, who, i, false)).await
-            }
-            (Name::ImageBootstrap, Some(progress)) => {
-                serve::<m::ImageBootstrap, _>(params, |i| images::bootstrap(self, who, i, progress))
-                    .await
-            }
-            (Name::ImageImport, Some(progress)) => {
-                serve::<m::ImageImport, _>(params, |i| images::import(self, who, i, progress)).await
-            }
-            (Name::ImageWarm, Some(progress)) => {
-                serve::<m::ImageWarm, _>(params, |i| images::warm_image(self, who, i, progress))
-                    .await
-            }
-            (m, _) => Err(RpcError::new(
-                ErrorKind::Internal,
-                format!(
-                    "{} is not an image method that streams progress",
-                    m.as_str()
-                ),
-            )),
-        };
-        if let Some(progress) = progress {
-            progress.finish().await;
-        }
-        r
     }
 
     /// Tells `events.subscribe` subscribers of `project` that template `name` changed.
@@ -470,5 +457,27 @@ async fn blocking<T: Send + 'static>(
             ErrorKind::Internal,
             format!("store task failed: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_named() {
+        let check = |method: &str, message: &str| {
+            let e = unknown_method(method);
+            assert_eq!(
+                (e.kind(), e.message.as_str()),
+                (ErrorKind::MethodNotFound, message)
+            );
+        };
+        check("nope", r#"unknown method "nope""#);
+        check(
+            "image.nope",
+            "unknown method \"image.nope\"; the image methods are image.list, image.get, \
+             image.delete, image.share, image.unshare, image.bootstrap, image.import, image.warm",
+        );
     }
 }
