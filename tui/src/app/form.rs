@@ -10,14 +10,17 @@
 use std::path::Path;
 
 use kiln_shared::apps::AppCatalog;
-use kiln_shared::protocol::{ErrorKind, ImageInfo, TemplateRecord, TemplateRef};
+use kiln_shared::methods as m;
+use kiln_shared::protocol::{
+    ErrorKind, ImageInfo, TemplateParams, TemplateRecord, TemplateRef, TemplateUpdateParams,
+};
 use kiln_shared::template::{Distribute, Template};
 use kiln_shared::validate::{self, Violation};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::keymap::{self, Cmd, Key};
 use super::picker::{self, PickFor, Picker};
-use super::{call, App, CallError, Effect, View};
+use super::{call, template_get, App, CallError, Effect, View};
 use crate::cli::{editor, template_file};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,7 +440,7 @@ pub(super) fn open_edit(app: &mut App, name: String) -> Vec<Effect> {
     let tag = app.tag();
     app.form = Some(Form::editing(&name, tag));
     app.view = View::Form;
-    let mut fx = vec![call("template.get", tag, json!({ "name": name }))];
+    let mut fx = vec![template_get(tag, &name)];
     fx.extend(app.fresh_images());
     fx
 }
@@ -652,19 +655,24 @@ fn save(app: &mut App) -> Vec<Effect> {
             return Vec::new();
         }
     };
-    let (method, params) = match &form.mode {
-        FormMode::New => ("template.create", json!({ "template": wire })),
-        FormMode::Edit { name } => (
-            "template.update",
-            json!({ "name": name, "template": wire, "expected_revision": form.expected_revision }),
-        ),
-    };
+    let (mode, expected_revision) = (form.mode.clone(), form.expected_revision);
     let tag = app.tag();
+    let save = match mode {
+        FormMode::New => call::<m::TemplateCreate>(tag, TemplateParams { template: wire }),
+        FormMode::Edit { name } => {
+            let params = TemplateUpdateParams {
+                name,
+                template: wire,
+                expected_revision,
+            };
+            call::<m::TemplateUpdate>(tag, params)
+        }
+    };
     if let Some(form) = app.form.as_mut() {
         form.save_tag = tag;
     }
     app.message = Some(format!("saving {}…", template.name));
-    vec![call(method, tag, params)]
+    vec![save]
 }
 
 /// Whether the reply tagged `tag` is one the form waits for.
@@ -759,7 +767,7 @@ pub(super) fn on_reply(
                 if let Some(form) = app.form.as_mut() {
                     form.check_tag = tag;
                 }
-                return vec![call("template.get", tag, json!({ "name": name }))];
+                return vec![template_get(tag, &name)];
             }
             FormMode::New => {
                 form.daemon_violations = vec![violation("name", e.message.clone())];

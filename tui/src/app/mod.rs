@@ -14,13 +14,18 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
-use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, SubReply};
+use kiln_shared::build::{
+    Build, BuildIdParams, BuildList, BuildListParams, BuildLogsParams, BuildReply,
+    BuildStartParams, BuildState, LogLine, SubReply,
+};
+use kiln_shared::methods::{self as m, Empty, Method};
 use kiln_shared::protocol::{
-    ErrorKind, Event, EventKind, ImageInfo, ImageList, RevisionInfo, RevisionList, TemplateList,
-    TemplateRecord, TemplateSummary, Visibility,
+    ErrorKind, Event, EventKind, ImageInfo, ImageList, ImageListParams, ImageParams, NameParams,
+    RevisionInfo, RevisionList, TemplateGetParams, TemplateList, TemplateRecord, TemplateSummary,
+    Visibility,
 };
 use kiln_shared::Violation;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use form::{EditWhat, Form};
 use keymap::{Cmd, Key};
@@ -169,12 +174,27 @@ pub enum Effect {
     Quit,
 }
 
-fn call(method: &str, tag: u64, params: Value) -> Effect {
+/// A call of method `M`, its params typed by the method table.
+fn call<M: Method>(tag: u64, params: M::Params) -> Effect {
     Effect::Call {
-        method: method.into(),
+        method: M::NAME.into(),
         tag,
-        params,
+        params: serde_json::to_value(params).unwrap_or_default(),
     }
+}
+
+fn named(name: &str) -> NameParams {
+    NameParams {
+        name: name.to_string(),
+    }
+}
+
+fn template_get(tag: u64, name: &str) -> Effect {
+    let params = TemplateGetParams {
+        name: name.to_string(),
+        revision: None,
+    };
+    call::<m::TemplateGet>(tag, params)
 }
 
 /// The dashboard's whole state.
@@ -433,7 +453,7 @@ impl App {
             return Vec::new();
         }
         self.images_pending = true;
-        vec![call("image.list", 0, json!({}))]
+        vec![call::<m::ImageList>(0, ImageListParams::default())]
     }
 
     fn refresh(&mut self) -> Vec<Effect> {
@@ -445,16 +465,16 @@ impl App {
         let poll = self.events_sub.is_none();
         if !self.templates_pending && (poll || !self.templates_loaded) {
             self.templates_pending = true;
-            fx.push(call("template.list", 0, json!({})));
+            fx.push(call::<m::TemplateList>(0, Empty {}));
         }
         if !self.builds_pending && (poll || !self.builds_loaded) {
             self.builds_pending = true;
-            fx.push(call("build.list", 0, json!({})));
+            fx.push(call::<m::BuildList>(0, BuildListParams::default()));
         }
         // The catalog changes rarely: refreshed while on screen, and once after connecting.
         if !self.images_pending && (self.view == View::Images || !self.images_loaded) {
             self.images_pending = true;
-            fx.push(call("image.list", 0, json!({})));
+            fx.push(call::<m::ImageList>(0, ImageListParams::default()));
         }
         fx
     }
@@ -485,8 +505,8 @@ impl App {
             revisions: None,
         });
         vec![
-            call("template.get", tag, json!({ "name": name })),
-            call("template.revisions", tag, json!({ "name": name })),
+            template_get(tag, &name),
+            call::<m::TemplateRevisions>(tag, named(&name)),
         ]
     }
 
@@ -524,13 +544,13 @@ impl App {
         if !connected {
             return fx;
         }
-        let params = json!({
-            "id": log.build,
-            "follow": true,
-            "serial": log.serial,
-            "from_line": log.next_seq,
-        });
-        fx.push(call("build.logs", session, params));
+        let params = BuildLogsParams {
+            id: log.build,
+            follow: true,
+            from_line: Some(log.next_seq),
+            serial: log.serial,
+        };
+        fx.push(call::<m::BuildLogs>(session, params));
         fx
     }
 
@@ -604,7 +624,7 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
 
 /// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
 fn unsubscribe(sub: u64) -> Effect {
-    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
+    call::<m::BuildLogsUnsubscribe>(0, SubReply { sub })
 }
 
 /// Applies one action to the state and returns what the shell must do about it.
@@ -632,7 +652,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             app.builds_pending = false;
             app.images_pending = false;
             app.events_sub = None;
-            let mut fx = vec![call("events.subscribe", 0, json!({}))];
+            let mut fx = vec![call::<m::EventsSubscribe>(0, Empty {})];
             fx.extend(app.refresh());
             if app.log.as_ref().is_some_and(|l| !l.ended) {
                 fx.extend(app.follow_log());
@@ -1007,12 +1027,13 @@ fn choose_image(app: &mut App) -> Vec<Effect> {
         } => {
             app.build_source = None;
             app.message = Some(format!("starting a build of {template} from {image}..."));
-            let params = json!({
-                "template": template,
-                "image_name": image_name,
-                "base_image": image,
-            });
-            vec![call("build.start", 0, params)]
+            let params = BuildStartParams {
+                template,
+                image_name,
+                base_image: Some(image),
+                no_cache: false,
+            };
+            vec![call::<m::BuildStart>(0, params)]
         }
     }
 }
@@ -1022,7 +1043,7 @@ fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
         Prompt::ConfirmCancel { id } => {
             if key == Key::Char('y') || key == Key::Char('Y') {
                 app.message = Some(format!("canceling build {id}..."));
-                return vec![call("build.cancel", 0, json!({ "id": id }))];
+                return vec![call::<m::BuildCancel>(0, BuildIdParams { id })];
             }
             app.message = Some(format!("build {id} not canceled"));
             Vec::new()
@@ -1034,11 +1055,10 @@ fn on_prompt_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
         } => match key {
             Key::Enter if input == name => {
                 app.message = Some(format!("deleting {} {name}...", what.noun()));
-                let (method, params) = match what {
-                    Deletable::Template => ("template.delete", json!({ "name": name })),
-                    Deletable::Image => ("image.delete", json!({ "image": name })),
-                };
-                vec![call(method, 0, params)]
+                vec![match what {
+                    Deletable::Template => call::<m::TemplateDelete>(0, named(&name)),
+                    Deletable::Image => call::<m::ImageDelete>(0, ImageParams { image: name }),
+                }]
             }
             Key::Enter | Key::Esc => {
                 app.message = Some(format!("{} {name} not deleted", what.noun()));
@@ -1342,7 +1362,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                     tag,
                     image: None,
                 });
-                return vec![call("template.get", tag, json!({ "name": name }))];
+                return vec![template_get(tag, &name)];
             }
         }
         Cmd::NewTemplate => return form::open_new(app),
