@@ -723,26 +723,25 @@ pub struct LogEnd {
 
 /// Params of an `event` notification, sent to an `events.subscribe` subscription whenever
 /// something of its project changes: `kind` says what, and the changed thing rides along.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub sub: u64,
+    #[serde(flatten)]
     pub kind: EventKind,
-    /// `build`: the build as `build.get` returns it now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<crate::build::Build>,
-    /// `template`: the template's name, and its summary as `template.list` has it (`None` once
-    /// deleted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<TemplateSummary>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What an [`Event`] is about, tagged by `kind` on the wire, with what goes with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    Build,
-    Template,
+    /// The build as `build.get` returns it now.
+    Build { build: Box<crate::build::Build> },
+    /// The template's name, and its summary as `template.list` has it (`None` once deleted).
+    Template {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<TemplateSummary>,
+    },
     /// Events were lost (the subscriber fell behind): list everything again.
     Resync,
 }
@@ -848,6 +847,51 @@ mod tests {
                 line: "==> x".into()
             }),
             r#"{"jsonrpc":"2.0","method":"image.progress","params":{"line":"==> x"}}"#
+        );
+    }
+
+    #[test]
+    fn events_keep_their_json() {
+        let check = |kind: EventKind, json: &str| {
+            let event = Event { sub: 3, kind };
+            let text = wire(&event);
+            assert_eq!(
+                text,
+                format!(r#"{{"jsonrpc":"2.0","method":"event","params":{json}}}"#)
+            );
+            let back: Notification = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.decode::<Event>(), Some(event));
+        };
+        check(EventKind::Resync, r#"{"kind":"resync","sub":3}"#);
+        check(
+            EventKind::Template {
+                name: "web".into(),
+                template: None,
+            },
+            r#"{"kind":"template","name":"web","sub":3}"#,
+        );
+        let summary: TemplateSummary = serde_json::from_str(
+            r#"{"name":"web","os":"debian-12","revision":2,"updated_at":"2026-12-01T10:00:00Z"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        check(
+            EventKind::Template {
+                name: "web".into(),
+                template: Some(summary),
+            },
+            r#"{"kind":"template","name":"web","sub":3,"template":{"applications":[],"name":"web","os":"debian-12","revision":2,"updated_at":"2026-12-01T10:00:00Z"}}"#,
+        );
+        let build: crate::build::Build = serde_json::from_str(
+            r#"{"id":9,"project":"default","template":"web","revision":2,"image_name":"w1",
+                "base_image":"debian-12","state":"queued","steps":[],
+                "created_at":"2026-12-01T10:00:00Z","queue_position":1}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        check(
+            EventKind::Build {
+                build: Box::new(build),
+            },
+            r#"{"build":{"base_image":"debian-12","created_at":"2026-12-01T10:00:00Z","id":9,"image_name":"w1","message":"","project":"default","queue_position":1,"revision":2,"run_outputs":[],"state":"queued","steps":[],"template":"web"},"kind":"build","sub":3}"#,
         );
     }
 

@@ -55,19 +55,13 @@ struct Sources {
 }
 
 async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: CancellationToken) {
-    let event = |kind| Event {
-        sub,
-        kind,
-        build: None,
-        name: None,
-        template: None,
-    };
+    let event = |kind| Event { sub, kind };
     loop {
         let e = tokio::select! {
             () = stop.cancelled() => return,
             id = src.builds.recv() => match id {
                 Ok(id) => match src.queue.get(project, id) {
-                    Ok(build) => Event { build: Some(build), ..event(EventKind::Build) },
+                    Ok(build) => event(EventKind::Build { build: Box::new(build) }),
                     // Another project's build, or gone.
                     Err(_) => continue,
                 },
@@ -83,11 +77,7 @@ async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: Ca
                     })
                     .await;
                     match summary {
-                        Ok(Ok(template)) => Event {
-                            name: Some(name),
-                            template,
-                            ..event(EventKind::Template)
-                        },
+                        Ok(Ok(template)) => event(EventKind::Template { name, template }),
                         _ => event(EventKind::Resync),
                     }
                 }

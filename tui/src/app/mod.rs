@@ -578,10 +578,8 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
         return Vec::new();
     }
     match e.kind {
-        EventKind::Build => {
-            let Some(build) = e.build else {
-                return Vec::new();
-            };
+        EventKind::Build { build } => {
+            let build = *build;
             let keep = app.selected_build().map(|b| b.id);
             // Newest first: a new build goes on top, a known one is replaced where it is.
             match app.builds.iter().position(|b| b.id == build.id) {
@@ -594,13 +592,10 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
             app.recount();
             app.reselect_build(keep);
         }
-        EventKind::Template => {
-            let Some(name) = e.name else {
-                return Vec::new();
-            };
+        EventKind::Template { name, template } => {
             let keep = app.selected_template().map(|t| t.name.clone());
             let at = app.templates.iter().position(|t| t.name == name);
-            match (at, e.template) {
+            match (at, template) {
                 (Some(i), Some(t)) => app.templates[i] = t,
                 (None, Some(t)) => {
                     let i = app.templates.partition_point(|x| x.name < t.name);
