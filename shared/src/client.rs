@@ -37,6 +37,12 @@ pub enum ClientError {
     Rpc(#[from] RpcError),
     #[error("unexpected reply from kilnd: {0}")]
     Protocol(String),
+    /// The result of a typed call is not what the method table says it returns.
+    #[error("unexpected reply from kilnd to {method}: {source}")]
+    Result {
+        method: &'static str,
+        source: serde_json::Error,
+    },
     #[error("kilnd closed the connection")]
     Closed,
 }
@@ -143,8 +149,11 @@ impl Client {
         let params = serde_json::to_value(params)
             .map_err(|e| ClientError::Protocol(format!("{} params: {e}", M::NAME)))?;
         let value = self.call_value(M::NAME, params).await?;
-        let result = serde_json::from_value(value.clone())
-            .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::NAME)))?;
+        let result =
+            serde_json::from_value(value.clone()).map_err(|source| ClientError::Result {
+                method: M::NAME,
+                source,
+            })?;
         Ok((value, result))
     }
 

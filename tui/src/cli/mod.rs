@@ -193,7 +193,9 @@ impl From<ClientError> for Failure {
             | ClientError::Untrusted { .. }
             | ClientError::Io(_)
             | ClientError::Closed) => Failure::new(ErrorKind::Unavailable.as_str(), e.to_string()),
-            e @ ClientError::Protocol(_) => Failure::new("protocol", e.to_string()),
+            e @ (ClientError::Protocol(_) | ClientError::Result { .. }) => {
+                Failure::new("protocol", e.to_string())
+            }
         }
     }
 }
@@ -250,17 +252,7 @@ pub async fn call<M: Method>(
     client: &Client,
     params: &M::Params,
 ) -> Result<(Value, M::Result), Failure> {
-    let method = M::NAME;
-    let params = serde_json::to_value(params)
-        .map_err(|e| Failure::new("internal", format!("params of {method}: {e}")))?;
-    let value = client.call_value(method, params).await?;
-    let typed = serde_json::from_value(value.clone()).map_err(|e| {
-        Failure::new(
-            "protocol",
-            format!("unexpected reply from kilnd to {method}: {e}"),
-        )
-    })?;
-    Ok((value, typed))
+    Ok(client.call_both::<M>(params).await?)
 }
 
 /// A name given on the command line, checked with kiln-shared's one rule for names before
