@@ -15,8 +15,6 @@ pub struct Empty {}
 /// One method: its wire name and the types of its params and result.
 pub trait Method {
     const NAME: &'static str;
-    /// The method as a value, for matching on.
-    const ID: Name;
     type Params: Serialize + DeserializeOwned + Send + Sync;
     type Result: Serialize + DeserializeOwned + Send + Sync;
 }
@@ -34,7 +32,6 @@ macro_rules! methods {
             pub enum $ty {}
             impl Method for $ty {
                 const NAME: &'static str = $name;
-                const ID: Name = Name::$ty;
                 type Params = $params;
                 type Result = $result;
             }
