@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ToFsName};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::methods::Method;
 use crate::protocol::{
     Hello, Notification, Request, Response, RpcError, ServerMessage, MAX_LINE_BYTES,
 };
@@ -37,6 +37,12 @@ pub enum ClientError {
     Rpc(#[from] RpcError),
     #[error("unexpected reply from kilnd: {0}")]
     Protocol(String),
+    /// The result of a typed call is not what the method table says it returns.
+    #[error("unexpected reply from kilnd to {method}: {source}")]
+    Result {
+        method: &'static str,
+        source: serde_json::Error,
+    },
     #[error("kilnd closed the connection")]
     Closed,
 }
@@ -128,18 +134,31 @@ impl Client {
         &self.hello
     }
 
-    /// Sends one request and waits for its reply, decoded as `T`.
-    pub async fn call<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: Value,
-    ) -> Result<T, ClientError> {
-        let value = self.call_value(method, params).await?;
-        serde_json::from_value(value)
-            .map_err(|e| ClientError::Protocol(format!("{method} result: {e}")))
+    /// Calls method `M` and waits for its reply, decoded as `M`'s result.
+    pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let (_, result) = self.call_both::<M>(params).await?;
+        Ok(result)
     }
 
-    /// Sends one request and returns its raw result.
+    /// [`Client::call`], also returning the result exactly as kilnd sent it (what `--json`
+    /// prints).
+    pub async fn call_both<M: Method>(
+        &self,
+        params: &M::Params,
+    ) -> Result<(Value, M::Result), ClientError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| ClientError::Protocol(format!("{} params: {e}", M::NAME)))?;
+        let value = self.call_value(M::NAME, params).await?;
+        let result =
+            serde_json::from_value(value.clone()).map_err(|source| ClientError::Result {
+                method: M::NAME,
+                source,
+            })?;
+        Ok((value, result))
+    }
+
+    /// Sends one request by name and returns its raw result (for callers that hold a method
+    /// as data, and tests that send what no typed call would).
     pub async fn call_value(&self, method: &str, mut params: Value) -> Result<Value, ClientError> {
         if params.is_null() {
             params = Value::Object(Default::default());

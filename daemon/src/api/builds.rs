@@ -1,4 +1,4 @@
-//! `build.*` methods, and the log streams `build.logs` opens on a connection.
+//! The `build.*` methods, and the log streams `build.logs` opens on a connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,12 +10,12 @@ use kiln_shared::build::{
     BuildIdParams, BuildList, BuildListParams, BuildLogsParams, BuildReply, BuildStartParams,
     BuildState, LogLine, SubReply,
 };
-use kiln_shared::protocol::{ErrorKind, Notification, RpcError};
-use serde_json::{json, Value};
+use kiln_shared::methods::{Empty, Name, Notice};
+use kiln_shared::protocol::{ErrorKind, LogEnd, LogNote, Notification, RpcError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{params, to_value, Daemon};
+use super::dispatch::Daemon;
 use crate::access::Peer;
 use crate::queue::Queue;
 
@@ -31,7 +31,7 @@ pub const MAX_SUBSCRIPTIONS: usize = 64;
 
 /// Methods that wait for something else to happen (a build to end): they take one of a
 /// connection's wait slots instead of a request slot, so waits never starve other requests.
-pub const WAITS: &[&str] = &["build.wait"];
+pub const WAITS: &[Name] = &[Name::BuildWait];
 
 /// Where a connection's notifications go.
 #[derive(Clone)]
@@ -46,8 +46,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    async fn note(&self, method: &str, params: Value) -> bool {
-        (self.send)(Notification::new(method, params)).await
+    pub(super) async fn note<N: Notice>(&self, params: &N) -> bool {
+        (self.send)(Notification::of(params)).await
     }
 
     /// Opens a subscription on this connection: its number, and the token that ends it (when
@@ -77,110 +77,96 @@ impl Sink {
     }
 
     /// `*.unsubscribe`: ends subscription `p.sub` (`what` names it in the error).
-    pub(super) fn unsubscribe(
-        &self,
-        method: &str,
-        p: &Value,
-        what: &str,
-    ) -> Result<Value, RpcError> {
-        let s: SubReply = params(method, p)?;
-        match lock(&self.subs).remove(&s.sub) {
+    pub(super) fn unsubscribe(&self, p: SubReply, what: &str) -> Result<Empty, RpcError> {
+        match lock(&self.subs).remove(&p.sub) {
             Some(token) => {
                 token.cancel();
-                Ok(json!({}))
+                Ok(Empty {})
             }
             None => Err(RpcError::new(
                 ErrorKind::NotFound,
                 format!(
                     "no open {what} {} on this connection (it ended, or was never opened here)",
-                    s.sub
+                    p.sub
                 ),
             )),
         }
     }
 }
 
-/// Runs a `build.*` method; `None` when `method` is not one.
-pub async fn call(
+/// `build.start`: queues a build of the caller's template.
+pub async fn start(
     daemon: &Daemon,
     peer: &Peer,
     project: &str,
-    method: &str,
-    p: &Value,
+    p: BuildStartParams,
+) -> Result<BuildReply, RpcError> {
+    let started_by = crate::store::StartedBy {
+        uid: peer.uid,
+        gid: peer.gid,
+        gids: peer.gids.clone(),
+    };
+    let build = daemon.queue.submit(project, started_by, p).await?;
+    Ok(BuildReply { build })
+}
+
+pub fn get(daemon: &Daemon, project: &str, p: BuildIdParams) -> Result<BuildReply, RpcError> {
+    let build = daemon.queue.get(project, p.id)?;
+    Ok(BuildReply { build })
+}
+
+pub fn list(daemon: &Daemon, project: &str, p: BuildListParams) -> Result<BuildList, RpcError> {
+    let builds = daemon.queue.list(project, &p)?;
+    Ok(BuildList { builds })
+}
+
+pub async fn cancel(
+    daemon: &Daemon,
+    project: &str,
+    p: BuildIdParams,
+) -> Result<BuildReply, RpcError> {
+    let build = daemon.queue.cancel(project, p.id).await?;
+    Ok(BuildReply { build })
+}
+
+/// `build.wait`: the build once it has ended, unless the connection closes first.
+pub async fn wait(
+    daemon: &Daemon,
+    project: &str,
+    p: BuildIdParams,
+    sink: &Sink,
+) -> Result<BuildReply, RpcError> {
+    tokio::select! {
+        r = daemon.queue.wait(project, p.id) => r.map(|build| BuildReply { build }),
+        // Nobody is left to tell.
+        () = sink.closed.cancelled() => Err(RpcError::new(
+            ErrorKind::Unavailable,
+            "the connection closed while waiting",
+        )),
+    }
+}
+
+/// `build.logs`: opens a log stream; its lines go out once the reply naming it has.
+pub fn logs(
+    daemon: &Daemon,
+    project: &str,
+    p: BuildLogsParams,
     sink: &Sink,
     follow_up: &mut Option<FollowUp>,
-) -> Option<Result<Value, RpcError>> {
+) -> Result<SubReply, RpcError> {
     let queue = daemon.queue.clone();
-    let r = match method {
-        "build.start" => match params::<BuildStartParams>(method, p) {
-            Ok(sp) => queue
-                .submit(
-                    project,
-                    crate::store::StartedBy {
-                        uid: peer.uid,
-                        gid: peer.gid,
-                        gids: peer.gids.clone(),
-                    },
-                    sp,
-                )
-                .await
-                .and_then(|build| to_value(BuildReply { build })),
-            Err(e) => Err(e),
-        },
-        "build.get" => params::<BuildIdParams>(method, p)
-            .and_then(|ip| queue.get(project, ip.id))
-            .and_then(|build| to_value(BuildReply { build })),
-        "build.list" => params::<BuildListParams>(method, p)
-            .and_then(|lp| queue.list(project, &lp))
-            .and_then(|builds| to_value(BuildList { builds })),
-        "build.cancel" => match params::<BuildIdParams>(method, p) {
-            Ok(ip) => queue
-                .cancel(project, ip.id)
-                .await
-                .and_then(|build| to_value(BuildReply { build })),
-            Err(e) => Err(e),
-        },
-        "build.wait" => match params::<BuildIdParams>(method, p) {
-            Ok(ip) => tokio::select! {
-                r = queue.wait(project, ip.id) => r.and_then(|build| to_value(BuildReply { build })),
-                // Nobody is left to tell.
-                () = sink.closed.cancelled() => Err(RpcError::new(
-                    ErrorKind::Unavailable,
-                    "the connection closed while waiting",
-                )),
-            },
-            Err(e) => Err(e),
-        },
-        "build.logs" => match params::<BuildLogsParams>(method, p) {
-            Ok(lp) => match queue.get(project, lp.id).and_then(|_| sink.open_sub()) {
-                Ok((sub, token)) => {
-                    let sink = sink.clone();
-                    *follow_up = Some(Box::pin(async move {
-                        stream_logs(queue, lp, sub, sink.clone(), token).await;
-                        sink.closed(sub);
-                    }));
-                    to_value(SubReply { sub })
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        "build.logs.unsubscribe" => sink.unsubscribe(method, p, "log stream"),
-        _ => return None,
-    };
-    Some(r)
+    queue.get(project, p.id)?;
+    let (sub, token) = sink.open_sub()?;
+    let sink = sink.clone();
+    *follow_up = Some(Box::pin(async move {
+        stream_logs(queue, p, sub, sink.clone(), token).await;
+        sink.closed(sub);
+    }));
+    Ok(SubReply { sub })
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn log_params(sub: u64, line: &LogLine) -> Value {
-    let mut v = serde_json::to_value(line).unwrap_or_default();
-    if let Value::Object(m) = &mut v {
-        m.insert("sub".into(), json!(sub));
-    }
-    v
 }
 
 fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
@@ -206,13 +192,13 @@ async fn stream_logs(
         () = streamed => false,
         () = stop.cancelled() => true,
     };
-    let state = state_of(&queue, id).map(|s| s.as_str());
-    let _ = sink
-        .note(
-            "build.log.end",
-            json!({"sub": sub, "state": state, "lines": next, "unsubscribed": unsubscribed}),
-        )
-        .await;
+    let end = LogEnd {
+        sub,
+        state: state_of(&queue, id),
+        lines: next,
+        unsubscribed,
+    };
+    let _ = sink.note(&end).await;
 }
 
 /// The lines of [`stream_logs`]; `next` is the sequence number of the next line to send.
@@ -223,7 +209,11 @@ async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sin
         ($line:expr) => {{
             let line: &LogLine = $line;
             if line.seq >= *next {
-                if !sink.note("build.log", log_params(sub, line)).await {
+                let note = LogNote {
+                    sub,
+                    line: line.clone(),
+                };
+                if !sink.note(&note).await {
                     return;
                 }
                 *next = line.seq + 1;

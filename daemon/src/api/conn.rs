@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::{prelude::*, Stream};
+use kiln_shared::methods::Name;
 use kiln_shared::protocol::{
     Call, ErrorKind, Hello, Id, Incoming, Notification, Request, Response, RpcError,
     MAX_LINE_BYTES, PROTOCOL_VERSION,
@@ -156,15 +157,11 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
         let _ = write.shutdown().await;
     });
 
-    let hello = Notification::new(
-        "hello",
-        serde_json::to_value(Hello {
-            server: "kilnd".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            protocol: PROTOCOL_VERSION,
-        })
-        .unwrap_or_default(),
-    );
+    let hello = Notification::of(&Hello {
+        server: "kilnd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+    });
     let _ = tx.send(Outgoing::Line(to_line(&hello))).await;
 
     let sink = {
@@ -285,7 +282,8 @@ impl Conn {
             Call::Invalid(r) => return Admission::Answer(Some(r)),
             Call::Request(r) => r,
         };
-        let (slots, max, what) = if WAITS.contains(&request.method.as_str()) {
+        let waits = Name::parse(&request.method).is_some_and(|m| WAITS.contains(&m));
+        let (slots, max, what) = if waits {
             (&self.waits, MAX_WAITS, "waits (build.wait)")
         } else {
             (&self.in_flight, MAX_IN_FLIGHT, "requests")

@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
+use kiln_shared::methods::{self as m, Empty, Method, Name};
 use kiln_shared::protocol::{
     Caller, DaemonStatus, ErrorKind, NameParams, ProjectList, Request, Response, RevisionList,
-    RpcError, TemplateGetParams, TemplateList, TemplateParams, TemplateRef, TemplateUpdateParams,
-    ValidationResult, DEFAULT_PROJECT, PROTOCOL_VERSION,
+    RpcError, TemplateGetParams, TemplateList, TemplateParams, TemplateRecord, TemplateRef,
+    TemplateUpdateParams, ValidationResult, DEFAULT_PROJECT, PROTOCOL_VERSION,
 };
 use kiln_shared::validate::validate;
 use kiln_shared::Template;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::builds::{FollowUp, Sink};
+use super::builds::{self, FollowUp, Sink};
+use super::events;
+use super::images::{self, Progress};
 use crate::access::{Access, Peer};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -53,7 +56,7 @@ impl From<StoreError> for RpcError {
     }
 }
 
-pub(super) fn params<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
+fn params<T: DeserializeOwned>(method: &str, value: &Value) -> Result<T, RpcError> {
     let value = if value.is_null() {
         json!({})
     } else {
@@ -144,164 +147,293 @@ impl Daemon {
             }
         };
         self.access.check(peer, &project)?;
-        let store = self.store.clone();
-        if method.starts_with("image.") {
-            // Bootstrap progress goes out as `image.progress` notifications while it happens.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let forward = {
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    while let Some(line) = rx.recv().await {
-                        let note = kiln_shared::protocol::Notification::new(
-                            "image.progress",
-                            json!({ "line": line }),
-                        );
-                        if !(sink.send)(note).await {
-                            break;
-                        }
-                    }
-                })
-            };
-            let progress = move |line: String| {
-                let _ = tx.send(line);
-            };
-            let r = super::images::call_with_progress(
-                self, peer, &project, method, &params_v, &progress,
-            )
-            .await;
-            drop(progress);
-            let _ = forward.await;
-            if let Some(r) = r {
-                return r;
-            }
-        }
-        if let Some(r) =
-            super::builds::call(self, peer, &project, method, &params_v, sink, follow_up).await
-        {
-            return r;
-        }
-        if let Some(r) = super::events::call(self, &project, method, &params_v, sink, follow_up) {
-            return r;
-        }
-        let changed = |name: &str| {
-            // Nobody subscribed is no error.
-            let _ = self.template_changes.send(super::TemplateChanged {
-                project: project.clone(),
-                name: name.to_string(),
-            });
+        let Some(method) = Name::parse(method) else {
+            return Err(unknown_method(method));
         };
+        let (params, p) = (&params_v, project.as_str());
         match method {
-            "template.create" => {
-                let p: TemplateParams = params(method, &params_v)?;
-                let t = checked_template(p.template, &self.apps)?;
-                let owner = project.clone();
-                let revision = blocking(move || store.create_template(&owner, &t)).await?;
-                let name = t_name(&params_v);
-                changed(&name);
-                to_value(TemplateRef { name, revision })
+            Name::TemplateCreate => {
+                serve::<m::TemplateCreate, _>(params, |t| self.template_create(p, t)).await
             }
-            "template.get" => {
-                let p: TemplateGetParams = params(method, &params_v)?;
-                to_value(blocking(move || store.get_template(&project, &p.name, p.revision)).await?)
+            Name::TemplateGet => {
+                serve::<m::TemplateGet, _>(params, |t| self.template_get(p, t)).await
             }
-            "template.list" => {
-                let templates = blocking(move || store.list_templates(&project)).await?;
-                to_value(TemplateList { templates })
+            Name::TemplateList => {
+                serve::<m::TemplateList, _>(params, |_| self.template_list(p)).await
             }
-            "template.update" => {
-                let p: TemplateUpdateParams = params(method, &params_v)?;
-                let t = checked_template(p.template, &self.apps)?;
-                let name = t.name.clone();
-                let (owner, old) = (project.clone(), p.name.clone());
-                let revision = blocking(move || {
-                    store.update_template(&owner, &p.name, &t, p.expected_revision)
+            Name::TemplateUpdate => {
+                serve::<m::TemplateUpdate, _>(params, |t| self.template_update(p, t)).await
+            }
+            Name::TemplateDelete => {
+                serve::<m::TemplateDelete, _>(params, |t| self.template_delete(p, t)).await
+            }
+            Name::TemplateValidate => {
+                serve::<m::TemplateValidate, _>(params, |t| async { Ok(self.template_validate(t)) })
+                    .await
+            }
+            Name::TemplateRevisions => {
+                serve::<m::TemplateRevisions, _>(params, |t| self.template_revisions(p, t)).await
+            }
+            Name::BuildStart => {
+                serve::<m::BuildStart, _>(params, |b| builds::start(self, peer, p, b)).await
+            }
+            Name::BuildGet => {
+                serve::<m::BuildGet, _>(params, |b| async { builds::get(self, p, b) }).await
+            }
+            Name::BuildList => {
+                serve::<m::BuildList, _>(params, |b| async { builds::list(self, p, b) }).await
+            }
+            Name::BuildCancel => {
+                serve::<m::BuildCancel, _>(params, |b| builds::cancel(self, p, b)).await
+            }
+            Name::BuildWait => {
+                serve::<m::BuildWait, _>(params, |b| builds::wait(self, p, b, sink)).await
+            }
+            Name::BuildLogs => {
+                serve::<m::BuildLogs, _>(params, |b| async {
+                    builds::logs(self, p, b, sink, follow_up)
                 })
-                .await?;
-                // A rename changes two entries: the old name is gone.
-                if old != name {
-                    changed(&old);
-                }
-                changed(&name);
-                to_value(TemplateRef { name, revision })
+                .await
             }
-            "template.delete" => {
-                let p: NameParams = params(method, &params_v)?;
-                let (owner, name) = (project.clone(), p.name.clone());
-                blocking(move || store.delete_template(&owner, &p.name)).await?;
-                changed(&name);
-                Ok(json!({}))
-            }
-            "template.validate" => {
-                let p: TemplateParams = params(method, &params_v)?;
-                let violations = match checked_template(p.template, &self.apps) {
-                    Ok(_) => Vec::new(),
-                    Err(e) => e.data.violations,
-                };
-                to_value(ValidationResult {
-                    valid: violations.is_empty(),
-                    violations,
+            Name::BuildLogsUnsubscribe => {
+                serve::<m::BuildLogsUnsubscribe, _>(params, |s| async {
+                    sink.unsubscribe(s, "log stream")
                 })
+                .await
             }
-            "template.revisions" => {
-                let p: NameParams = params(method, &params_v)?;
-                let revisions =
-                    blocking(move || store.template_revisions(&project, &p.name)).await?;
-                to_value(RevisionList { revisions })
-            }
-            "project.list" => {
-                let stored = blocking(move || store.list_projects()).await?;
-                let names: Vec<String> = stored.into_iter().map(|p| p.name).collect();
-                to_value(ProjectList {
-                    projects: self.access.projects(peer, &names, self.is_admin(peer)),
+            Name::EventsSubscribe => {
+                serve::<m::EventsSubscribe, _>(params, |_| async {
+                    events::subscribe(self, p, sink, follow_up)
                 })
+                .await
             }
-            "daemon.status" => {
-                // Counts of the projects this caller may act in; others' stay theirs.
-                let admin = self.is_admin(peer);
-                let visible = |p: &str| admin || self.access.is_member(peer, p);
-                let per_project = blocking(move || store.count_templates_by_project()).await?;
-                let templates = per_project
-                    .iter()
-                    .filter(|(p, _)| visible(p))
-                    .map(|(_, n)| n)
-                    .sum();
-                let (queue, running) = self.queue.counts_where(visible);
-                let now = Utc::now();
-                to_value(DaemonStatus {
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    protocol: PROTOCOL_VERSION,
-                    pid: std::process::id(),
-                    socket: self.config.socket.display().to_string(),
-                    data_dir: self.config.data_dir.display().to_string(),
-                    started_at: self.started_at,
-                    uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
-                    queue: queue as u64,
-                    running: running as u64,
-                    max_concurrent_builds: self.config.max_concurrent_builds(),
-                    accel: self
-                        .queue
-                        .accel
-                        .current()
-                        .map_or("unknown", |a| a.as_str())
-                        .into(),
-                    templates,
-                    caller: Caller {
-                        uid: peer.uid,
-                        gids: peer.gids.clone(),
-                        project,
-                    },
+            Name::EventsUnsubscribe => {
+                serve::<m::EventsUnsubscribe, _>(params, |s| async {
+                    sink.unsubscribe(s, "subscription")
                 })
+                .await
             }
-            m if KNOWN_LATER.iter().any(|k| m.starts_with(k)) => Err(RpcError::new(
-                ErrorKind::MethodNotFound,
-                format!("{m} is not available in this kilnd yet"),
-            )),
-            m => Err(RpcError::new(
-                ErrorKind::MethodNotFound,
-                format!("unknown method {m:?}"),
-            )),
+            Name::ImageList => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageList, _>(params, |i| images::list(self, &who, i)).await
+            }
+            Name::ImageGet => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageGet, _>(params, |i| images::get(self, &who, i)).await
+            }
+            Name::ImageDelete => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageDelete, _>(params, |i| images::delete(self, &who, i)).await
+            }
+            Name::ImageShare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageShare, _>(params, |i| images::share(self, &who, i, true)).await
+            }
+            Name::ImageUnshare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageUnshare, _>(params, |i| images::share(self, &who, i, false)).await
+            }
+            // The three that make or warm an image send `image.progress` notifications while
+            // they run, every one before the reply.
+            Name::ImageBootstrap => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageBootstrap, _>(params, |i| {
+                    images::bootstrap(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::ImageImport => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageImport, _>(params, |i| {
+                    images::import(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::ImageWarm => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageWarm, _>(params, |i| {
+                    images::warm_image(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::ProjectList => {
+                serve::<m::ProjectList, _>(params, |_| self.project_list(peer)).await
+            }
+            Name::DaemonStatus => {
+                serve::<m::DaemonStatus, _>(params, |_| self.status(peer, project.clone())).await
+            }
         }
     }
+
+    /// Tells `events.subscribe` subscribers of `project` that template `name` changed.
+    fn template_changed(&self, project: &str, name: &str) {
+        // Nobody subscribed is no error.
+        let _ = self.template_changes.send(super::TemplateChanged {
+            project: project.to_string(),
+            name: name.to_string(),
+        });
+    }
+
+    async fn template_create(
+        &self,
+        project: &str,
+        p: TemplateParams,
+    ) -> Result<TemplateRef, RpcError> {
+        let t = checked_template(p.template, &self.apps)?;
+        let name = t.name.clone();
+        let (store, owner) = (self.store.clone(), project.to_string());
+        let revision = blocking(move || store.create_template(&owner, &t)).await?;
+        self.template_changed(project, &name);
+        Ok(TemplateRef { name, revision })
+    }
+
+    async fn template_get(
+        &self,
+        project: &str,
+        p: TemplateGetParams,
+    ) -> Result<TemplateRecord, RpcError> {
+        let (store, project) = (self.store.clone(), project.to_string());
+        blocking(move || store.get_template(&project, &p.name, p.revision)).await
+    }
+
+    async fn template_list(&self, project: &str) -> Result<TemplateList, RpcError> {
+        let (store, project) = (self.store.clone(), project.to_string());
+        let templates = blocking(move || store.list_templates(&project)).await?;
+        Ok(TemplateList { templates })
+    }
+
+    async fn template_update(
+        &self,
+        project: &str,
+        p: TemplateUpdateParams,
+    ) -> Result<TemplateRef, RpcError> {
+        let t = checked_template(p.template, &self.apps)?;
+        let name = t.name.clone();
+        let old = p.name.clone();
+        let (store, owner) = (self.store.clone(), project.to_string());
+        let revision =
+            blocking(move || store.update_template(&owner, &p.name, &t, p.expected_revision))
+                .await?;
+        // A rename changes two entries: the old name is gone.
+        if old != name {
+            self.template_changed(project, &old);
+        }
+        self.template_changed(project, &name);
+        Ok(TemplateRef { name, revision })
+    }
+
+    async fn template_delete(&self, project: &str, p: NameParams) -> Result<Empty, RpcError> {
+        let name = p.name.clone();
+        let (store, owner) = (self.store.clone(), project.to_string());
+        blocking(move || store.delete_template(&owner, &p.name)).await?;
+        self.template_changed(project, &name);
+        Ok(Empty {})
+    }
+
+    fn template_validate(&self, p: TemplateParams) -> ValidationResult {
+        let violations = match checked_template(p.template, &self.apps) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.data.violations,
+        };
+        ValidationResult {
+            valid: violations.is_empty(),
+            violations,
+        }
+    }
+
+    async fn template_revisions(
+        &self,
+        project: &str,
+        p: NameParams,
+    ) -> Result<RevisionList, RpcError> {
+        let (store, project) = (self.store.clone(), project.to_string());
+        let revisions = blocking(move || store.template_revisions(&project, &p.name)).await?;
+        Ok(RevisionList { revisions })
+    }
+
+    async fn project_list(&self, peer: &Peer) -> Result<ProjectList, RpcError> {
+        let store = self.store.clone();
+        let stored = blocking(move || store.list_projects()).await?;
+        let names: Vec<String> = stored.into_iter().map(|p| p.name).collect();
+        Ok(ProjectList {
+            projects: self.access.projects(peer, &names, self.is_admin(peer)),
+        })
+    }
+
+    /// `daemon.status`: counts of the projects this caller may act in; others' stay theirs.
+    async fn status(&self, peer: &Peer, project: String) -> Result<DaemonStatus, RpcError> {
+        let admin = self.is_admin(peer);
+        let visible = |p: &str| admin || self.access.is_member(peer, p);
+        let store = self.store.clone();
+        let per_project = blocking(move || store.count_templates_by_project()).await?;
+        let templates = per_project
+            .iter()
+            .filter(|(p, _)| visible(p))
+            .map(|(_, n)| n)
+            .sum();
+        let (queue, running) = self.queue.counts_where(visible);
+        let now = Utc::now();
+        Ok(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            socket: self.config.socket.display().to_string(),
+            data_dir: self.config.data_dir.display().to_string(),
+            started_at: self.started_at,
+            uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
+            queue: queue as u64,
+            running: running as u64,
+            max_concurrent_builds: self.config.max_concurrent_builds(),
+            accel: self
+                .queue
+                .accel
+                .current()
+                .map_or("unknown", |a| a.as_str())
+                .into(),
+            templates,
+            caller: Caller {
+                uid: peer.uid,
+                gids: peer.gids.clone(),
+                project,
+            },
+        })
+    }
+}
+
+/// The error for a method the table does not have; for `image.*`, it lists the image methods.
+fn unknown_method(method: &str) -> RpcError {
+    let message = if method.starts_with("image.") {
+        let images: Vec<&str> = Name::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .filter(|m| m.starts_with("image."))
+            .collect();
+        format!(
+            "unknown method {method:?}; the image methods are {}",
+            images.join(", ")
+        )
+    } else {
+        format!("unknown method {method:?}")
+    };
+    RpcError::new(ErrorKind::MethodNotFound, message)
+}
+
+/// Decodes the params of method `M`, runs `handler` on them and encodes its result.
+async fn serve<M: Method, F>(
+    params: &Value,
+    handler: impl FnOnce(M::Params) -> F,
+) -> Result<Value, RpcError>
+where
+    F: std::future::Future<Output = Result<M::Result, RpcError>>,
+{
+    let p = self::params::<M::Params>(M::NAME, params)?;
+    to_value(handler(p).await?)
 }
 
 impl Daemon {
@@ -311,19 +443,7 @@ impl Daemon {
     }
 }
 
-/// Method families DESIGN.md promises that this daemon does not serve yet.
-const KNOWN_LATER: &[&str] = &[];
-
-fn t_name(params: &Value) -> String {
-    params
-        .get("template")
-        .and_then(|t| t.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-pub(super) fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
 }
 
@@ -337,5 +457,27 @@ async fn blocking<T: Send + 'static>(
             ErrorKind::Internal,
             format!("store task failed: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_named() {
+        let check = |method: &str, message: &str| {
+            let e = unknown_method(method);
+            assert_eq!(
+                (e.kind(), e.message.as_str()),
+                (ErrorKind::MethodNotFound, message)
+            );
+        };
+        check("nope", r#"unknown method "nope""#);
+        check(
+            "image.nope",
+            "unknown method \"image.nope\"; the image methods are image.list, image.get, \
+             image.delete, image.share, image.unshare, image.bootstrap, image.import, image.warm",
+        );
     }
 }

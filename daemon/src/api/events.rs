@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use kiln_shared::build::SubReply;
-use kiln_shared::protocol::{Event, EventKind, Notification, RpcError};
-use serde_json::Value;
+use kiln_shared::protocol::{Event, EventKind, RpcError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::builds::{FollowUp, Sink};
-use super::dispatch::{to_value, Daemon};
+use super::dispatch::Daemon;
 
 /// A template of `project` named `name` was created, changed or deleted.
 #[derive(Debug, Clone)]
@@ -21,42 +20,30 @@ pub struct TemplateChanged {
     pub name: String,
 }
 
-/// Runs an `events.*` method; `None` when `method` is not one.
-pub fn call(
+/// `events.subscribe`: opens a subscription; its events go out once the reply naming it has.
+pub fn subscribe(
     daemon: &Daemon,
     project: &str,
-    method: &str,
-    p: &Value,
     sink: &Sink,
     follow_up: &mut Option<FollowUp>,
-) -> Option<Result<Value, RpcError>> {
-    let r = match method {
-        "events.subscribe" => {
-            let (sub, token) = match sink.open_sub() {
-                Ok(opened) => opened,
-                Err(e) => return Some(Err(e)),
-            };
-            // Subscribed now, before the reply: no change after it can be missed.
-            let builds = daemon.queue.changes();
-            let templates = daemon.template_changes.subscribe();
-            let (queue, store) = (daemon.queue.clone(), daemon.store.clone());
-            let (project, sink) = (project.to_string(), sink.clone());
-            *follow_up = Some(Box::pin(async move {
-                let sources = Sources {
-                    queue,
-                    store,
-                    builds,
-                    templates,
-                };
-                stream(sources, &project, sub, &sink, token).await;
-                sink.closed(sub);
-            }));
-            to_value(SubReply { sub })
-        }
-        "events.unsubscribe" => sink.unsubscribe(method, p, "subscription"),
-        _ => return None,
-    };
-    Some(r)
+) -> Result<SubReply, RpcError> {
+    let (sub, token) = sink.open_sub()?;
+    // Subscribed now, before the reply: no change after it can be missed.
+    let builds = daemon.queue.changes();
+    let templates = daemon.template_changes.subscribe();
+    let (queue, store) = (daemon.queue.clone(), daemon.store.clone());
+    let (project, sink) = (project.to_string(), sink.clone());
+    *follow_up = Some(Box::pin(async move {
+        let sources = Sources {
+            queue,
+            store,
+            builds,
+            templates,
+        };
+        stream(sources, &project, sub, &sink, token).await;
+        sink.closed(sub);
+    }));
+    Ok(SubReply { sub })
 }
 
 /// Where a subscription's events come from.
@@ -68,19 +55,13 @@ struct Sources {
 }
 
 async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: CancellationToken) {
-    let event = |kind| Event {
-        sub,
-        kind,
-        build: None,
-        name: None,
-        template: None,
-    };
+    let event = |kind| Event { sub, kind };
     loop {
         let e = tokio::select! {
             () = stop.cancelled() => return,
             id = src.builds.recv() => match id {
                 Ok(id) => match src.queue.get(project, id) {
-                    Ok(build) => Event { build: Some(build), ..event(EventKind::Build) },
+                    Ok(build) => event(EventKind::Build { build: Box::new(build) }),
                     // Another project's build, or gone.
                     Err(_) => continue,
                 },
@@ -96,11 +77,7 @@ async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: Ca
                     })
                     .await;
                     match summary {
-                        Ok(Ok(template)) => Event {
-                            name: Some(name),
-                            template,
-                            ..event(EventKind::Template)
-                        },
+                        Ok(Ok(template)) => event(EventKind::Template { name, template }),
                         _ => event(EventKind::Resync),
                     }
                 }
@@ -109,8 +86,7 @@ async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: Ca
                 Err(RecvError::Closed) => return,
             },
         };
-        let params = serde_json::to_value(e).unwrap_or_default();
-        if !(sink.send)(Notification::new("event", params)).await {
+        if !sink.note(&e).await {
             return;
         }
     }

@@ -3,127 +3,165 @@
 
 use std::sync::{Arc, Mutex};
 
+use kiln_shared::methods::Empty;
 use kiln_shared::protocol::{
     ErrorKind, ImageBootstrapParams, ImageBootstrapResult, ImageImportParams, ImageInfo, ImageList,
-    ImageListParams, ImageParams, ImageResult, ImageShareParams, ImageWarmParams, RpcError,
-    WarmInfo,
+    ImageListParams, ImageParams, ImageProgress, ImageResult, ImageShareParams, ImageWarmParams,
+    RpcError, WarmInfo,
 };
-use serde_json::{json, Value};
 
-use super::dispatch::params as decode;
+use super::builds::Sink;
 use super::Daemon;
 use crate::access::Peer;
 use crate::catalog::Requester;
 use crate::driver::warm::{Machine, WarmState};
 use crate::driver::DriverError;
 
-const METHODS: &str = "image.list, image.get, image.delete, image.share, image.unshare, \
-                       image.bootstrap, image.import, image.warm";
-
-/// [`call`], also handing each bootstrap progress line to `progress` as it happens (for an
-/// `image.progress` notification to the caller).
-pub async fn call_with_progress(
-    daemon: &Daemon,
-    peer: &Peer,
-    project: &str,
-    method: &str,
-    params: &Value,
-    progress: &(dyn Fn(String) + Send + Sync),
-) -> Option<Result<Value, RpcError>> {
-    let name = method.strip_prefix("image.")?;
-    let who = Requester::new(peer, project, daemon.config.file.admin_group.as_deref());
-    Some(run(daemon, &who, method, name, params, progress).await)
+/// Sends the progress lines of one `image.*` call to its caller as `image.progress`
+/// notifications, in order, while the call runs.
+pub struct Progress {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+    forward: tokio::task::JoinHandle<()>,
 }
 
-async fn run(
+impl Progress {
+    pub fn to(sink: &Sink) -> Progress {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let sink = sink.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if !sink.note(&ImageProgress { line }).await {
+                    break;
+                }
+            }
+        });
+        Progress { tx, forward }
+    }
+
+    fn line(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+
+    /// Waits until every line is sent, so all of them come before the reply.
+    pub async fn finish(self) {
+        drop(self.tx);
+        let _ = self.forward.await;
+    }
+}
+
+/// The caller of an `image.*` method as the catalog sees it.
+pub fn requester(daemon: &Daemon, peer: &Peer, project: &str) -> Requester {
+    Requester::new(peer, project, daemon.config.file.admin_group.as_deref())
+}
+
+pub async fn list(
     daemon: &Daemon,
     who: &Requester,
-    method: &str,
-    name: &str,
-    params: &Value,
-    progress: &(dyn Fn(String) + Send + Sync),
-) -> Result<Value, RpcError> {
-    let catalog = &daemon.catalog;
-    match name {
-        "list" => {
-            let p: ImageListParams = decode(method, params)?;
-            let mut images = catalog.list(who, p.visibility).await?;
-            for image in &mut images {
-                image.warm = warm_info(daemon, image).await;
-            }
-            to_value(ImageList { images })
-        }
-        "get" => {
-            let p: ImageParams = decode(method, params)?;
-            let mut image = catalog.get(who, &p.image).await?;
-            image.warm = warm_info(daemon, &image).await;
-            to_value(ImageResult { image })
-        }
-        "delete" => {
-            let p: ImageParams = decode(method, params)?;
-            let id = catalog.get(who, &p.image).await?.id;
-            catalog.delete(who, &p.image).await?;
-            if let Err(e) = daemon.queue.warm.remove(&id) {
-                tracing::warn!(image = %id, "removing the deleted image's warm state: {e}");
-            }
-            Ok(json!({}))
-        }
-        "warm" => {
-            let p: ImageWarmParams = decode(method, params)?;
-            let (lines, log) = collecting(progress);
-            warm(daemon, who, &p.image, &log).await?;
-            let mut image = catalog.get(who, &p.image).await?;
-            image.warm = warm_info(daemon, &image).await;
-            let progress = take(&lines);
-            to_value(ImageBootstrapResult { image, progress })
-        }
-        "share" | "unshare" => {
-            let p: ImageShareParams = decode(method, params)?;
-            let image = if name == "share" {
-                catalog.share(who, &p.image, &p.projects).await?
-            } else {
-                catalog.unshare(who, &p.image, &p.projects).await?
-            };
-            to_value(ImageResult { image })
-        }
-        "bootstrap" => {
-            let p: ImageBootstrapParams = decode(method, params)?;
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let kept = lines.clone();
-            let os = p.os.clone();
-            let mut image = catalog
-                .bootstrap(who, &p.os, move |line| {
-                    tracing::info!(os = %os, "bootstrap: {line}");
-                    progress(line.clone());
-                    kept.lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .push(line);
-                })
-                .await?;
-            if p.warm.unwrap_or(daemon.queue.warm_start()) {
-                let (warm_lines, log) = collecting(progress);
-                warm_after(daemon, who, &mut image, &log).await;
-                lock(&lines).extend(take(&warm_lines));
-            }
-            let progress = take(&lines);
-            to_value(ImageBootstrapResult { image, progress })
-        }
-        "import" => {
-            let p: ImageImportParams = decode(method, params)?;
-            let mut image = catalog
-                .import(who, &p.path, &p.name, &p.os, p.public)
-                .await?;
-            if p.warm.unwrap_or(false) {
-                let (_, log) = collecting(progress);
-                warm_after(daemon, who, &mut image, &log).await;
-            }
-            to_value(ImageResult { image })
-        }
-        _ => Err(RpcError::new(
-            ErrorKind::MethodNotFound,
-            format!("unknown method {method:?}; the image methods are {METHODS}"),
-        )),
+    p: ImageListParams,
+) -> Result<ImageList, RpcError> {
+    let mut images = daemon.catalog.list(who, p.visibility).await?;
+    for image in &mut images {
+        image.warm = warm_info(daemon, image).await;
     }
+    Ok(ImageList { images })
+}
+
+pub async fn get(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageParams,
+) -> Result<ImageResult, RpcError> {
+    let mut image = daemon.catalog.get(who, &p.image).await?;
+    image.warm = warm_info(daemon, &image).await;
+    Ok(ImageResult { image })
+}
+
+pub async fn delete(daemon: &Daemon, who: &Requester, p: ImageParams) -> Result<Empty, RpcError> {
+    let catalog = &daemon.catalog;
+    let id = catalog.get(who, &p.image).await?.id;
+    catalog.delete(who, &p.image).await?;
+    if let Err(e) = daemon.queue.warm.remove(&id) {
+        tracing::warn!(image = %id, "removing the deleted image's warm state: {e}");
+    }
+    Ok(Empty {})
+}
+
+/// `image.share` (`share`) or `image.unshare`.
+pub async fn share(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageShareParams,
+    share: bool,
+) -> Result<ImageResult, RpcError> {
+    let catalog = &daemon.catalog;
+    let image = if share {
+        catalog.share(who, &p.image, &p.projects).await?
+    } else {
+        catalog.unshare(who, &p.image, &p.projects).await?
+    };
+    Ok(ImageResult { image })
+}
+
+pub async fn warm_image(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageWarmParams,
+    progress: &Progress,
+) -> Result<ImageBootstrapResult, RpcError> {
+    let progress = |line| progress.line(line);
+    let (lines, log) = collecting(&progress);
+    warm(daemon, who, &p.image, &log).await?;
+    let mut image = daemon.catalog.get(who, &p.image).await?;
+    image.warm = warm_info(daemon, &image).await;
+    let progress = take(&lines);
+    Ok(ImageBootstrapResult { image, progress })
+}
+
+pub async fn bootstrap(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageBootstrapParams,
+    progress: &Progress,
+) -> Result<ImageBootstrapResult, RpcError> {
+    let progress = |line| progress.line(line);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    let os = p.os.clone();
+    let mut image = daemon
+        .catalog
+        .bootstrap(who, &p.os, |line| {
+            tracing::info!(os = %os, "bootstrap: {line}");
+            progress(line.clone());
+            kept.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(line);
+        })
+        .await?;
+    if p.warm.unwrap_or(daemon.queue.warm_start()) {
+        let (warm_lines, log) = collecting(&progress);
+        warm_after(daemon, who, &mut image, &log).await;
+        lock(&lines).extend(take(&warm_lines));
+    }
+    let progress = take(&lines);
+    Ok(ImageBootstrapResult { image, progress })
+}
+
+pub async fn import(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageImportParams,
+    progress: &Progress,
+) -> Result<ImageResult, RpcError> {
+    let progress = |line| progress.line(line);
+    let mut image = daemon
+        .catalog
+        .import(who, &p.path, &p.name, &p.os, p.public)
+        .await?;
+    if p.warm.unwrap_or(false) {
+        let (_, log) = collecting(&progress);
+        warm_after(daemon, who, &mut image, &log).await;
+    }
+    Ok(ImageResult { image })
 }
 
 type Lines = Arc<Mutex<Vec<String>>>;
@@ -216,8 +254,4 @@ fn info_of(state: &WarmState) -> WarmInfo {
         save_seconds: m.save_ms as f64 / 1000.0,
         state_bytes: m.state_bytes,
     }
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
-    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
 }

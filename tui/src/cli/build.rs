@@ -3,9 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use kiln_shared::build::{Build, BuildList, BuildReply, BuildState, LogLine, LogStream, SubReply};
+use kiln_shared::build::{
+    Build, BuildIdParams, BuildListParams, BuildLogsParams, BuildStartParams, BuildState, LogLine,
+    LogStream,
+};
 use kiln_shared::client::Client;
-use serde_json::{json, Value};
+use kiln_shared::methods::{self as m, Notice};
+use kiln_shared::protocol::{LogEnd, LogNote};
+use serde_json::Value;
 
 use super::output::{self, Align, Column, Table};
 use super::{call, CmdResult, Failure, Settings};
@@ -67,9 +72,13 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
         } => {
             super::check_name("--image-name", &image_name)?;
             let (client, notes) = connect(settings).await?;
-            let params =
-                json!({"template": template, "image_name": image_name, "base_image": base_image});
-            let (value, reply): (Value, BuildReply) = call(&client, "build.start", params).await?;
+            let params = BuildStartParams {
+                template,
+                image_name,
+                base_image,
+                no_cache: false,
+            };
+            let (value, reply) = call::<m::BuildStart>(&client, &params).await?;
             let b = reply.build;
             if follow {
                 if !settings.json {
@@ -86,8 +95,8 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
                     timestamps: false,
                 };
                 print_log(settings, &client, notes, b.id, &opts).await?;
-                let (value, reply): (Value, BuildReply) =
-                    call(&client, "build.get", json!({"id": b.id})).await?;
+                let (value, reply) =
+                    call::<m::BuildGet>(&client, &BuildIdParams { id: b.id }).await?;
                 return finished(settings, &value, &reply.build);
             }
             if settings.json {
@@ -111,12 +120,11 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
                 }
             }
             let client = settings.connect().await?;
-            let (value, list): (Value, BuildList) = call(
-                &client,
-                "build.list",
-                json!({"template": template, "state": state}),
-            )
-            .await?;
+            let params = BuildListParams {
+                template,
+                state: state.as_deref().and_then(BuildState::parse),
+            };
+            let (value, list) = call::<m::BuildList>(&client, &params).await?;
             if settings.json {
                 output::print_json(&value);
             } else {
@@ -126,8 +134,7 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
         }
         BuildCommand::Show { id } => {
             let client = settings.connect().await?;
-            let (value, reply): (Value, BuildReply) =
-                call(&client, "build.get", json!({"id": id})).await?;
+            let (value, reply) = call::<m::BuildGet>(&client, &BuildIdParams { id }).await?;
             if settings.json {
                 output::print_json(&value);
             } else {
@@ -154,14 +161,12 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
         }
         BuildCommand::Wait { id } => {
             let client = settings.connect().await?;
-            let (value, reply): (Value, BuildReply) =
-                call(&client, "build.wait", json!({"id": id})).await?;
+            let (value, reply) = call::<m::BuildWait>(&client, &BuildIdParams { id }).await?;
             finished(settings, &value, &reply.build)
         }
         BuildCommand::Cancel { id } => {
             let client = settings.connect().await?;
-            let (value, reply): (Value, BuildReply) =
-                call(&client, "build.cancel", json!({"id": id})).await?;
+            let (value, reply) = call::<m::BuildCancel>(&client, &BuildIdParams { id }).await?;
             if settings.json {
                 output::print_json(&value);
             } else {
@@ -226,23 +231,27 @@ async fn print_log(
     id: u64,
     o: &LogOptions,
 ) -> Result<(), Failure> {
-    let params =
-        json!({"id": id, "follow": o.follow, "serial": o.serial, "from_line": o.from_line});
-    let (_, reply): (Value, SubReply) = call(client, "build.logs", params).await?;
+    let params = BuildLogsParams {
+        id,
+        follow: o.follow,
+        from_line: o.from_line,
+        serial: o.serial,
+    };
+    let (_, reply) = call::<m::BuildLogs>(client, &params).await?;
     while let Some(n) = notes.recv().await {
         if n.params.get("sub").and_then(Value::as_u64) != Some(reply.sub) {
             continue;
         }
-        match n.method.as_str() {
-            "build.log" => {
-                if settings.json {
-                    output::println(&n.params.to_string());
-                } else if let Ok(line) = serde_json::from_value::<LogLine>(n.params) {
-                    output::println(&log_text(&line, o.timestamps));
-                }
-            }
-            "build.log.end" => return Ok(()),
-            _ => {}
+        if n.method == LogEnd::NAME {
+            return Ok(());
+        }
+        if n.method != LogNote::NAME {
+            continue;
+        }
+        if settings.json {
+            output::println(&n.params.to_string());
+        } else if let Ok(line) = serde_json::from_value::<LogLine>(n.params) {
+            output::println(&log_text(&line, o.timestamps));
         }
     }
     Err(Failure::new(

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kiln_shared::methods::{self as m, Empty};
 use kiln_shared::protocol::DaemonStatus;
-use serde_json::{json, Value};
 
 use super::output;
 use super::{call, CmdResult, Settings};
@@ -23,7 +23,7 @@ pub async fn run(settings: &Settings, command: DaemonCommand) -> CmdResult {
 
 async fn status(settings: &Settings) -> CmdResult {
     let client = settings.connect().await?;
-    let (value, status): (Value, DaemonStatus) = call(&client, "daemon.status", json!({})).await?;
+    let (value, status) = call::<m::DaemonStatus>(&client, &Empty {}).await?;
     if settings.json {
         output::print_json(&value);
     } else {

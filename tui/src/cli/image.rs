@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use chrono::{DateTime, Local, Utc};
 use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
+use kiln_shared::methods::{self as m, Method};
 use kiln_shared::protocol::{
-    ImageBootstrapResult, ImageInfo, ImageList, ImageProgress, ImageResult, Visibility,
+    ImageBootstrapParams, ImageImportParams, ImageInfo, ImageListParams, ImageParams,
+    ImageProgress, ImageShareParams, ImageWarmParams, Visibility,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::output::{self, Align, Column, Table};
 use super::{call, check_name, CmdResult, Failure, Settings};
@@ -187,11 +189,10 @@ pub fn image_table(images: &[ImageInfo]) -> Table {
 
 async fn list(settings: &Settings, visibility: Option<VisibilityArg>) -> CmdResult {
     let client = settings.connect().await?;
-    let params = match visibility {
-        Some(v) => json!({ "visibility": v.wire() }),
-        None => json!({}),
+    let params = ImageListParams {
+        visibility: visibility.map(VisibilityArg::wire),
     };
-    let (value, list): (Value, ImageList) = call(&client, "image.list", params).await?;
+    let (value, list) = call::<m::ImageList>(&client, &params).await?;
     if settings.json {
         output::print_json(&value);
     } else if list.images.is_empty() {
@@ -269,8 +270,10 @@ pub fn image_details(i: &ImageInfo) -> String {
 }
 
 async fn get(client: &Client, image: &str) -> Result<(Value, ImageInfo), Failure> {
-    let (value, result): (Value, ImageResult) =
-        call(client, "image.get", json!({ "image": image })).await?;
+    let params = ImageParams {
+        image: image.to_string(),
+    };
+    let (value, result) = call::<m::ImageGet>(client, &params).await?;
     Ok((value, result.image))
 }
 
@@ -311,9 +314,13 @@ async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
             format!("image {image} not deleted"),
         ));
     }
-    let value = client
-        .call_value("image.delete", json!({ "image": info.id }))
-        .await?;
+    let (value, _) = call::<m::ImageDelete>(
+        &client,
+        &ImageParams {
+            image: info.id.clone(),
+        },
+    )
+    .await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -327,13 +334,15 @@ async fn share(settings: &Settings, image: &str, projects: &[String], add: bool)
         check_name("PROJECT", p)?;
     }
     let client = settings.connect().await?;
-    let method = if add { "image.share" } else { "image.unshare" };
-    let (value, result): (Value, ImageResult) = call(
-        &client,
-        method,
-        json!({ "image": image, "projects": projects }),
-    )
-    .await?;
+    let params = ImageShareParams {
+        image: image.to_string(),
+        projects: projects.to_vec(),
+    };
+    let (value, result) = if add {
+        call::<m::ImageShare>(&client, &params).await?
+    } else {
+        call::<m::ImageUnshare>(&client, &params).await?
+    };
     if settings.json {
         output::print_json(&value);
     } else {
@@ -373,11 +382,20 @@ async fn import(
     if !path.is_file() {
         return Err(Failure::io(format!("{} is not a file", file.display())));
     }
-    let mut params = json!({ "path": path, "name": name, "os": os, "public": public });
-    if warm {
-        params["warm"] = json!(true);
-    }
-    let (value, result, _) = with_progress::<ImageResult>(settings, "image.import", params).await?;
+    let Some(path) = path.to_str() else {
+        return Err(Failure::usage(format!(
+            "{} is not valid UTF-8: kilnd takes UTF-8 paths; rename the file",
+            path.display()
+        )));
+    };
+    let params = ImageImportParams {
+        path: path.to_string(),
+        name: name.to_string(),
+        os: os.to_string(),
+        public,
+        warm: warm.then_some(true),
+    };
+    let (value, result, _) = with_progress::<m::ImageImport>(settings, &params).await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -397,26 +415,23 @@ async fn import(
 /// Calls `method`, printing its `image.progress` notifications to stderr as they arrive (not
 /// with --json, so that stderr holds nothing but a JSON error when there is one). Returns the
 /// result and how many progress lines were shown.
-async fn with_progress<T: serde::de::DeserializeOwned>(
+async fn with_progress<M: Method>(
     settings: &Settings,
-    method: &str,
-    params: Value,
-) -> Result<(Value, T, usize), Failure> {
+    params: &M::Params,
+) -> Result<(Value, M::Result, usize), Failure> {
     let (client, mut notes) = Client::connect(&settings.socket, Some(settings.project.clone()))
         .await
         .map_err(Failure::from)?;
     let show = !settings.json;
     let mut streamed = 0usize;
-    let call = call::<T>(&client, method, params);
+    let call = call::<M>(&client, params);
     tokio::pin!(call);
     let mut shown = |note: kiln_shared::protocol::Notification| {
-        if note.method == "image.progress" {
-            if let Ok(p) = serde_json::from_value::<ImageProgress>(note.params) {
-                if show {
-                    eprintln!("{}", output::truncate(&p.line, usize::MAX));
-                }
-                streamed += 1;
+        if let Some(p) = note.decode::<ImageProgress>() {
+            if show {
+                eprintln!("{}", output::truncate(&p.line, usize::MAX));
             }
+            streamed += 1;
         }
     };
     let (value, result) = loop {
@@ -436,9 +451,13 @@ async fn warm(settings: &Settings, image: &str) -> CmdResult {
     if !settings.json {
         eprintln!("kiln: booting {image} once to save a ready VM; under TCG this takes minutes");
     }
-    let (value, result, _) =
-        with_progress::<ImageBootstrapResult>(settings, "image.warm", json!({ "image": image }))
-            .await?;
+    let (value, result, _) = with_progress::<m::ImageWarm>(
+        settings,
+        &ImageWarmParams {
+            image: image.to_string(),
+        },
+    )
+    .await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -461,12 +480,11 @@ async fn bootstrap(settings: &Settings, os: &str, warm: bool) -> CmdResult {
     if show {
         eprintln!("kiln: bootstrapping {os} on kilnd; this takes a few minutes");
     }
-    let mut params = json!({ "os": os });
-    if !warm {
-        params["warm"] = json!(false);
-    }
-    let (value, result, streamed) =
-        with_progress::<ImageBootstrapResult>(settings, "image.bootstrap", params).await?;
+    let params = ImageBootstrapParams {
+        os: os.to_string(),
+        warm: (!warm).then_some(false),
+    };
+    let (value, result, streamed) = with_progress::<m::ImageBootstrap>(settings, &params).await?;
     if show && streamed == 0 {
         for line in &result.progress {
             eprintln!("{}", output::truncate(line, usize::MAX));

@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use kiln_shared::client::{Client, ClientError};
+use kiln_shared::methods::Method;
 use kiln_shared::protocol::ErrorKind;
 use kiln_shared::Violation;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Exit code of a usage error (clap's own, and refusals such as `delete` without `--yes`).
@@ -193,7 +193,9 @@ impl From<ClientError> for Failure {
             | ClientError::Untrusted { .. }
             | ClientError::Io(_)
             | ClientError::Closed) => Failure::new(ErrorKind::Unavailable.as_str(), e.to_string()),
-            e @ ClientError::Protocol(_) => Failure::new("protocol", e.to_string()),
+            e @ (ClientError::Protocol(_) | ClientError::Result { .. }) => {
+                Failure::new("protocol", e.to_string())
+            }
         }
     }
 }
@@ -245,20 +247,12 @@ fn completions(shell: CompletionShell) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Calls `method` and returns the raw result (printed as is with `--json`) and its typed form.
-pub async fn call<T: DeserializeOwned>(
+/// Calls method `M` and returns the raw result (printed as is with `--json`) and its typed form.
+pub async fn call<M: Method>(
     client: &Client,
-    method: &str,
-    params: Value,
-) -> Result<(Value, T), Failure> {
-    let value = client.call_value(method, params).await?;
-    let typed = serde_json::from_value(value.clone()).map_err(|e| {
-        Failure::new(
-            "protocol",
-            format!("unexpected reply from kilnd to {method}: {e}"),
-        )
-    })?;
-    Ok((value, typed))
+    params: &M::Params,
+) -> Result<(Value, M::Result), Failure> {
+    Ok(client.call_both::<M>(params).await?)
 }
 
 /// A name given on the command line, checked with kiln-shared's one rule for names before

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use kiln_shared::protocol::{ProjectInfo, ProjectList};
-use serde_json::{json, Value};
+use kiln_shared::methods::{self as m, Empty};
+use kiln_shared::protocol::ProjectInfo;
 
 use super::output::{self, Column, Table};
 use super::{call, CmdResult, Settings};
@@ -50,7 +50,7 @@ pub fn project_table(projects: &[ProjectInfo]) -> Table {
 
 async fn list(settings: &Settings) -> CmdResult {
     let client = settings.connect().await?;
-    let (value, list): (Value, ProjectList) = call(&client, "project.list", json!({})).await?;
+    let (value, list) = call::<m::ProjectList>(&client, &Empty {}).await?;
     if settings.json {
         output::print_json(&value);
     } else {

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use chrono::{DateTime, Local, Utc};
 use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
+use kiln_shared::methods::{self as m, Empty};
 use kiln_shared::protocol::{
-    ErrorKind, RevisionList, TemplateList, TemplateRecord, TemplateRef, TemplateSummary,
+    ErrorKind, NameParams, RevisionList, TemplateGetParams, TemplateParams, TemplateRecord,
+    TemplateRef, TemplateSummary, TemplateUpdateParams,
 };
 use kiln_shared::{Template, Violation};
 use serde_json::{json, Value};
@@ -130,13 +132,12 @@ async fn create(settings: &Settings, path: &Path) -> CmdResult {
         return Err(Failure::invalid_template(&file.display, missing));
     }
     let client = settings.connect().await?;
-    let (value, created): (Value, TemplateRef) = call(
-        &client,
-        "template.create",
-        json!({ "template": to_wire(&template)? }),
-    )
-    .await
-    .map_err(|f| about_file(f, &file.display))?;
+    let params = TemplateParams {
+        template: to_wire(&template)?,
+    };
+    let (value, created) = call::<m::TemplateCreate>(&client, &params)
+        .await
+        .map_err(|f| about_file(f, &file.display))?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -189,7 +190,7 @@ pub fn template_table(templates: &[TemplateSummary]) -> Table {
 
 async fn list(settings: &Settings) -> CmdResult {
     let client = settings.connect().await?;
-    let (value, list): (Value, TemplateList) = call(&client, "template.list", json!({})).await?;
+    let (value, list) = call::<m::TemplateList>(&client, &Empty {}).await?;
     if settings.json {
         output::print_json(&value);
     } else if list.templates.is_empty() {
@@ -208,11 +209,11 @@ async fn get(
     name: &str,
     revision: Option<u64>,
 ) -> Result<(Value, TemplateRecord), Failure> {
-    let mut params = json!({ "name": name });
-    if let Some(r) = revision {
-        params["revision"] = json!(r);
-    }
-    call(client, "template.get", params).await
+    let params = TemplateGetParams {
+        name: name.to_string(),
+        revision,
+    };
+    call::<m::TemplateGet>(client, &params).await
 }
 
 async fn show(settings: &Settings, name: &str, revision: Option<u64>) -> CmdResult {
@@ -269,8 +270,7 @@ pub fn revision_table(list: &RevisionList) -> Table {
 
 async fn revisions(settings: &Settings, name: &str) -> CmdResult {
     let client = settings.connect().await?;
-    let (value, list): (Value, RevisionList) =
-        call(&client, "template.revisions", json!({ "name": name })).await?;
+    let (value, list) = call::<m::TemplateRevisions>(&client, &name_params(name)).await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -300,8 +300,7 @@ async fn delete(settings: &Settings, name: &str, yes: bool) -> CmdResult {
     }
     let client = settings.connect().await?;
     if !yes {
-        let (_, list): (Value, RevisionList) =
-            call(&client, "template.revisions", json!({ "name": name })).await?;
+        let (_, list) = call::<m::TemplateRevisions>(&client, &name_params(name)).await?;
         if !output::confirm(&delete_question(name, list.revisions.len()))? {
             return Err(Failure::new(
                 "declined",
@@ -309,9 +308,7 @@ async fn delete(settings: &Settings, name: &str, yes: bool) -> CmdResult {
             ));
         }
     }
-    let value = client
-        .call_value("template.delete", json!({ "name": name }))
-        .await?;
+    let (value, _) = call::<m::TemplateDelete>(&client, &name_params(name)).await?;
     if settings.json {
         output::print_json(&value);
     } else {
@@ -510,13 +507,21 @@ async fn edit_round(
     let Some(c) = client.as_ref() else {
         return Round::Retry(vec!["not connected to kilnd".to_string()]);
     };
-    let params = json!({ "name": name, "template": wire, "expected_revision": *expected });
-    match call::<TemplateRef>(c, "template.update", params).await {
+    let params = TemplateUpdateParams {
+        name: name.to_string(),
+        template: wire,
+        expected_revision: Some(*expected),
+    };
+    match call::<m::TemplateUpdate>(c, &params).await {
         Ok((value, stored)) => Round::Stored(value, stored),
         Err(f) if f.kind == ErrorKind::Conflict.as_str() => {
             // Someone stored a revision while the editor was open: say so, and let a second save
             // overwrite it knowingly.
-            let current = call::<TemplateRecord>(c, "template.get", json!({ "name": name }))
+            let get = TemplateGetParams {
+                name: name.to_string(),
+                revision: None,
+            };
+            let current = call::<m::TemplateGet>(c, &get)
                 .await
                 .map(|(_, r)| r.revision);
             match current {
@@ -545,6 +550,12 @@ fn failure_lines(f: &Failure) -> Vec<String> {
         vec![f.message.clone()]
     } else {
         f.violations.iter().map(Violation::to_string).collect()
+    }
+}
+
+fn name_params(name: &str) -> NameParams {
+    NameParams {
+        name: name.to_string(),
     }
 }
 
