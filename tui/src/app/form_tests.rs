@@ -412,7 +412,7 @@ fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
     let fx = key(&mut a, Key::Enter);
     assert_eq!(
         the_call(&fx, "build.start").1,
-        json!({"template": "java-app", "image_name": "j1", "base_image": "ubuntu-24.04", "no_cache": false})
+        json!({"template": "java-app", "image_name": "j1", "base_image": "ubuntu-24.04"})
     );
     let build = fixtures::build(9, "java-app", BuildState::Queued);
     reply(&mut a, "build.start", 0, Ok(json!({ "build": build })));

@@ -312,16 +312,8 @@ fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
         return Vec::new();
     }
     match e.kind {
-        EventKind::Build => {
-            if let Some(build) = e.build {
-                app.builds.on_event(build);
-            }
-        }
-        EventKind::Template => {
-            if let Some(name) = e.name {
-                app.templates.on_event(name, e.template);
-            }
-        }
+        EventKind::Build { build } => app.builds.on_event(*build),
+        EventKind::Template { name, template } => app.templates.on_event(name, template),
         EventKind::Resync => {
             app.templates.list.loaded = false;
             app.builds.list.loaded = false;
