@@ -165,9 +165,7 @@ pub fn logs(
     Ok(SubReply { sub })
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
     queue.store_build_state(id)

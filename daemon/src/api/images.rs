@@ -166,11 +166,7 @@ pub async fn import(
 
 type Lines = Arc<Mutex<Vec<String>>>;
 
-fn lock(lines: &Lines) -> std::sync::MutexGuard<'_, Vec<String>> {
-    lines
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::sync::lock;
 
 fn take(lines: &Lines) -> Vec<String> {
     std::mem::take(&mut *lock(lines))
