@@ -96,6 +96,39 @@ impl Kilnd {
         );
     }
 
+    /// Imports an empty 1 GiB qcow2 (made once in the test's dir) as the public `debian-12`: a
+    /// build from it boots nothing and waits in `booting` until canceled.
+    pub fn import_empty_base(&self) {
+        let empty = self.dir.path().join("empty.qcow2");
+        if !empty.exists() {
+            let ok = Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&empty)
+                .arg("1G")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "qemu-img create {}", empty.display());
+        }
+        self.import_base(&empty, false);
+    }
+
+    /// Restarts kilnd with `script` standing in for the program `tool` (found first on its
+    /// PATH), e.g. a qemu-img that misbehaves at a chosen moment.
+    pub fn restart_with_stand_in(&mut self, tool: &str, script: &str) {
+        let tools = self.dir.path().join("tools");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(tools.join(tool), script).unwrap();
+        std::fs::set_permissions(
+            tools.join(tool),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        assert!(self.terminate());
+        self.path_first = Some(tools);
+        self.spawn();
+    }
+
     /// The command line kilnd runs with, without spawning it.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(bin("kilnd"));
@@ -188,24 +221,30 @@ impl Kilnd {
     }
 }
 
+/// Ends a kilnd: SIGTERM first, so it ends its builds' VMs (a failed test must not leave qemu
+/// running), then SIGKILL if it takes longer than 15 s.
+fn stop(mut c: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 impl Drop for Kilnd {
     /// SIGTERM first, so kilnd ends its builds' VMs (a failed test must not leave qemu running),
     /// then SIGKILL if it takes too long.
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop(c);
         }
     }
 }
@@ -745,20 +784,8 @@ impl SystemKilnd {
 
 impl Drop for SystemKilnd {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop(c);
         }
     }
 }

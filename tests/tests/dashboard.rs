@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use kiln_tests::{Kilnd, Pane};
 use serde_json::json;
@@ -14,16 +13,8 @@ use serde_json::json;
 #[test]
 fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     let k = Kilnd::start();
-    let empty = k.dir.path().join("empty.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&empty)
-        .arg("1G")
-        .status()
-        .unwrap()
-        .success());
     // An empty disk boots nothing: no saved VM for it.
-    k.import_base(&empty, false);
+    k.import_empty_base();
     let mut c = k.connect();
     // The "editor": sets min_disk_gb in a template's TOML, writes a user script into any other
     // file.

@@ -405,25 +405,14 @@ fn kill_9_mid_import_leaves_no_process_behind() {
     let file = disk(k.dir.path(), "a.qcow2", "qcow2");
     // A qemu-img whose convert hangs (in a child of its own, as a tool's helpers would) until
     // killed: kilnd dies while it runs.
-    let tools = k.dir.path().join("tools");
-    std::fs::create_dir(&tools).unwrap();
     let started = k.dir.path().join("convert-started");
-    std::fs::write(
-        tools.join("qemu-img"),
-        format!(
+    k.restart_with_stand_in(
+        "qemu-img",
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = convert ]; then touch {}; sleep 600; fi\nexec /usr/bin/qemu-img \"$@\"\n",
             started.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        tools.join("qemu-img"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    assert!(k.terminate());
-    k.path_first = Some(tools);
-    k.spawn();
+    );
     let mut import = k
         .kiln_cmd(&["image", "import", &file, "--name", "a", "--os", "debian-12"])
         .spawn()
@@ -590,23 +579,12 @@ fn import_of_a_file_swapped_after_inspection_never_reads_a_backing_file() {
         std::os::unix::fs::chown(f, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
     }
     // The swap, done by a qemu-img stand-in after each `info`, in place: `cat >` keeps the inode.
-    let tools = k.dir.path().join("tools");
-    std::fs::create_dir(&tools).unwrap();
-    std::fs::write(
-        tools.join("qemu-img"),
-        format!(
+    k.restart_with_stand_in(
+        "qemu-img",
+        &format!(
             "#!/bin/sh\n/usr/bin/qemu-img \"$@\"; rc=$?\n[ \"$1\" = info ] && cat {evil} > {clean}\nexit $rc\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        tools.join("qemu-img"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    assert!(k.terminate());
-    k.path_first = Some(tools);
-    k.spawn();
+    );
     open_to_others(&k);
 
     let image = kiln_as_other(

@@ -176,17 +176,8 @@ fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Kilnd {
 /// Two builds of `project` in progress under `max_concurrent_builds = 1`: one running (an empty
 /// disk boots nothing, so it stays `booting` until canceled) and one queued behind it.
 fn builds_in_progress(k: &Kilnd, c: &mut Conn, project: &str) -> (Value, Value) {
-    let empty = k.dir.path().join("empty.qcow2");
-    if !empty.exists() {
-        let ok = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&empty)
-            .arg("1G")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        k.import_base(&empty, false);
+    if !k.dir.path().join("empty.qcow2").exists() {
+        k.import_empty_base();
     }
     c.call(
         "template.create",

@@ -320,17 +320,7 @@ fn next_event(c: &mut kiln_tests::Conn, sub: &Value) -> Value {
 #[test]
 fn events_tell_of_template_and_build_changes() {
     let k = Kilnd::start();
-    // An empty disk: a build from it boots nothing and waits in `booting` until canceled.
-    let empty = k.dir.path().join("empty.qcow2");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&empty)
-        .arg("1G")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    k.import_base(&empty, false);
+    k.import_empty_base();
     let mut events = k.connect();
     let sub = events.call("events.subscribe", json!({}))["sub"].clone();
     let mut c = k.connect();
@@ -401,16 +391,8 @@ fn events_tell_of_template_and_build_changes() {
 #[test]
 fn one_name_rule_for_every_method() {
     let k = Kilnd::start();
+    k.import_empty_base();
     let disk = k.dir.path().join("empty.qcow2");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("1G")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    k.import_base(&disk, false);
     let mut c = k.connect();
     c.call("template.create", json!({"template": template("web")}));
 
