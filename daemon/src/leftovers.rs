@@ -91,6 +91,19 @@ pub(crate) fn alive(pid: u32) -> bool {
     })
 }
 
+/// When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, it
+/// names one process for good, since a reused pid has a later start.
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised name start at field 3 (state).
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
 fn command_of(pid: u32) -> String {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");

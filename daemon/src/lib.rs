@@ -121,7 +121,18 @@ impl AcceptBackoff {
 }
 
 /// Runs kilnd until `shutdown` resolves: opens the store, binds the socket, serves connections.
+/// Builds run on QEMU.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with(config, None, shutdown).await
+}
+
+/// [`run`], with builds on `driver` instead of QEMU when one is given (the queue's tests bring a
+/// scripted driver; it never stands for a real build).
+pub async fn run_with(
+    config: Config,
+    driver: Option<Arc<dyn driver::VmDriver>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let fd_limit = raise_fd_limit();
     let max_connections = connection_limit(
         config.max_connections(),
@@ -170,8 +181,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         catalog::Catalog::open(store.clone(), config.data_dir.join("images"))
             .map_err(DaemonError::Catalog)?,
     );
-    let warm =
-        Arc::new(driver::warm::WarmStates::open(config.data_dir.join("warm")).map_err(data_err)?);
+    let warm = Arc::new(
+        driver::qemu::warm::WarmStates::open(config.data_dir.join("warm")).map_err(data_err)?,
+    );
+    let accel = Arc::new(driver::AccelProbe::default());
+    let driver = driver.unwrap_or_else(|| {
+        Arc::new(driver::QemuDriver::new(accel.clone(), warm.clone())) as Arc<dyn driver::VmDriver>
+    });
     // Saved VMs of images deleted while kilnd was down (or mid-delete) go too.
     let live = store
         .list_images()?
@@ -182,9 +198,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     warm.sweep(&live);
     let queue = queue::Queue::new(
         store.clone(),
-        logs,
+        logs.clone(),
         catalog.clone(),
-        warm,
+        driver,
         config.data_dir.join("builds"),
         queue::Limits {
             max_concurrent: config.max_concurrent_builds() as usize,
@@ -212,6 +228,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config,
         catalog,
         queue: queue.clone(),
+        logs,
+        warm,
+        accel,
         store,
         apps: kiln_shared::apps::AppCatalog::builtin(),
         started_at: chrono::Utc::now(),

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_daemon::driver::{self, AccelProbe, Vm, VmSpec};
+use kiln_daemon::driver::qemu::{self as driver, AccelProbe, Vm};
+use kiln_daemon::driver::VmSpec;
 use kiln_daemon::guest::{Guest, GuestError, Stream};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,7 @@ fn spec(base: &Path, work_dir: &Path) -> VmSpec {
         cpus: 2,
         memory_mb: 1024,
         user: "debian".into(),
+        os: &kiln_daemon::guest::os::DEBIAN,
     }
 }
 
@@ -210,6 +212,7 @@ async fn killed_vm_leaves_no_qemu() {
     // kill_stale refuses a pid whose command line does not name the given work directory.
     assert!(!driver::kill_stale(
         pid,
+        None,
         Path::new("/var/tmp/not-this-build")
     ));
 

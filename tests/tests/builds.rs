@@ -420,7 +420,8 @@ fn full_build_then_boot_the_output_image() {
     assert_no_kiln_keys(&image, &dir.join("scan"), &kiln_keys);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use kiln_daemon::driver::{prepare, AccelProbe, Vm, VmSpec};
+        use kiln_daemon::driver::qemu::{prepare, AccelProbe, Vm};
+        use kiln_daemon::driver::VmSpec;
         let work = dir.join("verify");
         std::fs::create_dir(&work).unwrap();
         let spec = VmSpec {
@@ -430,6 +431,7 @@ fn full_build_then_boot_the_output_image() {
             cpus: 2,
             memory_mb: 1024,
             user: "debian".into(),
+            os: &kiln_daemon::guest::os::DEBIAN,
         };
         let prepared = prepare(&spec).await.unwrap();
         let accel = AccelProbe::default();

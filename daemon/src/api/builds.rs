@@ -137,7 +137,7 @@ pub async fn wait(
     sink: &Sink,
 ) -> Result<BuildReply, RpcError> {
     tokio::select! {
-        r = daemon.queue.wait(project, p.id) => r.map(|build| BuildReply { build }),
+        r = daemon.queue.wait(project, p.id) => Ok(BuildReply { build: r? }),
         // Nobody is left to tell.
         () = sink.closed.cancelled() => Err(RpcError::new(
             ErrorKind::Unavailable,
@@ -155,16 +155,18 @@ pub fn logs(
     follow_up: &mut Option<FollowUp>,
 ) -> Result<SubReply, RpcError> {
     let queue = daemon.queue.clone();
+    let logs = daemon.logs.clone();
     queue.get(project, p.id)?;
     let (sub, token) = sink.open_sub()?;
     let sink = sink.clone();
     *follow_up = Some(Box::pin(async move {
-        stream_logs(queue, p, sub, sink.clone(), token).await;
+        stream_logs(queue, logs, p, sub, sink.clone(), token).await;
         sink.closed(sub);
     }));
     Ok(SubReply { sub })
 }
 
+use crate::logs::Logs;
 use crate::sync::lock;
 
 fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
@@ -176,6 +178,7 @@ fn state_of(queue: &Queue, id: u64) -> Option<BuildState> {
 /// `stop` fires (`build.logs.unsubscribe`) it ends with `build.log.end` saying `unsubscribed`.
 async fn stream_logs(
     queue: Arc<Queue>,
+    logs: Arc<Logs>,
     p: BuildLogsParams,
     sub: u64,
     sink: Sink,
@@ -184,7 +187,7 @@ async fn stream_logs(
     let mut next = p.from_line.unwrap_or(0);
     let id = p.id;
     let streamed = async {
-        send_logs(&queue, &p, sub, &sink, &mut next).await;
+        send_logs(&queue, &logs, &p, sub, &sink, &mut next).await;
     };
     let unsubscribed = tokio::select! {
         () = streamed => false,
@@ -200,7 +203,14 @@ async fn stream_logs(
 }
 
 /// The lines of [`stream_logs`]; `next` is the sequence number of the next line to send.
-async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sink, next: &mut u64) {
+async fn send_logs(
+    queue: &Arc<Queue>,
+    logs: &Logs,
+    p: &BuildLogsParams,
+    sub: u64,
+    sink: &Sink,
+    next: &mut u64,
+) {
     let queue = queue.clone();
     let id = p.id;
     macro_rules! send {
@@ -233,8 +243,8 @@ async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sin
         let mut changes = queue.changes();
         loop {
             // Subscribe before reading the file, so no line falls between the two.
-            let rx = queue.logs.subscribe(id);
-            for line in queue.logs.read_from(id, *next) {
+            let rx = logs.subscribe(id);
+            for line in logs.read_from(id, *next) {
                 send!(&line);
             }
             if let Some(mut rx) = rx {
@@ -243,20 +253,20 @@ async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sin
                         Ok(line) => send!(&line),
                         // Too slow for the live channel: catch up from the file.
                         Err(RecvError::Lagged(_)) => {
-                            for line in queue.logs.read_from(id, *next) {
+                            for line in logs.read_from(id, *next) {
                                 send!(&line);
                             }
                         }
                         Err(RecvError::Closed) => break,
                     }
                 }
-                for line in queue.logs.read_from(id, *next) {
+                for line in logs.read_from(id, *next) {
                     send!(&line);
                 }
                 break;
             }
             if state_of(&queue, id).is_none_or(BuildState::is_terminal) {
-                for line in queue.logs.read_from(id, *next) {
+                for line in logs.read_from(id, *next) {
                     send!(&line);
                 }
                 break;
@@ -265,7 +275,7 @@ async fn send_logs(queue: &Arc<Queue>, p: &BuildLogsParams, sub: u64, sink: &Sin
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
         }
     } else {
-        for line in queue.logs.read_from(id, *next) {
+        for line in logs.read_from(id, *next) {
             send!(&line);
         }
     }

@@ -29,6 +29,11 @@ pub struct Daemon {
     pub store: Arc<Store>,
     pub catalog: Arc<crate::catalog::Catalog>,
     pub queue: Arc<crate::queue::Queue>,
+    pub logs: Arc<crate::logs::Logs>,
+    /// Saved VMs of base images (QEMU's warm start), made by `image.warm`.
+    pub warm: Arc<crate::driver::qemu::warm::WarmStates>,
+    /// The accelerator verdict builds run under.
+    pub accel: Arc<crate::driver::AccelProbe>,
     pub access: Access,
     pub apps: AppCatalog,
     pub started_at: DateTime<Utc>,
@@ -36,6 +41,29 @@ pub struct Daemon {
     pub template_changes: tokio::sync::broadcast::Sender<super::TemplateChanged>,
     /// How many clients are connected, and what their unfinished lines hold.
     pub connections: Arc<super::Connections>,
+}
+
+impl From<crate::queue::QueueError> for RpcError {
+    fn from(e: crate::queue::QueueError) -> RpcError {
+        use crate::queue::QueueError;
+        match e {
+            QueueError::ImageName(_) => RpcError::new(ErrorKind::InvalidParams, e.to_string()),
+            QueueError::Template(e) => e.into(),
+            QueueError::Base(e) => e.into(),
+            QueueError::NotFound { .. } => RpcError::new(ErrorKind::NotFound, e.to_string()),
+            QueueError::Store(e) => {
+                tracing::error!("store: {e}");
+                RpcError::new(ErrorKind::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Whether builds resume from saved VMs and new base images get one (kilnd.toml).
+    pub fn warm_start(&self) -> bool {
+        self.config.file.warm_start.unwrap_or(true)
+    }
 }
 
 impl From<StoreError> for RpcError {
@@ -391,7 +419,6 @@ impl Daemon {
             running: running as u64,
             max_concurrent_builds: self.config.max_concurrent_builds(),
             accel: self
-                .queue
                 .accel
                 .current()
                 .map_or("unknown", |a| a.as_str())

@@ -14,7 +14,7 @@ use super::builds::Sink;
 use super::Daemon;
 use crate::access::Peer;
 use crate::catalog::Requester;
-use crate::driver::warm::{Machine, WarmState};
+use crate::driver::qemu::warm::{WarmShape, WarmState};
 use crate::driver::DriverError;
 
 /// Sends the progress lines of one `image.*` call to its caller as `image.progress`
@@ -80,7 +80,7 @@ pub async fn delete(daemon: &Daemon, who: &Requester, p: ImageParams) -> Result<
     let catalog = &daemon.catalog;
     let id = catalog.get(who, &p.image).await?.id;
     catalog.delete(who, &p.image).await?;
-    if let Err(e) = daemon.queue.warm.remove(&id) {
+    if let Err(e) = daemon.warm.remove(&id) {
         tracing::warn!(image = %id, "removing the deleted image's warm state: {e}");
     }
     Ok(Empty {})
@@ -137,7 +137,7 @@ pub async fn bootstrap(
                 .push(line);
         })
         .await?;
-    if p.warm.unwrap_or(daemon.queue.warm_start()) {
+    if p.warm.unwrap_or(daemon.warm_start()) {
         let (warm_lines, log) = collecting(&progress);
         warm_after(daemon, who, &mut image, &log).await;
         lock(&lines).extend(take(&warm_lines));
@@ -193,14 +193,16 @@ async fn warm(
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<WarmState, RpcError> {
     let lease = daemon.catalog.lease_to_manage(who, key).await?;
-    let queue = &daemon.queue;
-    queue
+    let os = crate::guest::os::of(&lease.record().os)
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("image {key}: {e}")))?;
+    daemon
         .warm
         .make(
             &lease.record().id,
             lease.path(),
-            Machine::default(),
-            &queue.accel,
+            WarmShape::default(),
+            os,
+            &daemon.accel,
             progress,
         )
         .await
@@ -232,7 +234,6 @@ async fn warm_after(
 
 async fn warm_info(daemon: &Daemon, image: &ImageInfo) -> Option<WarmInfo> {
     let state = daemon
-        .queue
         .warm
         .peek(&image.id, std::path::Path::new(&image.path))
         .await?;

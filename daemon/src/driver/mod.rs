@@ -1,29 +1,24 @@
-//! VM drivers: the QEMU driver, its cloud-init seed, accel detection.
+//! The seam between a build and the machine it runs in. A [`VmDriver`] makes a [`Machine`] for a
+//! [`VmSpec`] (files only, nothing running); the pipeline boots it, waits until it is ready (which
+//! hands out a [`Shell`] in the guest), and powers it down or kills it. Everything a machine
+//! makes lives in the spec's work directory, so cleanup is removing that directory once the
+//! machine is gone; a machine's [`VmHandle`] is recorded so a restarted kilnd can end what a
+//! dead one left running ([`VmDriver::reap`]).
 //!
-//! A build's VM goes through [`prepare`] (overlay, keys, seed: files only, nothing running), then
-//! [`Vm::boot`], [`Vm::wait_ready`] (which hands out the SSH [`Guest`](crate::guest::Guest)),
-//! and [`Vm::powerdown`] or [`Vm::kill`]. Every file lives in the build's work directory, so
-//! cleanup is removing that directory after the process is gone; [`kill_stale`] ends a qemu a
-//! dead daemon left behind.
+//! [`qemu`] is the driver kilnd runs. Warm start (resuming a saved VM) is its capability alone,
+//! behind [`VmDriver::prepare_warm`]. The queue's tests bring a scripted driver of their own.
 
 pub mod qemu;
-mod qmp;
-pub mod seed;
-pub mod warm;
 
-use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use qemu::{kill_stale, Accel, AccelProbe, Vm};
+use crate::guest::os::GuestOs;
+use crate::guest::{GuestError, Shell};
 
-use crate::guest::GuestError;
-use crate::qemu_img::{self, QemuImgError};
-use crate::tool::ToolError;
-
-/// Longest path a Unix socket address can hold (sun_path is 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub use qemu::{Accel, AccelProbe, QemuDriver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -80,6 +75,9 @@ pub enum DriverError {
     },
     #[error("{0}")]
     Busy(String),
+    /// Another driver's failure, said in its own words.
+    #[error("{0}")]
+    Other(String),
     #[error("resuming the saved VM: {0}")]
     Resume(String),
     #[error(transparent)]
@@ -91,7 +89,7 @@ pub enum DriverError {
 pub struct VmSpec {
     /// qcow2 base image; never modified, only used as the backing file of an overlay.
     pub base_image: PathBuf,
-    /// The build's own directory, existing and empty: everything [`prepare`] makes goes here.
+    /// The build's own directory, existing and empty: everything the driver makes goes here.
     pub work_dir: PathBuf,
     /// Virtual size of the overlay in GiB; 0 = same as the base. Never smaller than the base.
     pub disk_gb: u64,
@@ -99,278 +97,87 @@ pub struct VmSpec {
     pub memory_mb: u32,
     /// The image's default cloud-init user, who gets the build key ("debian").
     pub user: String,
+    /// The guest's OS family: the commands the driver types into it.
+    pub os: &'static GuestOs,
 }
 
-/// Everything created before boot; all paths inside the work directory. Serializable so the
-/// daemon can record it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Prepared {
-    pub overlay: PathBuf,
-    pub seed: PathBuf,
-    /// The build's SSH client private key (its `.pub` sits beside it).
-    pub client_key: PathBuf,
+/// What identifies a machine's process across a kilnd restart: stored in the build record, read
+/// back only by the driver named in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmHandle {
+    pub driver: String,
+    pub data: serde_json::Value,
+}
+
+/// Where a driver says what it is doing, for the build log.
+pub type Say = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A public key kiln authorized in a guest; generalize removes each wherever it ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KilnKey {
+    /// For the log: "build key", "saved VM's key".
+    pub what: &'static str,
+    /// "ssh-ed25519 AAAA... comment".
+    pub public: String,
+}
+
+/// Makes machines.
+#[async_trait::async_trait]
+pub trait VmDriver: Send + Sync {
+    /// What a cold boot of `spec` needs, made in its work directory; nothing runs yet.
+    async fn prepare(&self, spec: &VmSpec, say: Say) -> Result<Box<dyn Machine>, DriverError>;
+
+    /// Like [`prepare`](Self::prepare), for a machine that resumes base image `base_id` from a
+    /// VM saved earlier; `Err` says why it cannot (no saved VM, another shape, no such
+    /// capability), and the build boots cold.
+    async fn prepare_warm(
+        &self,
+        spec: &VmSpec,
+        base_id: &str,
+        say: Say,
+    ) -> Result<Box<dyn Machine>, String> {
+        let _ = (spec, base_id, say);
+        Err("this VM driver cannot resume saved VMs".into())
+    }
+
+    /// Ends the machine a dead kilnd left running, known by its handle and work directory;
+    /// true when there was one to end. Never touches a process that is not that machine.
+    fn reap(&self, handle: &VmHandle, work_dir: &Path) -> bool;
+}
+
+/// One VM, from prepared to gone. Dropping it ends the VM.
+#[async_trait::async_trait]
+pub trait Machine: Send + Sync {
+    /// Every key kiln authorized in the guest.
+    fn kiln_keys(&self) -> Vec<KilnKey>;
     /// The guest's pinned host key, "ssh-ed25519 AAAA...".
-    pub host_public_key: String,
-    pub serial_log: PathBuf,
-    pub qmp_socket: PathBuf,
-    pub user: String,
-    pub cpus: u32,
-    pub memory_mb: u32,
+    fn host_public_key(&self) -> String;
+    async fn boot(&mut self) -> Result<(), DriverError>;
+    /// Waits until the guest is ready, within `timeout`; also after the guest rebooted.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<Arc<dyn Shell>, DriverError>;
+    /// How the last `wait_ready` got there, for the log ("ssh with the pinned host key, ...").
+    fn how_ready(&self) -> &'static str;
+    /// Asks the guest to power off and waits up to `timeout`; kills it after that (an error).
+    async fn powerdown(&mut self, timeout: Duration) -> Result<(), DriverError>;
+    /// Ends the VM at once; nothing when it is gone already.
+    async fn kill(&mut self);
+    /// The running process, for the store; `None` before boot.
+    fn handle(&self) -> Option<VmHandle>;
+    /// One line for the build log: "qemu pid 123 (tcg), ssh on 127.0.0.1:40000".
+    fn describe(&self) -> String;
+    /// The accelerator it runs under ("kvm", "tcg"), once booted.
+    fn accel(&self) -> Option<&'static str>;
+    /// A command a person can paste to log in to the guest.
+    fn attach_command(&self) -> String;
+    /// The disk the guest writes; the finished image once powered off.
+    fn disk(&self) -> &Path;
+    /// The guest's serial console, as a file that grows while it runs.
+    fn serial_log(&self) -> &Path;
 }
 
-impl Prepared {
-    /// The work directory every other path lives in.
-    pub fn work_dir(&self) -> &Path {
-        self.overlay.parent().unwrap_or(Path::new("/"))
-    }
-}
-
-/// Runs an external tool to completion (through [`crate::tool`], so dropping the work kills
-/// its process group); a failure names the tool, what it was doing and its stderr.
-pub(crate) async fn run_tool(
-    tool: &'static str,
-    args: &[&OsStr],
-    doing: impl FnOnce() -> String,
-) -> Result<Vec<u8>, DriverError> {
-    crate::tool::output(tool, args)
-        .await
-        .map_err(|e| tool_error(tool, e, doing))
-}
-
-fn tool_error(tool: &'static str, e: ToolError, doing: impl FnOnce() -> String) -> DriverError {
-    match e {
-        ToolError::Missing { source, .. }
-        | ToolError::Start { source, .. }
-        | ToolError::Wait { source, .. } => DriverError::ToolMissing { tool, source },
-        ToolError::Failed { status, output, .. } => DriverError::Tool {
-            tool,
-            doing: doing(),
-            status: status.to_string(),
-            stderr: output,
-        },
-    }
-}
-
-fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DriverError {
-    let path = path.to_owned();
-    move |source| DriverError::Io {
-        doing,
-        path,
-        source,
-    }
-}
-
-/// Creates the overlay, the client and host keys and the NoCloud seed in `spec.work_dir`.
-/// Nothing runs afterwards; the host private key ends up only inside the seed ISO.
-pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
-    let started = Instant::now();
-    let work_dir = resolved_work_dir(spec)?;
-    if !work_dir.is_dir() {
-        return Err(DriverError::WorkDir {
-            path: work_dir,
-            reason: "not a directory".into(),
-        });
-    }
-    let qmp_socket = work_dir.join("qmp.sock");
-    if qmp_socket.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(DriverError::WorkDir {
-            path: work_dir,
-            reason: format!(
-                "too long for the QMP socket inside it (a Unix socket path holds at most {MAX_SOCKET_PATH} bytes); use a shorter data directory"
-            ),
-        });
-    }
-    let base = std::fs::canonicalize(&spec.base_image).map_err(|e| DriverError::BaseImage {
-        path: spec.base_image.clone(),
-        reason: e.to_string(),
-    })?;
-
-    let overlay = work_dir.join("overlay.qcow2");
-    let size = overlay_size(&base, spec.disk_gb).await?;
-    create_overlay(&base, &overlay, Some(size)).await?;
-
-    let client_key = work_dir.join("client_key");
-    let host_key = work_dir.join("host_key");
-    tokio::try_join!(keygen(&client_key), keygen(&host_key))?;
-    let read = |path: PathBuf| async move {
-        tokio::fs::read_to_string(&path)
-            .await
-            .map_err(io_err("reading the key", &path))
-    };
-    let client_public = read(client_key.with_extension("pub")).await?;
-    let host_private = read(host_key.clone()).await?;
-    let host_public_line = read(host_key.with_extension("pub")).await?;
-    let host_public_key = public_key(&host_public_line);
-
-    let seed = seed::write(
-        &work_dir,
-        &seed::Seed {
-            instance_id: seed::instance_id(),
-            hostname: "kiln-build".into(),
-            client_public_key: client_public.trim().to_owned(),
-            host_private_key: host_private,
-            host_public_key: host_public_key.clone(),
-        },
-    )
-    .await?;
-    // The seed carries the host key now; no second copy stays on disk.
-    tokio::fs::remove_file(&host_key)
-        .await
-        .map_err(io_err("removing the host private key", &host_key))?;
-
-    tracing::info!(
-        work_dir = %work_dir.display(),
-        base = %base.display(),
-        size_bytes = size,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "prepared overlay, keys and cloud-init seed"
-    );
-    Ok(Prepared {
-        overlay,
-        seed,
-        client_key,
-        host_public_key,
-        serial_log: work_dir.join("serial.log"),
-        qmp_socket,
-        user: spec.user.clone(),
-        cpus: spec.cpus,
-        memory_mb: spec.memory_mb,
-    })
-}
-
-/// `spec.work_dir` with symlinks resolved (it must exist).
-fn resolved_work_dir(spec: &VmSpec) -> Result<PathBuf, DriverError> {
-    std::fs::canonicalize(&spec.work_dir).map_err(|e| DriverError::WorkDir {
-        path: spec.work_dir.clone(),
-        reason: e.to_string(),
-    })
-}
-
-/// Creates `overlay`, a qcow2 whose backing file is the qcow2 `backing`, of `size` bytes (the
-/// backing's size when `None`). Nothing is copied: the overlay holds only what is written to it.
-async fn create_overlay(
-    backing: &Path,
-    overlay: &Path,
-    size: Option<u64>,
-) -> Result<(), DriverError> {
-    qemu_img::create_overlay(backing, overlay, size)
-        .await
-        .map_err(|e| {
-            tool_error("qemu-img", e, || {
-                format!("creating the overlay {}", overlay.display())
-            })
-        })
-}
-
-/// "ssh-ed25519 AAAA..." from an OpenSSH public key line (its comment dropped).
-fn public_key(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The overlay's virtual size in bytes: the request, but never less than the base.
-async fn overlay_size(base: &Path, disk_gb: u64) -> Result<u64, DriverError> {
-    let bad = |reason: String| DriverError::BaseImage {
-        path: base.to_owned(),
-        reason,
-    };
-    let info = qemu_img::info_shared(base).await.map_err(|e| match e {
-        QemuImgError::Tool(e) => tool_error("qemu-img", e, || {
-            format!("reading the base image {}", base.display())
-        }),
-        QemuImgError::Info { reason, .. } => {
-            bad(format!("unreadable `qemu-img info` output: {reason}"))
-        }
-        e => bad(e.to_string()),
-    })?;
-    if info.format != "qcow2" {
-        return Err(bad(format!(
-            "is {}, not qcow2; convert it with `qemu-img convert -O qcow2`",
-            info.format
-        )));
-    }
-    let base_size = info.virtual_size;
-    let requested = disk_gb.saturating_mul(1 << 30);
-    if disk_gb > 0 && requested < base_size {
-        tracing::warn!(
-            requested_gb = disk_gb,
-            base_bytes = base_size,
-            "requested disk is smaller than the base image; using the base image's size (disks only grow)"
-        );
-    }
-    Ok(requested.max(base_size))
-}
-
-async fn keygen(path: &Path) -> Result<(), DriverError> {
-    run_tool(
-        "ssh-keygen",
-        &[
-            "-t".as_ref(),
-            "ed25519".as_ref(),
-            "-N".as_ref(),
-            "".as_ref(),
-            "-q".as_ref(),
-            "-C".as_ref(),
-            "kiln-build".as_ref(),
-            "-f".as_ref(),
-            path.as_os_str(),
-        ],
-        || format!("generating the key {}", path.display()),
-    )
-    .await
-    .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn qemu_img(args: &[&str], path: &Path) {
-        let ok = std::process::Command::new("qemu-img")
-            .args(args)
-            .arg(path)
-            .arg("64M")
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "qemu-img {args:?}");
-    }
-
-    /// The overlay is the size asked for but never smaller than its base, read from `qemu-img
-    /// info` by the catalog's parser; a base that is not qcow2 is refused by name.
-    #[tokio::test]
-    async fn overlays_never_shrink_their_base() {
-        if std::process::Command::new("qemu-img")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("skipped: qemu-img is not installed");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.qcow2");
-        qemu_img(&["create", "-q", "-f", "qcow2"], &base);
-        assert_eq!(overlay_size(&base, 0).await.unwrap(), 64 << 20);
-        assert_eq!(overlay_size(&base, 2).await.unwrap(), 2 << 30);
-
-        let overlay = dir.path().join("overlay.qcow2");
-        create_overlay(&base, &overlay, None).await.unwrap();
-        assert_eq!(overlay_size(&overlay, 0).await.unwrap(), 64 << 20);
-
-        let raw = dir.path().join("base.raw");
-        qemu_img(&["create", "-q", "-f", "raw"], &raw);
-        let err = overlay_size(&raw, 0).await.unwrap_err().to_string();
-        assert!(err.contains("is raw, not qcow2"), "{err}");
-
-        let err = overlay_size(&dir.path().join("none.qcow2"), 0)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, DriverError::Tool { tool: "qemu-img", ref doing, .. } if doing.contains("reading the base image")),
-            "{err}"
-        );
+impl DriverError {
+    /// The VM itself is gone (its process exited): waiting longer cannot help.
+    pub fn vm_gone(&self) -> bool {
+        matches!(self, DriverError::QemuExited { .. })
     }
 }

@@ -6,6 +6,8 @@
 //! whole command, because it switches the session to non-blocking mode to interleave stdout,
 //! stderr and cancellation).
 
+pub mod os;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -586,6 +588,42 @@ fn wait_socket(session: &Session, socket: &TcpStream) {
     };
     if poll(&mut fds, Some(&timeout)).is_err() {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Where a [`Shell`] sends each line a command prints.
+pub type OnLine = Box<dyn for<'a> FnMut(Stream, &'a str) + Send>;
+
+/// A shell in a guest: what a build's steps, generalize and the boot test run on. [`Guest`] (SSH)
+/// is the one kilnd uses; the queue's tests bring a scripted one.
+#[async_trait::async_trait]
+pub trait Shell: Send + Sync {
+    /// Runs `command` like [`Guest::exec`]: every output line to `on_line`, the exit code back,
+    /// [`GuestError::Canceled`] when `cancel` fires.
+    async fn run(
+        &self,
+        command: &str,
+        on_line: OnLine,
+        cancel: &CancellationToken,
+    ) -> Result<i32, GuestError>;
+
+    /// Writes `data` to `remote` with `mode`, like [`Guest::upload_bytes`].
+    async fn write_file(&self, data: Vec<u8>, remote: &str, mode: i32) -> Result<(), GuestError>;
+}
+
+#[async_trait::async_trait]
+impl Shell for Guest {
+    async fn run(
+        &self,
+        command: &str,
+        on_line: OnLine,
+        cancel: &CancellationToken,
+    ) -> Result<i32, GuestError> {
+        self.exec(command, on_line, cancel).await
+    }
+
+    async fn write_file(&self, data: Vec<u8>, remote: &str, mode: i32) -> Result<(), GuestError> {
+        self.upload_bytes(data, remote, mode).await
     }
 }
 

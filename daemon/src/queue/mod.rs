@@ -1,5 +1,6 @@
 //! The build queue: build records, FIFO scheduling with a concurrency limit, cancellation,
-//! timeouts, and restart recovery. What a build runs is its `plan`; `pipeline` runs it.
+//! timeouts, kept VMs, and restart recovery. What a build runs is its `plan`; `pipeline` runs it
+//! on the VMs of one [`VmDriver`].
 
 mod pipeline;
 pub mod plan;
@@ -11,22 +12,32 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, StepState};
-use kiln_shared::protocol::{ErrorKind, RpcError};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::Catalog;
-use crate::driver::warm::WarmStates;
-use crate::driver::AccelProbe;
+use crate::catalog::{Catalog, CatalogError};
+use crate::driver::VmDriver;
 use crate::logs::Logs;
 use crate::store::{BuildRecord, StartedBy, Store, StoreError};
+use crate::sync::lock;
+use pipeline::{KeptVm, Outcome};
 use plan::PlannedStep;
 
-pub(crate) use crate::sync::lock;
-
-fn internal(e: StoreError) -> RpcError {
-    tracing::error!("store: {e}");
-    RpcError::new(ErrorKind::Internal, e.to_string())
+/// Why the queue refused a request; api turns each into an RPC error.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("image_name {0}")]
+    ImageName(String),
+    /// The template is missing (or the store failed reading it).
+    #[error(transparent)]
+    Template(StoreError),
+    /// The base image is missing, not visible, not available or of another OS.
+    #[error(transparent)]
+    Base(CatalogError),
+    #[error("build {id} not found in project {project:?}")]
+    NotFound { project: String, id: u64 },
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Limits that tests shorten.
@@ -39,15 +50,11 @@ pub struct Limits {
     pub warm_start: bool,
 }
 
-/// A VM kept running after a failed step (`on_customizer_error = "abort"`), until canceled.
-type Kept = pipeline::KeptVm;
-
 pub struct Queue {
     store: Arc<Store>,
-    pub logs: Arc<Logs>,
+    logs: Arc<Logs>,
     catalog: Arc<Catalog>,
-    pub accel: Arc<AccelProbe>,
-    pub warm: Arc<WarmStates>,
+    driver: Arc<dyn VmDriver>,
     builds_dir: PathBuf,
     limits: Limits,
     state: Mutex<QueueState>,
@@ -60,7 +67,8 @@ pub struct Queue {
 struct QueueState {
     waiting: VecDeque<u64>,
     running: HashMap<u64, CancellationToken>,
-    kept: HashMap<u64, Kept>,
+    /// VMs kept running after a failed step (`on_customizer_error = "abort"`), until canceled.
+    kept: HashMap<u64, KeptVm>,
 }
 
 impl Queue {
@@ -68,7 +76,7 @@ impl Queue {
         store: Arc<Store>,
         logs: Arc<Logs>,
         catalog: Arc<Catalog>,
-        warm: Arc<WarmStates>,
+        driver: Arc<dyn VmDriver>,
         builds_dir: PathBuf,
         limits: Limits,
     ) -> Arc<Queue> {
@@ -77,8 +85,7 @@ impl Queue {
             store,
             logs,
             catalog,
-            accel: Arc::new(AccelProbe::default()),
-            warm,
+            driver,
             builds_dir,
             limits,
             state: Mutex::default(),
@@ -87,30 +94,27 @@ impl Queue {
         })
     }
 
-    /// Whether builds resume from saved VMs and new base images get one (kilnd.toml).
-    pub fn warm_start(&self) -> bool {
-        self.limits.warm_start
-    }
-
-    /// Ends every build a dead daemon left unfinished: `interrupted`, qemu killed, work removed.
+    /// Ends every build a dead daemon left unfinished: `interrupted`, its VM ended, work removed.
     pub fn recover(&self) -> Result<(), StoreError> {
         for mut rec in self.store.list_builds()? {
             if rec.build.state.is_terminal() && rec.work_dir.is_none() {
                 continue;
             }
-            if let (Some(pid), Some(dir)) = (rec.qemu_pid, rec.work_dir.as_ref()) {
-                if crate::driver::kill_stale(pid, dir) {
+            if let (Some(vm), Some(dir)) = (rec.vm_handle(), rec.work_dir.as_ref()) {
+                if self.driver.reap(&vm, dir) {
                     tracing::info!(
                         build = rec.build.id,
-                        pid,
-                        "killed qemu left by a previous kilnd"
+                        vm = %vm.data,
+                        "ended the VM a previous kilnd left running"
                     );
                 }
             }
             if let Some(dir) = rec.work_dir.take() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            rec.qemu_pid = None;
+            rec.vm = None;
+            rec.legacy_qemu_pid = None;
+            rec.console = None;
             if !rec.build.state.is_terminal() {
                 let was = rec.build.state;
                 rec.build.state = BuildState::Interrupted;
@@ -159,8 +163,24 @@ impl Queue {
             st.running.insert(id, token.clone());
             let queue = self.clone();
             tokio::spawn(async move {
-                pipeline::run(queue.clone(), id, token).await;
-                lock(&queue.state).running.remove(&id);
+                let outcome = pipeline::run(queue.clone(), id, token.clone()).await;
+                let canceled = {
+                    let mut st = lock(&queue.state);
+                    st.running.remove(&id);
+                    match outcome {
+                        // A cancel that came while the pipeline was ending ends the VM too (the
+                        // token is canceled under this lock, so no cancel slips between).
+                        Outcome::Kept(kept) if token.is_cancelled() => Some(kept),
+                        Outcome::Kept(kept) => {
+                            st.kept.insert(id, kept);
+                            None
+                        }
+                        Outcome::Ended => None,
+                    }
+                };
+                if let Some(kept) = canceled {
+                    queue.end_kept(id, kept).await;
+                }
                 queue.wake.notify_one();
             });
         }
@@ -180,17 +200,14 @@ impl Queue {
         project: &str,
         started_by: StartedBy,
         params: BuildStartParams,
-    ) -> Result<Build, RpcError> {
+    ) -> Result<Build, QueueError> {
         if let Err(e) = kiln_shared::names::check(&params.image_name) {
-            return Err(RpcError::new(
-                ErrorKind::InvalidParams,
-                format!("image_name {e}"),
-            ));
+            return Err(QueueError::ImageName(e.to_string()));
         }
         let record = self
             .store
             .get_template(project, &params.template, None)
-            .map_err(RpcError::from)?;
+            .map_err(QueueError::Template)?;
         let template = record.template;
         let base_name = params
             .base_image
@@ -199,8 +216,9 @@ impl Queue {
         // The base image must exist, be visible to the project and match the template's OS.
         let base = self
             .catalog
-            .resolve_base(project, &base_name, &template.os)?;
-        let id = self.store.next_build_id().map_err(internal)?;
+            .resolve_base(project, &base_name, &template.os)
+            .map_err(QueueError::Base)?;
+        let id = self.store.next_build_id()?;
         let plan = plan::plan(&template, &AppCatalog::builtin());
         let build = Build {
             id,
@@ -227,7 +245,9 @@ impl Queue {
             template_body: template,
             plan,
             work_dir: None,
-            qemu_pid: None,
+            vm: None,
+            legacy_qemu_pid: None,
+            console: None,
             started_by: Some(started_by),
         };
         self.save(&rec);
@@ -249,22 +269,22 @@ impl Queue {
         build
     }
 
-    fn record(&self, project: &str, id: u64) -> Result<BuildRecord, RpcError> {
-        match self.store.get_build(id).map_err(internal)? {
+    fn record(&self, project: &str, id: u64) -> Result<BuildRecord, QueueError> {
+        match self.store.get_build(id)? {
             Some(r) if r.build.project == project => Ok(r),
-            _ => Err(RpcError::new(
-                ErrorKind::NotFound,
-                format!("build {id} not found in project {project:?}"),
-            )),
+            _ => Err(QueueError::NotFound {
+                project: project.into(),
+                id,
+            }),
         }
     }
 
-    pub fn get(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+    pub fn get(&self, project: &str, id: u64) -> Result<Build, QueueError> {
         Ok(self.view(self.record(project, id)?.build))
     }
 
-    pub fn list(&self, project: &str, filter: &BuildListParams) -> Result<Vec<Build>, RpcError> {
-        let all = self.store.list_builds().map_err(internal)?;
+    pub fn list(&self, project: &str, filter: &BuildListParams) -> Result<Vec<Build>, QueueError> {
+        let all = self.store.list_builds()?;
         Ok(all
             .into_iter()
             .map(|r| r.build)
@@ -304,20 +324,21 @@ impl Queue {
     }
 
     /// Cancels a build in any state; a kept VM is ended too. Returns once the build is terminal.
-    pub async fn cancel(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+    pub async fn cancel(&self, project: &str, id: u64) -> Result<Build, QueueError> {
         let mut rec = self.record(project, id)?;
-        let (was_waiting, token, kept) = {
+        let (was_waiting, running, kept) = {
             let mut st = lock(&self.state);
             let waiting = st
                 .waiting
                 .iter()
                 .position(|&w| w == id)
                 .map(|p| st.waiting.remove(p));
-            (
-                waiting.is_some(),
-                st.running.get(&id).cloned(),
-                st.kept.remove(&id),
-            )
+            let running = st.running.get(&id).cloned();
+            // Canceled under the lock: the scheduler sees it when the pipeline ends.
+            if let Some(token) = &running {
+                token.cancel();
+            }
+            (waiting.is_some(), running.is_some(), st.kept.remove(&id))
         };
         if was_waiting {
             rec.build.state = BuildState::Canceled;
@@ -326,25 +347,32 @@ impl Queue {
             self.save(&rec);
             return Ok(rec.build);
         }
-        if let Some(token) = token {
-            token.cancel();
+        if running {
             return self.wait(project, id).await;
         }
         if let Some(kept) = kept {
-            kept.end(&self.logs).await;
-            rec.qemu_pid = None;
-            if let Some(dir) = rec.work_dir.take() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            rec.build.attach_command = None;
-            rec.build.message = format!("{} (kept VM ended by cancel)", rec.build.message);
-            self.save(&rec);
+            return Ok(self.end_kept(id, kept).await.unwrap_or(rec.build));
         }
         Ok(rec.build)
     }
 
+    /// Ends a kept VM and says so in its build's record.
+    async fn end_kept(&self, id: u64, kept: KeptVm) -> Option<Build> {
+        kept.end(&self.logs).await;
+        let mut rec = self.store.get_build(id).ok().flatten()?;
+        rec.vm = None;
+        if let Some(dir) = rec.work_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        rec.console = None;
+        rec.build.attach_command = None;
+        rec.build.message = format!("{} (kept VM ended by cancel)", rec.build.message);
+        self.save(&rec);
+        Some(rec.build)
+    }
+
     /// Waits until the build is in a terminal state.
-    pub async fn wait(&self, project: &str, id: u64) -> Result<Build, RpcError> {
+    pub async fn wait(&self, project: &str, id: u64) -> Result<Build, QueueError> {
         let mut rx = self.changes.subscribe();
         loop {
             let b = self.get(project, id)?;
@@ -387,13 +415,17 @@ impl Queue {
         }
     }
 
-    /// The work directory of a build's serial console while it runs, else the kept copy.
+    /// A build's serial console: the VM's while it runs, else the copy kept with its logs.
     pub fn serial_path(&self, id: u64) -> PathBuf {
-        let live = self.builds_dir.join(id.to_string()).join("serial.log");
-        if live.exists() {
-            live
-        } else {
-            self.logs.serial_path(id)
+        let live = self
+            .store
+            .get_build(id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.console);
+        match live {
+            Some(live) if live.exists() => live,
+            _ => self.logs.serial_path(id),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Build records in the store: the build as clients see it plus what the daemon must remember to
-//! clean up after it (work directory, qemu pid), and the pinned template revision.
+//! clean up after it (work directory, the VM's handle), and the pinned template revision.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use kiln_shared::Template;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::driver::VmHandle;
 use crate::queue::plan::PlannedStep;
 
 use super::{db_err, decode, encode, Store, StoreError, BUILDS, META};
@@ -24,8 +25,15 @@ pub struct BuildRecord {
     /// Resources recorded before they are created, so a restarted daemon can remove them.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
+    /// The running VM, as its driver identifies it.
     #[serde(default)]
-    pub qemu_pid: Option<u32>,
+    pub vm: Option<VmHandle>,
+    /// A qemu pid, as records from before VM handles held it; read by [`BuildRecord::vm`].
+    #[serde(default, rename = "qemu_pid", skip_serializing)]
+    pub legacy_qemu_pid: Option<u32>,
+    /// The build VM's serial console while it runs.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
     /// Who started the build (None in records from before kiln kept it).
     #[serde(default)]
     pub started_by: Option<StartedBy>,
@@ -40,6 +48,15 @@ pub struct StartedBy {
     /// Primary group: export files are given to (uid, gid).
     pub gid: u32,
     pub gids: Vec<u32>,
+}
+
+impl BuildRecord {
+    /// The VM a restarted kilnd must end, whichever form the record holds it in.
+    pub fn vm_handle(&self) -> Option<VmHandle> {
+        self.vm
+            .clone()
+            .or_else(|| self.legacy_qemu_pid.map(crate::driver::qemu::legacy_handle))
+    }
 }
 
 impl StartedBy {

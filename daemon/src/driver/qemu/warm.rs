@@ -28,11 +28,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::qemu::kvm_device_usable;
-use super::{
-    create_overlay, io_err, overlay_size, prepare, public_key, resolved_work_dir, run_tool, Accel,
-    AccelProbe, DriverError, Prepared, Vm, VmSpec,
+use super::prepare::{
+    create_overlay, io_err, keygen, overlay_size, prepare, public_key, resolved_work_dir, run_tool,
 };
+use super::{Accel, AccelProbe, Prepared, Vm};
+use crate::driver::{DriverError, VmSpec};
+use crate::guest::os::{GuestOs, UPLOADED_HOST_KEY};
 use crate::guest::Guest;
 use crate::sync::lock;
 
@@ -106,16 +107,13 @@ impl WarmState {
         probe: &AccelProbe,
         base: &Path,
         work_dir: &Path,
+        os: &'static GuestOs,
     ) -> Result<Accel, String> {
         let saved = self.meta.accel;
-        let current = match probe.current() {
+        let current = match probe.known() {
             Some(a) => a,
-            None if !kvm_device_usable() => {
-                probe.set(Accel::Tcg);
-                Accel::Tcg
-            }
             None => self
-                .settle_accel(probe, base, work_dir)
+                .settle_accel(probe, base, work_dir, os)
                 .await
                 .map_err(|e| format!("trying KVM failed: {e}"))?,
         };
@@ -133,6 +131,7 @@ impl WarmState {
         probe: &AccelProbe,
         base: &Path,
         work_dir: &Path,
+        os: &'static GuestOs,
     ) -> Result<Accel, DriverError> {
         let dir = work_dir.join("kvm-probe");
         std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
@@ -146,10 +145,14 @@ impl WarmState {
             serial_log: dir.join("serial.log"),
             qmp_socket: dir.join("qmp.sock"),
             user: self.meta.user.clone(),
+            os,
             cpus: self.meta.cpus,
             memory_mb: self.meta.memory_mb,
         };
-        let accel = Vm::settle_accel(&prepared, probe).await;
+        let (accel, vm) = probe.settle(&prepared).await;
+        if let Some(mut vm) = vm {
+            vm.kill().await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(accel)
     }
@@ -157,15 +160,15 @@ impl WarmState {
 
 /// Settings a warm state is made with: the template defaults, which most builds use.
 #[derive(Debug, Clone, Copy)]
-pub struct Machine {
+pub struct WarmShape {
     pub cpus: u32,
     pub memory_mb: u32,
 }
 
-impl Default for Machine {
-    fn default() -> Machine {
+impl Default for WarmShape {
+    fn default() -> WarmShape {
         let vm = kiln_shared::template::Vm::default();
-        Machine {
+        WarmShape {
             cpus: vm.cpus,
             memory_mb: vm.memory_mb,
         }
@@ -200,7 +203,7 @@ impl WarmStates {
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                 {
-                    super::kill_stale(pid, &path);
+                    super::kill_stale(pid, None, &path);
                 }
                 tracing::info!(dir = %path.display(), "removing a half-made warm state");
                 let _ = std::fs::remove_dir_all(&path);
@@ -306,7 +309,8 @@ impl WarmStates {
         &self,
         id: &str,
         base: &Path,
-        machine: Machine,
+        machine: WarmShape,
+        os: &'static GuestOs,
         probe: &AccelProbe,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<WarmState, DriverError> {
@@ -330,7 +334,8 @@ impl WarmStates {
             disk_gb: 0,
             cpus: machine.cpus,
             memory_mb: machine.memory_mb,
-            user: "debian".into(),
+            user: os.default_user.into(),
+            os,
         };
         let prepared = prepare(&spec).await?;
         progress(format!(
@@ -440,7 +445,7 @@ pub async fn prepare_from(spec: &VmSpec, warm: &WarmState) -> Result<Prepared, D
     create_overlay(&warm.disk(), &overlay, Some(warm.meta.disk_bytes)).await?;
     let client_key = work_dir.join("client_key");
     let host_key = work_dir.join("host_key");
-    tokio::try_join!(super::keygen(&client_key), super::keygen(&host_key))?;
+    tokio::try_join!(keygen(&client_key), keygen(&host_key))?;
     let host_public_line = tokio::fs::read_to_string(host_key.with_extension("pub"))
         .await
         .map_err(io_err("reading the key", &host_key))?;
@@ -452,6 +457,7 @@ pub async fn prepare_from(spec: &VmSpec, warm: &WarmState) -> Result<Prepared, D
         serial_log: work_dir.join("serial.log"),
         qmp_socket: work_dir.join("qmp.sock"),
         user: warm.meta.user.clone(),
+        os: spec.os,
         cpus: spec.cpus,
         memory_mb: spec.memory_mb,
     })
@@ -477,7 +483,7 @@ pub async fn adopt(
     let client_public = std::fs::read_to_string(work_dir.join("client_key.pub"))
         .map_err(io_err("reading", &work_dir.join("client_key.pub")))?;
     guest
-        .upload_bytes(host_private, "/tmp/kiln-host-key", 0o600)
+        .upload_bytes(host_private, UPLOADED_HOST_KEY, 0o600)
         .await?;
     std::fs::remove_file(&host_key).map_err(io_err("removing", &host_key))?;
     let _ = std::fs::remove_file(host_key.with_extension("pub"));
@@ -493,22 +499,16 @@ pub async fn adopt(
             warm.meta.disk_bytes >> 30,
             disk_bytes >> 30
         ));
-        format!("want={disk_bytes}\n{GROW_ROOT}")
+        Some(disk_bytes)
     } else {
-        String::new()
+        None
     };
-    let now = Utc::now().timestamp();
-    let script = format!(
-        "set -e\n\
-         sudo date -u -s @{now} >/dev/null\n\
-         sudo install -m 600 -o root -g root /tmp/kiln-host-key /etc/ssh/ssh_host_ed25519_key\n\
-         rm -f /tmp/kiln-host-key\n\
-         echo {host_pub} | sudo tee /etc/ssh/ssh_host_ed25519_key.pub >/dev/null\n\
-         umask 077; mkdir -p ~/.ssh; echo {client_pub} > ~/.ssh/authorized_keys\n\
-         sudo systemctl reload ssh\n\
-         {grow}",
-        host_pub = crate::guest::shell_quote(&vm.prepared().host_public_key),
-        client_pub = crate::guest::shell_quote(client_public.trim()),
+    let prepared = vm.prepared();
+    let script = (prepared.os.rotate_keys)(
+        Utc::now().timestamp(),
+        &prepared.host_public_key,
+        &client_public,
+        grow,
     );
     let output = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = output.clone();
@@ -531,19 +531,3 @@ pub async fn adopt(
     let guest = vm.connect_with(&key, &pinned, timeout).await?;
     Ok(guest)
 }
-
-/// Grows the root file system's partition and file system to the (resized) disk.
-/// `$want` is the new size in bytes; the guest learns of it a moment after `block_resize`.
-const GROW_ROOT: &str = r#"src=$(findmnt -no SOURCE /)
-part=$(cat "/sys/class/block/$(basename "$src")/partition")
-disk=/dev/$(lsblk -no PKNAME "$src")
-for _ in $(seq 100); do
-  [ "$(sudo blockdev --getsize64 "$disk")" -ge "$want" ] && break
-  sleep 0.1
-done
-sudo growpart "$disk" "$part" || [ $? -eq 1 ]
-case $(findmnt -no FSTYPE /) in
-  xfs) sudo xfs_growfs / ;;
-  *) sudo resize2fs "$src" ;;
-esac
-"#;

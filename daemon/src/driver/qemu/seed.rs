@@ -9,7 +9,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{run_tool, DriverError};
+use super::prepare::run_tool;
+use crate::driver::DriverError;
 
 pub struct Seed {
     pub instance_id: String,
