@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod base_image;
+pub mod fake_driver;
 pub mod image_scan;
 
 /// The directory holding the workspace's built binaries (`target/debug`).

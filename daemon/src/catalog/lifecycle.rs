@@ -3,6 +3,8 @@
 //! and the repair of what a daemon that died left unfinished.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use kiln_shared::protocol::ImageInfo;
 
@@ -18,6 +20,9 @@ pub(super) struct Creation<'a> {
     catalog: &'a Catalog,
     pub(super) record: ImageRecord,
     done: bool,
+    /// Set when the creation is dropped unfinished; the row's insert, which may still be
+    /// running on a blocking thread, then removes the row itself.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Drop for Creation<'_> {
@@ -25,6 +30,7 @@ impl Drop for Creation<'_> {
         if self.done {
             return;
         }
+        self.abandoned.store(true, Ordering::SeqCst);
         let r = &self.record;
         tracing::info!(image = %r.id, name = %r.name, "image not created; removing its files");
         if let Err(e) = files::remove_image_files(&self.catalog.dir, &r.id, &r.path) {
@@ -250,13 +256,30 @@ impl Catalog {
     ) -> Result<Creation<'_>, CatalogError> {
         let store = self.store.clone();
         let row = record.clone();
-        blocking(move || store.insert_image_checked(&row, check)).await?;
-        tracing::info!(image = %record.id, name = %record.name, "creating image");
-        Ok(Creation {
+        // Made before the insert: a future dropped while the insert runs still cleans up.
+        let creation = Creation {
             catalog: self,
             record,
             done: false,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        };
+        let abandoned = creation.abandoned.clone();
+        let inserted = blocking(move || {
+            store.insert_image_checked(&row, check)?;
+            if abandoned.load(Ordering::SeqCst) {
+                let _ = store.delete_image(&row.id);
+            }
+            Ok(())
         })
+        .await;
+        let mut creation = creation;
+        if let Err(e) = inserted {
+            // Nothing was stored: no row or file to remove.
+            creation.done = true;
+            return Err(e);
+        }
+        tracing::info!(image = %creation.record.id, name = %creation.record.name, "creating image");
+        Ok(creation)
     }
 
     /// Once `new` is available, removes the older available images of its name in its scope

@@ -129,10 +129,18 @@ pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) -> Outcom
         Err(e) => Err(failed(e)),
         Ok(_) => {
             let pipeline = run.pipeline();
+            // Cancel and timeout first: a step that fails *because* it was canceled (its command
+            // killed) must not make the build `failed`.
             tokio::select! {
-                r = pipeline => r,
+                biased;
                 _ = token.cancelled() => Err(Failure::Canceled),
                 _ = tokio::time::sleep(Duration::from_secs(limit)) => Err(Failure::TimedOut(limit)),
+                // The cancel may land while the pipeline is being polled, and a step then fail
+                // of it before the branch above is looked at again.
+                r = pipeline => match r {
+                    Err(Failure::Failed { .. }) if token.is_cancelled() => Err(Failure::Canceled),
+                    r => r,
+                },
             }
         }
     };
