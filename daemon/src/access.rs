@@ -4,16 +4,13 @@ use std::collections::BTreeSet;
 
 use kiln_shared::protocol::{ErrorKind, ProjectInfo, RpcError, DEFAULT_PROJECT};
 
+use crate::as_user::User;
 use crate::config::FileConfig;
 
 /// The process at the other end of a connection, from the socket's peer credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    pub uid: u32,
-    /// The primary group (files kilnd makes for this peer get it).
-    pub gid: u32,
-    /// Primary and supplementary groups.
-    pub gids: Vec<u32>,
+    pub user: User,
     pub pid: Option<u32>,
 }
 
@@ -34,9 +31,11 @@ impl Peer {
             }
         }
         Peer {
-            uid,
-            gid,
-            gids: gids.into_iter().collect(),
+            user: User {
+                uid,
+                gid,
+                gids: gids.into_iter().collect(),
+            },
             pid,
         }
     }
@@ -127,12 +126,13 @@ impl Access {
     /// project; anyone who can reach the socket may use `default`; configured projects admit their
     /// users and groups. An unconfigured project other than `default` admits only the first two.
     pub fn is_member(&self, peer: &Peer, project: &str) -> bool {
-        if peer.uid == 0 || peer.uid == self.daemon_uid || project == DEFAULT_PROJECT {
+        if peer.user.uid == 0 || peer.user.uid == self.daemon_uid || project == DEFAULT_PROJECT {
             return true;
         }
         self.projects.iter().any(|p| {
             p.name == project
-                && (p.uids.contains(&peer.uid) || peer.gids.iter().any(|g| p.gids.contains(g)))
+                && (p.uids.contains(&peer.user.uid)
+                    || peer.user.gids.iter().any(|g| p.gids.contains(g)))
         })
     }
 
@@ -144,7 +144,7 @@ impl Access {
                 ErrorKind::Forbidden,
                 format!(
                     "uid {} is not a member of project {project:?}; ask an admin to add you to it in kilnd.toml",
-                    peer.uid
+                    peer.user.uid
                 ),
             ))
         }
@@ -196,21 +196,27 @@ mod tests {
         };
         let access = Access::new(&cfg);
         let stranger = Peer {
-            uid: 4242,
-            gid: 4242,
-            gids: vec![4242],
+            user: crate::as_user::User {
+                uid: 4242,
+                gid: 4242,
+                gids: vec![4242],
+            },
             pid: None,
         };
         let user = Peer {
-            uid: 12345,
-            gid: 12345,
-            gids: vec![1],
+            user: crate::as_user::User {
+                uid: 12345,
+                gid: 12345,
+                gids: vec![1],
+            },
             pid: None,
         };
         let grouped = Peer {
-            uid: 999,
-            gid: 999,
-            gids: vec![5, 777],
+            user: crate::as_user::User {
+                uid: 999,
+                gid: 999,
+                gids: vec![5, 777],
+            },
             pid: None,
         };
         assert!(access.is_member(&stranger, "default"));

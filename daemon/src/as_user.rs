@@ -15,16 +15,18 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
-/// A user's credentials.
-#[derive(Debug, Clone, Copy)]
-pub struct User<'a> {
+/// A user's credentials: kiln's one type for them (a connection's peer, who started a build,
+/// who asks the catalog for a file). Stored with a build, as `{uid, gid, gids}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct User {
     pub uid: u32,
     /// Primary group: files kilnd makes for the user get it.
     pub gid: u32,
-    pub gids: &'a [u32],
+    /// Primary and supplementary groups.
+    pub gids: Vec<u32>,
 }
 
-impl User<'_> {
+impl User {
     /// Whether kilnd must act as this user rather than as itself: not for root or kilnd's own
     /// user (user mode), whose permissions kilnd has anyway.
     pub fn is_other(&self) -> bool {
@@ -33,7 +35,7 @@ impl User<'_> {
 }
 
 /// `setpriv` with the user's uid, gid and groups, ready for `--` and a command.
-fn command(user: User) -> Command {
+fn command(user: &User) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid));
@@ -86,7 +88,7 @@ exec sleep 86400"#;
 /// kilnd's own handle on the very file opened, checked (fstat, fstatfs) to be a regular file on
 /// a real filesystem: no device, FIFO, or /proc or /sys file, whatever the name points at by
 /// the time it is read.
-pub async fn open_file(user: Option<User<'_>>, path: &Path) -> Result<File, OpenError> {
+pub async fn open_file(user: Option<&User>, path: &Path) -> Result<File, OpenError> {
     let shown = path.display().to_string();
     let file = match user {
         Some(user) => held(user, path, OPEN_FILE).await?,
@@ -116,7 +118,7 @@ pub async fn open_file(user: Option<User<'_>>, path: &Path) -> Result<File, Open
 /// Opens the directory `dir` as `user` for kilnd to create a file in on their behalf: only if
 /// they may search and write it (the kernel's answer on the directory held, not a name), the
 /// whole path resolved as them. As kilnd itself when `user` is `None`.
-pub async fn open_dir_to_write(user: Option<User<'_>>, dir: &Path) -> Result<File, OpenError> {
+pub async fn open_dir_to_write(user: Option<&User>, dir: &Path) -> Result<File, OpenError> {
     let shown = dir.display().to_string();
     let file = match user {
         Some(user) => held(user, dir, OPEN_DIR).await?,
@@ -210,7 +212,7 @@ fn errno_text(e: &std::io::Error) -> String {
 /// helper holds as fd 3 (through /proc: the very file it opened, whatever its name points at by
 /// then) and lets the helper go. The helper is kilnd's unreaped child until then, so its pid
 /// cannot be taken over by another process meanwhile.
-async fn held(user: User<'_>, path: &Path, script: &str) -> Result<File, OpenError> {
+async fn held(user: &User, path: &Path, script: &str) -> Result<File, OpenError> {
     let shown = path.display().to_string();
     let mut cmd = command(user);
     cmd.env_clear()
@@ -306,18 +308,20 @@ mod tests {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
-    const OTHER: User<'static> = User {
-        uid: 4242,
-        gid: 4242,
-        gids: &[4242],
-    };
+    fn other() -> User {
+        User {
+            uid: 4242,
+            gid: 4242,
+            gids: vec![4242],
+        }
+    }
 
     fn mode(p: &Path, m: u32) {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     }
 
     /// Opens `path` as `user` and returns its content, or the error's message.
-    async fn read_as(user: Option<User<'_>>, path: &Path) -> Result<String, String> {
+    async fn read_as(user: Option<&User>, path: &Path) -> Result<String, String> {
         let mut file = open_file(user, path).await.map_err(|e| e.to_string())?;
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
@@ -325,7 +329,7 @@ mod tests {
     }
 
     /// Checks that `user` may not open `path`, with exactly `message`.
-    async fn check_refused(user: Option<User<'_>>, path: &Path, message: &str) {
+    async fn check_refused(user: Option<&User>, path: &Path, message: &str) {
         assert_eq!(
             read_as(user, path).await,
             Err(message.to_string()),
@@ -347,7 +351,7 @@ mod tests {
         std::fs::write(&secret, "s").unwrap();
         mode(&secret, 0o600);
 
-        let mut held = open_file(Some(OTHER), &open).await.unwrap();
+        let mut held = open_file(Some(&other()), &open).await.unwrap();
         // The name may go elsewhere now: the file is still the one the user opened.
         std::fs::rename(&open, dir.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&secret, &open).unwrap();
@@ -357,8 +361,8 @@ mod tests {
 
         let denied =
             |p: &Path| format!("cannot read {} as uid 4242: Permission denied", p.display());
-        check_refused(Some(OTHER), &secret, &denied(&secret)).await;
-        check_refused(Some(OTHER), &open, &denied(&open)).await;
+        check_refused(Some(&other()), &secret, &denied(&secret)).await;
+        check_refused(Some(&other()), &open, &denied(&open)).await;
         assert_eq!(
             read_as(None, &open).await.unwrap(),
             "s",
@@ -390,7 +394,7 @@ mod tests {
             hidden.join("link"),
         ] {
             let msg = format!("cannot read {} as uid 4242: Permission denied", p.display());
-            check_refused(Some(OTHER), &p, &msg).await;
+            check_refused(Some(&other()), &p, &msg).await;
         }
         // What they can see may be told as it is.
         let missing = dir.path().join("missing");
@@ -398,7 +402,7 @@ mod tests {
             "cannot read {} as uid 4242: No such file",
             missing.display()
         );
-        check_refused(Some(OTHER), &missing, &msg).await;
+        check_refused(Some(&other()), &missing, &msg).await;
     }
 
     /// Sources are regular files on real filesystems, for users and kilnd alike.
@@ -417,9 +421,10 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         mode(&sub, 0o755);
         let not = |p: &str, what: &str| format!("{p} is {what}; name a regular file");
+        let other = other();
         let mut users = vec![None];
         if kiln_shared::paths::current_uid() == 0 {
-            users.push(Some(OTHER));
+            users.push(Some(&other));
         }
         for user in users {
             let special = |p: &Path| not(&p.display().to_string(), "not a regular file");
@@ -472,20 +477,20 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&open_inside, &link).unwrap();
 
-        assert!(open_dir_to_write(Some(OTHER), &theirs).await.is_ok());
+        assert!(open_dir_to_write(Some(&other()), &theirs).await.is_ok());
         assert!(open_dir_to_write(None, &roots).await.is_ok());
         for (p, why) in [
             (&roots, "Permission denied"),
             (&link, "Permission denied"),
             (&open_inside, "Permission denied"),
         ] {
-            let err = open_dir_to_write(Some(OTHER), p).await.unwrap_err();
+            let err = open_dir_to_write(Some(&other()), p).await.unwrap_err();
             let want = format!("cannot write into {} as uid 4242: {why}", p.display());
             assert_eq!(err.to_string(), want);
         }
         let file = theirs.join("f");
         std::fs::write(&file, "").unwrap();
-        let err = open_dir_to_write(Some(OTHER), &file).await.unwrap_err();
+        let err = open_dir_to_write(Some(&other()), &file).await.unwrap_err();
         assert!(matches!(err, OpenError::NotDirectory { .. }), "{err}");
     }
 }

@@ -101,12 +101,7 @@ pub async fn start(
     project: &str,
     p: BuildStartParams,
 ) -> Result<BuildReply, RpcError> {
-    let started_by = crate::store::StartedBy {
-        uid: peer.uid,
-        gid: peer.gid,
-        gids: peer.gids.clone(),
-    };
-    let build = daemon.queue.submit(project, started_by, p).await?;
+    let build = daemon.queue.submit(project, peer.user.clone(), p).await?;
     Ok(BuildReply { build })
 }
 

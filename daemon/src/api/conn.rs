@@ -130,7 +130,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
         // A flood of clients logs the 1st, 2nd, 4th, 8th... refusal, not every one.
         if refused.is_power_of_two() {
             tracing::warn!(
-                uid = peer.uid,
+                uid = peer.user.uid,
                 refused,
                 "connection refused: {} clients connected, the limit",
                 daemon.connections.max()
@@ -139,7 +139,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
         refuse(stream, daemon.connections.max()).await;
         return;
     };
-    tracing::debug!(uid = peer.uid, pid = ?peer.pid, "client connected");
+    tracing::debug!(uid = peer.user.uid, pid = ?peer.pid, "client connected");
     let (read, mut write) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
 
@@ -212,7 +212,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
             )),
         };
         if let Some(err) = refusal {
-            tracing::debug!(uid = peer.uid, "closing a connection: {}", err.message);
+            tracing::debug!(uid = peer.user.uid, "closing a connection: {}", err.message);
             let _ = tx
                 .send(Outgoing::Line(to_line(&Response::err(Id::null(), err))))
                 .await;
@@ -238,7 +238,7 @@ pub async fn serve_connection(daemon: Arc<Daemon>, stream: Stream) {
     drop(sink);
     drop(tx);
     let _ = writer.await;
-    tracing::debug!(uid = peer.uid, "client disconnected");
+    tracing::debug!(uid = peer.user.uid, "client disconnected");
 }
 
 /// Tells a client over the connection limit why, in one error line, and closes.

@@ -425,8 +425,8 @@ impl Daemon {
                 .into(),
             templates,
             caller: Caller {
-                uid: peer.uid,
-                gids: peer.gids.clone(),
+                uid: peer.user.uid,
+                gids: peer.user.gids.clone(),
                 project,
             },
         })

@@ -6,6 +6,7 @@ use kiln_shared::protocol::Visibility;
 
 use super::{CatalogError, ImageRecord};
 use crate::access::{IdTable, Peer};
+use crate::as_user::User;
 
 /// Who asks the catalog for something: the project they act in, whether they may manage public
 /// images, and their credentials (for files they ask kilnd to read).
@@ -13,9 +14,7 @@ use crate::access::{IdTable, Peer};
 pub struct Requester {
     pub project: String,
     pub admin: bool,
-    pub uid: u32,
-    pub gid: u32,
-    pub gids: Vec<u32>,
+    pub user: User,
     /// The configured admin group, for messages.
     pub admin_group: Option<String>,
 }
@@ -25,19 +24,13 @@ impl Requester {
         Requester {
             project: project.to_string(),
             admin: is_admin(peer, admin_group),
-            uid: peer.uid,
-            gid: peer.gid,
-            gids: peer.gids.clone(),
+            user: peer.user.clone(),
             admin_group: admin_group.map(str::to_string),
         }
     }
 
-    pub fn user(&self) -> crate::as_user::User<'_> {
-        crate::as_user::User {
-            uid: self.uid,
-            gid: self.gid,
-            gids: &self.gids,
-        }
+    pub fn user(&self) -> &User {
+        &self.user
     }
 
     pub(super) fn needs_admin(&self, what: &str) -> Result<(), CatalogError> {
@@ -51,7 +44,7 @@ impl Requester {
         Err(CatalogError::Forbidden(format!(
             "{what} manages public images, which needs root, kilnd's own user or {how}; uid {} \
              has none of these",
-            self.uid
+            self.user.uid
         )))
     }
 }
@@ -59,11 +52,11 @@ impl Requester {
 /// Whether `peer` may manage public images: root, the daemon's own user, or a member of
 /// `admin_group` (a group name or number).
 pub fn is_admin(peer: &Peer, admin_group: Option<&str>) -> bool {
-    peer.uid == 0
-        || peer.uid == kiln_shared::paths::current_uid()
+    peer.user.uid == 0
+        || peer.user.uid == kiln_shared::paths::current_uid()
         || admin_group
             .and_then(|g| IdTable::groups().id_of(g))
-            .is_some_and(|gid| peer.gids.contains(&gid))
+            .is_some_and(|gid| peer.user.gids.contains(&gid))
 }
 
 /// What a project does to an image beyond reading it.
@@ -129,9 +122,11 @@ mod tests {
     #[test]
     fn admins() {
         let peer = |uid, gids: Vec<u32>| Peer {
-            uid,
-            gid: uid,
-            gids,
+            user: crate::as_user::User {
+                uid,
+                gid: uid,
+                gids,
+            },
             pid: None,
         };
         let me = kiln_shared::paths::current_uid();
@@ -162,9 +157,11 @@ mod tests {
         let who = Requester {
             project: project.into(),
             admin,
-            uid: 4242,
-            gid: 4242,
-            gids: vec![4242],
+            user: crate::as_user::User {
+                uid: 4242,
+                gid: 4242,
+                gids: vec![4242],
+            },
             admin_group: Some("kiln-admins".into()),
         };
         let got = who.may_manage(&r, what);

@@ -293,7 +293,7 @@ impl Pinned {
         dir: File,
         shown: &Path,
         name: &std::ffi::OsStr,
-        user: Option<User>,
+        user: Option<&User>,
         overwrite: bool,
     ) -> Result<Pinned, PinError> {
         use rustix::fs::{fstat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
@@ -315,7 +315,7 @@ impl Pinned {
                         d.st_mode & 0o1000 != 0 && d.st_uid != u.uid && st.st_uid != u.uid
                     })
                 };
-                if let Some(u) = user.filter(blocks) {
+                if let Some(u) = user.filter(|u| blocks(u)) {
                     return Err(PinError::Sticky {
                         path: dest,
                         owner: st.st_uid,
@@ -420,7 +420,7 @@ mod tests {
     fn pin(
         dir: &Path,
         name: &str,
-        user: Option<User>,
+        user: Option<&User>,
         overwrite: bool,
     ) -> Result<Pinned, PinError> {
         let handle = File::open(dir).unwrap();
@@ -480,19 +480,19 @@ mod tests {
         let user = User {
             uid: 4242,
             gid: 4343,
-            gids: &[4343],
+            gids: vec![4343],
         };
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
         std::fs::write(shared.join("roots"), "x").unwrap();
-        let err = pin(&shared, "roots", Some(user), true).err().unwrap();
+        let err = pin(&shared, "roots", Some(&user), true).err().unwrap();
         assert!(
             err.to_string().contains("uid 4242 may not replace it"),
             "{err}"
         );
         std::os::unix::fs::chown(shared.join("roots"), Some(4242), None).unwrap();
-        let pinned = pin(&shared, "roots", Some(user), true).unwrap();
+        let pinned = pin(&shared, "roots", Some(&user), true).unwrap();
         pinned.seal().unwrap();
         let meta = std::fs::metadata(shared.join("roots")).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (4242, 4343));

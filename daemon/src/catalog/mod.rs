@@ -19,7 +19,7 @@ mod lease;
 mod lifecycle;
 mod names;
 mod produce;
-mod record;
+
 #[cfg(test)]
 mod tests;
 
@@ -33,11 +33,11 @@ use crate::store::{Store, StoreError};
 use crate::sync::{Holds, Slots};
 use crate::tool::ToolError;
 
+pub use crate::store::{ImageRecord, State};
 pub use access::{is_admin, Requester};
 pub use files::sha256_file;
 pub use lease::ImageLease;
 pub use produce::publish::PublishMeta;
-pub use record::{ImageRecord, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -51,9 +51,11 @@ async fn another_users_import_reads_only_what_they_may() {
     let who = Requester {
         project: "p".into(),
         admin: false,
-        uid: 4242,
-        gid: 4242,
-        gids: vec![4242],
+        user: crate::as_user::User {
+            uid: 4242,
+            gid: 4242,
+            gids: vec![4242],
+        },
         admin_group: None,
     };
     let theirs = disk("readable.qcow2", 0o644);
@@ -202,9 +204,11 @@ async fn publish_and_export_are_atomic_and_hashed() {
     let who = Requester {
         project: "p".into(),
         admin: false,
-        uid: 4242,
-        gid: 4242,
-        gids: vec![],
+        user: crate::as_user::User {
+            uid: 4242,
+            gid: 4242,
+            gids: vec![],
+        },
         admin_group: None,
     };
     let list = catalog.list(&who, None).await.unwrap();
@@ -272,7 +276,7 @@ async fn publish_and_export_are_atomic_and_hashed() {
     // file is theirs. (Making files of another user takes root.)
     if kiln_shared::paths::current_uid() == 0 {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let other = crate::store::StartedBy {
+        let other = crate::as_user::User {
             uid: 4242,
             gid: 4343,
             gids: vec![4343],

@@ -15,10 +15,11 @@ use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, S
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::as_user::User;
 use crate::catalog::{Catalog, CatalogError};
 use crate::driver::VmDriver;
 use crate::logs::Logs;
-use crate::store::{BuildRecord, StartedBy, Store, StoreError};
+use crate::store::{BuildRecord, Store, StoreError};
 use crate::sync::lock;
 use pipeline::{KeptVm, Outcome};
 use plan::PlannedStep;
@@ -198,7 +199,7 @@ impl Queue {
     pub async fn submit(
         &self,
         project: &str,
-        started_by: StartedBy,
+        started_by: User,
         params: BuildStartParams,
     ) -> Result<Build, QueueError> {
         if let Err(e) = kiln_shared::names::check(&params.image_name) {

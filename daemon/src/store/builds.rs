@@ -8,6 +8,7 @@ use kiln_shared::Template;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::as_user::User;
 use crate::driver::VmHandle;
 use crate::queue::plan::PlannedStep;
 
@@ -34,20 +35,11 @@ pub struct BuildRecord {
     /// The build VM's serial console while it runs.
     #[serde(default)]
     pub console: Option<PathBuf>,
-    /// Who started the build (None in records from before kiln kept it).
+    /// Who started the build (None in records from before kiln kept it). kilnd reads the
+    /// local files a template names, and writes its export files, only where this user may: in
+    /// system mode kilnd runs as root and must not be anyone's way around file permissions.
     #[serde(default)]
-    pub started_by: Option<StartedBy>,
-}
-
-/// The user who started a build, from the socket's peer credentials. kilnd reads the local
-/// files a template names, and writes its export files, only where this user may: in system
-/// mode kilnd runs as root and must not be anyone's way around file permissions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartedBy {
-    pub uid: u32,
-    /// Primary group: export files are given to (uid, gid).
-    pub gid: u32,
-    pub gids: Vec<u32>,
+    pub started_by: Option<User>,
 }
 
 impl BuildRecord {
@@ -56,16 +48,6 @@ impl BuildRecord {
         self.vm
             .clone()
             .or_else(|| self.legacy_qemu_pid.map(crate::driver::qemu::legacy_handle))
-    }
-}
-
-impl StartedBy {
-    pub fn user(&self) -> crate::as_user::User<'_> {
-        crate::as_user::User {
-            uid: self.uid,
-            gid: self.gid,
-            gids: &self.gids,
-        }
     }
 }
 

@@ -4,8 +4,8 @@
 use kiln_shared::protocol::Visibility;
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::ImageRecord;
 use super::{db_err, decode, encode, Store, StoreError, IMAGES};
-use crate::catalog::ImageRecord;
 
 impl Store {
     /// Writes `record` under its id, replacing what was there.
@@ -76,7 +76,7 @@ impl Store {
                 Some(Visibility::Shared) => 1,
                 _ => 2,
             };
-            let unavailable = r.state != crate::catalog::State::Available;
+            let unavailable = r.state != super::State::Available;
             (tier, unavailable, std::cmp::Reverse(r.created_at))
         };
         Ok(visible
@@ -138,7 +138,7 @@ fn all_images(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::catalog::State;
+    use crate::store::State;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

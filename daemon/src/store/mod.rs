@@ -4,9 +4,11 @@
 //! one redb transaction, so a daemon killed at any moment leaves either the old or the new state.
 
 mod builds;
+mod image_record;
 mod images;
 
-pub use builds::{BuildRecord, StartedBy};
+pub use builds::BuildRecord;
+pub use image_record::{ImageRecord, State};
 
 use std::path::{Path, PathBuf};
 

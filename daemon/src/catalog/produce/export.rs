@@ -21,7 +21,7 @@ impl Catalog {
         source: &Path,
         format: &str,
         dest: &Path,
-        owner: Option<&crate::store::StartedBy>,
+        owner: Option<&crate::as_user::User>,
         overwrite: bool,
     ) -> Result<(PathBuf, u64, String), CatalogError> {
         use crate::as_user::OpenError;
@@ -42,9 +42,7 @@ impl Catalog {
                 "export path {shown} must be absolute"
             )));
         }
-        let user = owner
-            .map(crate::store::StartedBy::user)
-            .filter(|u| u.is_other());
+        let user = owner.filter(|u| u.is_other());
         let dir = crate::as_user::open_dir_to_write(user, parent)
             .await
             .map_err(|e| match e {

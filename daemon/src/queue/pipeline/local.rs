@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::StartedBy;
+use crate::as_user::User;
 
 /// Files a `file` customizer may upload.
 pub(super) const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
@@ -13,7 +13,7 @@ pub(super) const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
 /// must be a regular file, judged on the file opened.
 pub(super) async fn read_local(
     path: &str,
-    started_by: Option<&StartedBy>,
+    started_by: Option<&User>,
     sha256: Option<&str>,
     max: Option<u64>,
 ) -> Result<Vec<u8>, String> {
@@ -21,7 +21,7 @@ pub(super) async fn read_local(
     let too_big = |len: u64, max: u64| {
         format!("{path} is {len} bytes or more; the limit is {max} bytes (20 MB)")
     };
-    let user = started_by.map(StartedBy::user).filter(|u| u.is_other());
+    let user = started_by.filter(|u| u.is_other());
     let file = crate::as_user::open_file(user, std::path::Path::new(path))
         .await
         .map_err(|e| match user {
@@ -83,7 +83,7 @@ mod tests {
         mode(&hidden.join("f.txt"), 0o644);
         mode(&hidden, 0o700);
 
-        let other = StartedBy {
+        let other = User {
             uid: 4242,
             gid: 4242,
             gids: vec![4242],
@@ -103,7 +103,7 @@ mod tests {
             assert!(err.contains("uid 4242") && err.contains(&path), "{err}");
         }
         // kilnd's own builds (and old records without a starter) read what kilnd may.
-        let root = StartedBy {
+        let root = User {
             uid: 0,
             gid: 0,
             gids: vec![0],
@@ -122,12 +122,12 @@ mod tests {
     /// that reads forever or kilnd's own process state.
     #[tokio::test]
     async fn local_sources_are_regular_files() {
-        let root = StartedBy {
+        let root = User {
             uid: 0,
             gid: 0,
             gids: vec![0],
         };
-        let other = StartedBy {
+        let other = User {
             uid: 4242,
             gid: 4242,
             gids: vec![4242],

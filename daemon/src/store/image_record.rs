@@ -1,5 +1,5 @@
-//! The catalog's stored form of an image (an internal type: the wire shows `ImageInfo`) and the
-//! visibility rule that decides who sees it.
+//! An image as the store keeps it (an internal type: the wire shows `ImageInfo`; the catalog
+//! decides what goes in it) and the visibility rule that decides who sees it.
 
 use std::path::PathBuf;
 
