@@ -113,9 +113,7 @@ impl Queue {
             if let Some(dir) = rec.work_dir.take() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            rec.vm = None;
-            rec.legacy_qemu_pid = None;
-            rec.console = None;
+            rec.vm_gone();
             if !rec.build.state.is_terminal() {
                 let was = rec.build.state;
                 rec.build.state = BuildState::Interrupted;
@@ -241,16 +239,7 @@ impl Queue {
             attach_command: None,
             accel: None,
         };
-        let rec = BuildRecord {
-            build,
-            template_body: template,
-            plan,
-            work_dir: None,
-            vm: None,
-            legacy_qemu_pid: None,
-            console: None,
-            started_by: Some(started_by),
-        };
+        let rec = BuildRecord::new(build, template, plan, started_by);
         self.save(&rec);
         lock(&self.state).waiting.push_back(id);
         self.wake.notify_one();
@@ -361,11 +350,10 @@ impl Queue {
     async fn end_kept(&self, id: u64, kept: KeptVm) -> Option<Build> {
         kept.end(&self.logs).await;
         let mut rec = self.store.get_build(id).ok().flatten()?;
-        rec.vm = None;
+        rec.vm_gone();
         if let Some(dir) = rec.work_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        rec.console = None;
         rec.build.attach_command = None;
         rec.build.message = format!("{} (kept VM ended by cancel)", rec.build.message);
         self.save(&rec);

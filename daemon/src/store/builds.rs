@@ -43,6 +43,27 @@ pub struct BuildRecord {
 }
 
 impl BuildRecord {
+    /// The record of a build just submitted: nothing made for it yet.
+    pub fn new(build: Build, template: Template, plan: Vec<PlannedStep>, by: User) -> BuildRecord {
+        BuildRecord {
+            build,
+            template_body: template,
+            plan,
+            work_dir: None,
+            vm: None,
+            legacy_qemu_pid: None,
+            console: None,
+            started_by: Some(by),
+        }
+    }
+
+    /// Forgets the VM (it is gone): its handle, in either form, and its console.
+    pub fn vm_gone(&mut self) {
+        self.vm = None;
+        self.legacy_qemu_pid = None;
+        self.console = None;
+    }
+
     /// The VM a restarted kilnd must end, whichever form the record holds it in.
     pub fn vm_handle(&self) -> Option<VmHandle> {
         self.vm
