@@ -317,6 +317,41 @@ impl Conn {
         r["result"].clone()
     }
 
+    /// Stores `template` (its wire form) in the connection's project.
+    pub fn create_template(&mut self, template: Value) {
+        self.call("template.create", json!({ "template": template }));
+    }
+
+    /// Starts a build of `template` making `image`; returns its id.
+    pub fn start_build(&mut self, template: &str, image: &str) -> u64 {
+        self.call(
+            "build.start",
+            json!({"template": template, "image_name": image}),
+        )["build"]["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// The build log's lines so far (`build.logs` without follow, read to its end).
+    pub fn log_lines(&mut self, id: u64) -> Vec<String> {
+        let sub = self.call("build.logs", json!({"id": id, "follow": false}))["sub"].clone();
+        let mut lines = Vec::new();
+        loop {
+            let n = self.read();
+            assert!(!n.is_null(), "connection closed during build.logs");
+            if n["params"]["sub"] != sub {
+                continue;
+            }
+            match n["method"].as_str() {
+                Some("build.log.end") => return lines,
+                Some("build.log") => {
+                    lines.push(n["params"]["line"].as_str().unwrap_or_default().to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sends a request that must fail and returns `error.data.kind`.
     pub fn call_err(&mut self, method: &str, params: Value) -> (String, Value) {
         let r = self.request(method, params);

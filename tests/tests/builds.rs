@@ -18,36 +18,9 @@ fn daemon_with_base(config: Option<&str>) -> Option<Kilnd> {
     Some(k)
 }
 
-fn create(c: &mut Conn, template: Value) {
-    c.call("template.create", json!({"template": template}));
-}
-
-fn start(c: &mut Conn, template: &str, image: &str) -> u64 {
-    c.call(
-        "build.start",
-        json!({"template": template, "image_name": image}),
-    )["build"]["id"]
-        .as_u64()
-        .unwrap()
-}
-
 fn wait(c: &mut Conn, id: u64) -> Value {
     c.set_timeout(Duration::from_secs(3600));
     c.call("build.wait", json!({"id": id}))["build"].clone()
-}
-
-fn log_lines(c: &mut Conn, id: u64) -> Vec<String> {
-    let sub = c.call("build.logs", json!({"id": id, "follow": false}))["sub"].clone();
-    let mut lines = Vec::new();
-    loop {
-        let n = c.read();
-        if n["method"] == "build.log.end" && n["params"]["sub"] == sub {
-            return lines;
-        }
-        if n["method"] == "build.log" && n["params"]["sub"] == sub {
-            lines.push(n["params"]["line"].as_str().unwrap_or_default().to_string());
-        }
-    }
 }
 
 /// Waits until the build reaches `sub_state` (or a step of `step_name` is running).
@@ -296,8 +269,7 @@ fn full_build_then_boot_the_output_image() {
         b"#!/bin/bash\nset -e\necho https-script-ran | sudo tee /etc/kiln-https-script\n";
     let https_blob: &[u8] = b"a file fetched over https\n";
     let https = Https::start(&[("setup.sh", https_script), ("blob.txt", https_blob)]);
-    create(
-        &mut c,
+    c.create_template(
         json!({
             "name": "full",
             "os": "debian-12",
@@ -320,9 +292,9 @@ fn full_build_then_boot_the_output_image() {
             "distribute": [{"type": "image", "run_output_name": "local"}, export("qcow2"), export("raw"), export("vhd"), export("vmdk")]
         }),
     );
-    let id = start(&mut c, "full", "full-image");
+    let id = c.start_build("full", "full-image");
     let b = wait(&mut c, id);
-    let log = log_lines(&mut c, id);
+    let log = c.log_lines(id);
     assert_eq!(b["state"], "succeeded", "{b}\n{}", log.join("\n"));
     for step in b["steps"].as_array().unwrap() {
         assert_eq!(step["state"], "succeeded", "{step}");
@@ -517,21 +489,18 @@ fn failing_step_fails_the_build_keeps_the_vm_on_abort_and_cancel_ends_it() {
         return;
     };
     let mut c = k.connect();
-    create(
-        &mut c,
-        json!({
-            "name": "broken", "os": "debian-12", "source": {"image": "debian-12"},
-            "vm": {"cpus": 2, "memory_mb": 1024},
-            "customize": [
-                {"type": "shell", "name": "ok", "inline": ["echo fine"]},
-                {"type": "shell", "name": "bad", "inline": ["echo about-to-fail", "exit 7"]},
-                {"type": "shell", "name": "never", "inline": ["echo never"]}
-            ],
-            "error_handling": {"on_customizer_error": "abort"},
-            "distribute": [{"type": "image", "run_output_name": "local"}]
-        }),
-    );
-    let id = start(&mut c, "broken", "broken-image");
+    c.create_template(json!({
+        "name": "broken", "os": "debian-12", "source": {"image": "debian-12"},
+        "vm": {"cpus": 2, "memory_mb": 1024},
+        "customize": [
+            {"type": "shell", "name": "ok", "inline": ["echo fine"]},
+            {"type": "shell", "name": "bad", "inline": ["echo about-to-fail", "exit 7"]},
+            {"type": "shell", "name": "never", "inline": ["echo never"]}
+        ],
+        "error_handling": {"on_customizer_error": "abort"},
+        "distribute": [{"type": "image", "run_output_name": "local"}]
+    }));
+    let id = c.start_build("broken", "broken-image");
     let b = wait(&mut c, id);
     assert_eq!(b["state"], "failed", "{b}");
     assert!(
@@ -548,7 +517,7 @@ fn failing_step_fails_the_build_keeps_the_vm_on_abort_and_cancel_ends_it() {
         (json!("succeeded"), json!("failed"), json!("skipped"))
     );
     assert_eq!(steps[1]["exit_code"], 7);
-    let log = log_lines(&mut c, id);
+    let log = c.log_lines(id);
     assert!(log.iter().any(|l| l == "about-to-fail"), "{log:?}");
     assert!(log.iter().any(|l| l.contains("exit code 7")), "{log:?}");
     assert!(!log.iter().any(|l| l == "never"));
@@ -593,8 +562,7 @@ fn cancel_queued_and_customizing_timeout_and_kill_9() {
         return;
     };
     let mut c = k.connect();
-    create(
-        &mut c,
+    c.create_template(
         json!({
             "name": "slow", "os": "debian-12", "source": {"image": "debian-12"},
             "vm": {"cpus": 2, "memory_mb": 1024},
@@ -602,8 +570,8 @@ fn cancel_queued_and_customizing_timeout_and_kill_9() {
             "distribute": [{"type": "image", "run_output_name": "local"}]
         }),
     );
-    let first = start(&mut c, "slow", "a");
-    let queued = start(&mut c, "slow", "b");
+    let first = c.start_build("slow", "a");
+    let queued = c.start_build("slow", "b");
     let q = c.call("build.get", json!({"id": queued}))["build"].clone();
     assert_eq!(
         (q["state"].clone(), q["queue_position"].clone()),
@@ -625,7 +593,7 @@ fn cancel_queued_and_customizing_timeout_and_kill_9() {
 
     // kill -9 of kilnd while a build boots: the restarted daemon marks it interrupted and
     // removes its qemu and overlay.
-    let third = start(&mut c, "slow", "c");
+    let third = c.start_build("slow", "c");
     wait_for(
         &mut c,
         third,
@@ -654,8 +622,7 @@ fn timeout_ends_the_build() {
         return;
     };
     let mut c = k.connect();
-    create(
-        &mut c,
+    c.create_template(
         json!({
             "name": "forever", "os": "debian-12", "source": {"image": "debian-12"}, "build_timeout_minutes": 6,
             "vm": {"cpus": 1, "memory_mb": 512},
@@ -663,7 +630,7 @@ fn timeout_ends_the_build() {
             "distribute": [{"type": "image", "run_output_name": "local"}]
         }),
     );
-    let id = start(&mut c, "forever", "never");
+    let id = c.start_build("forever", "never");
     let b = wait(&mut c, id);
     assert_eq!(b["state"], "timed_out", "{b}");
     assert!(b["message"].as_str().unwrap().contains("20 seconds"), "{b}");
@@ -751,8 +718,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
     let store_before = std::fs::metadata(k.data_dir.join("kiln.redb"))
         .unwrap()
         .len();
-    create(
-        &mut c,
+    c.create_template(
         json!({
             "name": "warm", "os": "debian-12", "source": {"image": "debian-12"},
             "min_disk_gb": min_disk,
@@ -790,7 +756,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
             ]
         }),
     );
-    let build = start(&mut c, "warm", "warm-out");
+    let build = c.start_build("warm", "warm-out");
 
     // A follower that unsubscribes gets a last `build.log.end` and nothing after it.
     let mut s = k.connect();
@@ -822,7 +788,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
     drop(s);
 
     let b = wait(&mut c, build);
-    let lines = log_lines(&mut c, build);
+    let lines = c.log_lines(build);
     // Two targets are refused, so the build partially succeeded; the others are there.
     assert_eq!(
         b["state"],
@@ -935,8 +901,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
 
     // An https file whose sha256 does not match fails its step (and the build), naming it.
     let https = Https::start(&[("blob.txt", b"the real content\n")]);
-    create(
-        &mut c,
+    c.create_template(
         json!({
             "name": "bad-sha", "os": "debian-12", "source": {"image": "debian-12"},
             "customize": [
@@ -946,9 +911,9 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
             "distribute": [{"type": "image", "run_output_name": "local"}]
         }),
     );
-    let bad = start(&mut c, "bad-sha", "never");
+    let bad = c.start_build("bad-sha", "never");
     let b = wait(&mut c, bad);
-    let log = log_lines(&mut c, bad).join("\n");
+    let log = c.log_lines(bad).join("\n");
     assert_eq!(b["state"], "failed", "{b}\n{log}");
     assert_eq!(b["steps"][1]["state"], "failed", "{b}");
     assert!(
@@ -959,23 +924,20 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
 
     // on_validation_error = "abort": a failing check keeps the booted output VM to look into;
     // the image is not published; cancel ends the VM.
-    create(
-        &mut c,
-        json!({
-            "name": "bad-check", "os": "debian-12", "source": {"image": "debian-12"},
-            "customize": [
-                {"type": "shell", "name": "mark", "inline": ["echo checked | sudo tee /etc/kiln-check"]}
-            ],
-            "validate": {"boot_test": true, "in_vm": [
-                {"type": "shell", "name": "must-fail", "inline": ["grep -q never /etc/kiln-check"]}
-            ]},
-            "error_handling": {"on_validation_error": "abort"},
-            "distribute": [{"type": "image", "run_output_name": "local"}]
-        }),
-    );
-    let checked = start(&mut c, "bad-check", "checked");
+    c.create_template(json!({
+        "name": "bad-check", "os": "debian-12", "source": {"image": "debian-12"},
+        "customize": [
+            {"type": "shell", "name": "mark", "inline": ["echo checked | sudo tee /etc/kiln-check"]}
+        ],
+        "validate": {"boot_test": true, "in_vm": [
+            {"type": "shell", "name": "must-fail", "inline": ["grep -q never /etc/kiln-check"]}
+        ]},
+        "error_handling": {"on_validation_error": "abort"},
+        "distribute": [{"type": "image", "run_output_name": "local"}]
+    }));
+    let checked = c.start_build("bad-check", "checked");
     let b = wait(&mut c, checked);
-    let log = log_lines(&mut c, checked).join("\n");
+    let log = c.log_lines(checked).join("\n");
     assert_eq!(b["state"], "failed", "{b}\n{log}");
     let failed: Vec<&str> = b["steps"]
         .as_array()

@@ -131,19 +131,6 @@ fn shell(name: &str, line: &str) -> Value {
     json!({"type": "shell", "name": name, "inline": [line]})
 }
 
-fn create(c: &mut Conn, t: Value) {
-    c.call("template.create", json!({ "template": t }));
-}
-
-fn start(c: &mut Conn, template: &str, image: &str) -> u64 {
-    c.call(
-        "build.start",
-        json!({"template": template, "image_name": image}),
-    )["build"]["id"]
-        .as_u64()
-        .unwrap()
-}
-
 fn get(c: &mut Conn, id: u64) -> Value {
     c.call("build.get", json!({ "id": id }))["build"].clone()
 }
@@ -172,24 +159,6 @@ fn until_terminal(c: &mut Conn, id: u64) -> Value {
     until(c, id, "a terminal state", |b| {
         !matches!(b["state"].as_str(), Some("queued" | "running"))
     })
-}
-
-/// The build log's lines.
-fn log(c: &mut Conn, id: u64) -> Vec<String> {
-    let sub = c.call("build.logs", json!({ "id": id }))["sub"].clone();
-    let mut lines = Vec::new();
-    loop {
-        let msg = c.read();
-        assert!(!msg.is_null());
-        if msg["params"]["sub"] != sub {
-            continue;
-        }
-        match msg["method"].as_str() {
-            Some("build.log") => lines.push(msg["params"]["line"].as_str().unwrap().into()),
-            Some("build.log.end") => return lines,
-            _ => {}
-        }
-    }
 }
 
 /// Waits until `n` fake VMs run.
@@ -225,19 +194,16 @@ fn in_order(lines: &[String], wanted: &[&str]) {
 fn a_build_goes_through_every_sub_state_and_publishes_its_image() {
     let d = Daemon::start("");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template(
-            "full",
-            json!([
-                shell("hello", "echo hello"),
-                {"type": "reboot", "name": "restart", "timeout": "30s"},
-                shell("after", "echo again"),
-            ]),
-            json!({"validate": {"boot_test": true, "in_vm": [shell("check", "true")]}}),
-        ),
-    );
-    let id = start(&mut c, "full", "full-1");
+    c.create_template(template(
+        "full",
+        json!([
+            shell("hello", "echo hello"),
+            {"type": "reboot", "name": "restart", "timeout": "30s"},
+            shell("after", "echo again"),
+        ]),
+        json!({"validate": {"boot_test": true, "in_vm": [shell("check", "true")]}}),
+    ));
+    let id = c.start_build("full", "full-1");
     let b = until_terminal(&mut c, id);
     assert_eq!(b["state"], "succeeded", "{b}");
     assert!(b["sub_state"].is_null());
@@ -261,7 +227,7 @@ fn a_build_goes_through_every_sub_state_and_publishes_its_image() {
     assert_eq!(out["kind"], "image");
     assert_eq!(out["sha256"].as_str().unwrap().len(), 64, "{out}");
     assert!(Path::new(out["path"].as_str().unwrap()).is_file());
-    let lines = log(&mut c, id);
+    let lines = c.log_lines(id);
     in_order(
         &lines,
         &[
@@ -300,26 +266,17 @@ fn a_build_goes_through_every_sub_state_and_publishes_its_image() {
 fn cancel_in_every_sub_state_ends_the_vm_and_removes_the_work() {
     let d = Daemon::start("");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template(
-            "plain",
-            json!([shell("hello", "echo hello")]),
-            json!({"validate": {"boot_test": true}}),
-        ),
-    );
-    create(
-        &mut c,
-        template("spin", json!([shell("wait", "hold")]), json!({})),
-    );
-    create(
-        &mut c,
-        template(
-            "spin-validate",
-            json!([]),
-            json!({"validate": {"boot_test": true, "in_vm": [shell("wait", "hold")]}}),
-        ),
-    );
+    c.create_template(template(
+        "plain",
+        json!([shell("hello", "echo hello")]),
+        json!({"validate": {"boot_test": true}}),
+    ));
+    c.create_template(template("spin", json!([shell("wait", "hold")]), json!({})));
+    c.create_template(template(
+        "spin-validate",
+        json!([]),
+        json!({"validate": {"boot_test": true, "in_vm": [shell("wait", "hold")]}}),
+    ));
     let cases: [(&str, Option<&'static str>, &str); 6] = [
         ("plain", Some("prepare"), "preparing"),
         ("plain", Some("boot"), "booting"),
@@ -332,12 +289,12 @@ fn cancel_in_every_sub_state_ends_the_vm_and_removes_the_work() {
         if let Some(phase) = hold {
             d.fake.hold(phase);
         }
-        let id = start(&mut c, t, &format!("canceled-{i}"));
+        let id = c.start_build(t, &format!("canceled-{i}"));
         until_sub(&mut c, id, sub);
         let b = c.call("build.cancel", json!({ "id": id }))["build"].clone();
         assert_eq!(b["state"], "canceled", "canceled while {sub}: {b}");
         assert!(b["sub_state"].is_null(), "{b}");
-        let lines = log(&mut c, id);
+        let lines = c.log_lines(id);
         in_order(&lines, &[&format!("==> {sub}"), "==> canceling: canceled"]);
         nothing_left(&d, id);
         if let Some(phase) = hold {
@@ -355,8 +312,8 @@ fn cancel_in_every_sub_state_ends_the_vm_and_removes_the_work() {
     assert_eq!(names, ["debian-12"], "{images}");
     // A queued build is canceled without running.
     d.fake.hold("boot");
-    let running = start(&mut c, "plain", "first");
-    let queued = start(&mut c, "plain", "second");
+    let running = c.start_build("plain", "first");
+    let queued = c.start_build("plain", "second");
     let mut c2 = d.conn();
     until_sub(&mut c2, running, "booting");
     // max_concurrent_builds defaults to half the cores: with two, the second may run too.
@@ -373,11 +330,8 @@ fn cancel_in_every_sub_state_ends_the_vm_and_removes_the_work() {
 fn timeouts_end_a_build_wherever_it_is() {
     let d = Daemon::start("build_timeout_cap_seconds = 1");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template("spin", json!([shell("wait", "hold")]), json!({})),
-    );
-    let id = start(&mut c, "spin", "late");
+    c.create_template(template("spin", json!([shell("wait", "hold")]), json!({})));
+    let id = c.start_build("spin", "late");
     let b = until_terminal(&mut c, id);
     assert_eq!(b["state"], "timed_out", "{b}");
     assert_eq!(
@@ -388,7 +342,7 @@ fn timeouts_end_a_build_wherever_it_is() {
     nothing_left(&d, id);
     // Held before the VM even boots, it times out the same way.
     d.fake.hold("prepare");
-    let id = start(&mut c, "spin", "later");
+    let id = c.start_build("spin", "later");
     assert_eq!(until_terminal(&mut c, id)["state"], "timed_out");
     nothing_left(&d, id);
 }
@@ -397,13 +351,14 @@ fn timeouts_end_a_build_wherever_it_is() {
 fn the_queue_keeps_order_positions_and_the_concurrency_limit() {
     let d = Daemon::start("max_concurrent_builds = 1");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template("plain", json!([shell("hello", "echo hello")]), json!({})),
-    );
+    c.create_template(template(
+        "plain",
+        json!([shell("hello", "echo hello")]),
+        json!({}),
+    ));
     d.fake.hold("boot");
     let ids: Vec<u64> = (0..4)
-        .map(|i| start(&mut c, "plain", &format!("q{i}")))
+        .map(|i| c.start_build("plain", &format!("q{i}")))
         .collect();
     until_sub(&mut c, ids[0], "booting");
     let positions = |c: &mut Conn| -> Vec<Value> {
@@ -451,13 +406,14 @@ fn the_queue_keeps_order_positions_and_the_concurrency_limit() {
 fn two_builds_run_at_once_when_the_limit_says_two() {
     let d = Daemon::start("max_concurrent_builds = 2");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template("plain", json!([shell("hello", "echo hello")]), json!({})),
-    );
+    c.create_template(template(
+        "plain",
+        json!([shell("hello", "echo hello")]),
+        json!({}),
+    ));
     d.fake.hold("ready");
     let ids: Vec<u64> = (0..3)
-        .map(|i| start(&mut c, "plain", &format!("p{i}")))
+        .map(|i| c.start_build("plain", &format!("p{i}")))
         .collect();
     until_sub(&mut c, ids[0], "booting");
     until_sub(&mut c, ids[1], "booting");
@@ -475,16 +431,13 @@ fn a_failed_step_ends_or_keeps_its_vm_as_the_template_says() {
     let d = Daemon::start("");
     let mut c = d.conn();
     let steps = json!([shell("bad", "exit 3"), shell("never", "echo no")]);
-    create(&mut c, template("cleanup", steps.clone(), json!({})));
-    create(
-        &mut c,
-        template(
-            "keep",
-            steps,
-            json!({"error_handling": {"on_customizer_error": "abort"}}),
-        ),
-    );
-    let id = start(&mut c, "cleanup", "c");
+    c.create_template(template("cleanup", steps.clone(), json!({})));
+    c.create_template(template(
+        "keep",
+        steps,
+        json!({"error_handling": {"on_customizer_error": "abort"}}),
+    ));
+    let id = c.start_build("cleanup", "c");
     let b = until_terminal(&mut c, id);
     assert_eq!(b["state"], "failed");
     assert_eq!(b["message"], "step 1 \"bad\" failed with exit code 3");
@@ -493,7 +446,7 @@ fn a_failed_step_ends_or_keeps_its_vm_as_the_template_says() {
     assert!(b["attach_command"].is_null());
     nothing_left(&d, id);
 
-    let id = start(&mut c, "keep", "k");
+    let id = c.start_build("keep", "k");
     let b = until_terminal(&mut c, id);
     assert_eq!(b["state"], "failed");
     assert!(
@@ -527,8 +480,8 @@ fn a_target_that_fails_makes_a_partial_success() {
         {"type": "export", "run_output_name": "file", "format": "qcow2",
          "path": "/proc/kiln-no-such-dir/out.qcow2"},
     ]);
-    create(&mut c, t);
-    let id = start(&mut c, "two", "partial");
+    c.create_template(t);
+    let id = c.start_build("two", "partial");
     let b = until_terminal(&mut c, id);
     assert_eq!(b["state"], "partially_succeeded", "{b}");
     assert!(b["run_outputs"][0]["error"].is_null());
@@ -540,13 +493,14 @@ fn a_target_that_fails_makes_a_partial_success() {
 fn after_a_crash_every_build_ends_interrupted_and_no_vm_is_left() {
     let d = Daemon::start("max_concurrent_builds = 1");
     let mut c = d.conn();
-    create(
-        &mut c,
-        template("plain", json!([shell("hello", "echo hello")]), json!({})),
-    );
+    c.create_template(template(
+        "plain",
+        json!([shell("hello", "echo hello")]),
+        json!({}),
+    ));
     d.fake.hold("ready");
-    let running = start(&mut c, "plain", "r");
-    let queued = start(&mut c, "plain", "q");
+    let running = c.start_build("plain", "r");
+    let queued = c.start_build("plain", "q");
     until_sub(&mut c, running, "booting");
     vms_up(&d, 1);
     let vms = d.fake.alive();
@@ -590,7 +544,7 @@ fn after_a_crash_every_build_ends_interrupted_and_no_vm_is_left() {
     }
     assert!(!work.exists(), "{} is left", work.display());
     // The restarted queue runs new builds.
-    let id = start(&mut c, "plain", "after");
+    let id = c.start_build("plain", "after");
     assert_eq!(until_terminal(&mut c, id)["state"], "succeeded");
 }
 
