@@ -2,15 +2,17 @@
 //! time so that elapsed times in snapshots never change.
 
 use chrono::{DateTime, TimeZone, Utc};
+use kiln_shared::build::BuildList;
 use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
-use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
-use serde_json::{json, Value};
+use kiln_shared::protocol::{
+    ImageInfo, ImageList, ImageState, TemplateList, TemplateRecord, TemplateSummary, Visibility,
+};
 
 use super::keymap::Key;
 use super::overlay::Overlay;
-use super::{update, Action, App, CallError, Effect};
+use super::{update, Action, App, Effect, Reply};
 
 pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, h, m, s)
@@ -156,13 +158,10 @@ pub fn app() -> App {
         template("db", "debian-12", &["mariadb", "redis"], 1),
         template("java-app", "ubuntu-24.04", &["openjdk"], 7),
     ];
-    update(
+    reply(
         &mut app,
-        Action::Reply {
-            method: "template.list".into(),
-            tag: 0,
-            result: Ok(json!({ "templates": templates })),
-        },
+        0,
+        Reply::TemplateList(Ok(TemplateList { templates })),
     );
     let builds = vec![
         build(1, "web-base", BuildState::Succeeded),
@@ -182,22 +181,8 @@ pub fn app() -> App {
         ubuntu,
         shared,
     ];
-    update(
-        &mut app,
-        Action::Reply {
-            method: "image.list".into(),
-            tag: 0,
-            result: Ok(json!({ "images": images })),
-        },
-    );
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.list".into(),
-            tag: 0,
-            result: Ok(json!({ "builds": builds })),
-        },
-    );
+    reply(&mut app, 0, Reply::ImageList(Ok(ImageList { images })));
+    reply(&mut app, 0, Reply::BuildList(Ok(BuildList { builds })));
     app
 }
 
@@ -242,14 +227,14 @@ owner = "ops"
     }
 }
 
-/// `template.get`'s reply for `template` at `revision`.
-pub fn record(template: &kiln_shared::Template, revision: u64) -> serde_json::Value {
-    json!({
-        "template": template,
-        "revision": revision,
-        "created_at": at(8, 0, 0),
-        "updated_at": at(9, 0, 0),
-    })
+/// `template.get`'s result for `template` at `revision`.
+pub fn record(template: &kiln_shared::Template, revision: u64) -> TemplateRecord {
+    TemplateRecord {
+        template: template.clone(),
+        revision,
+        created_at: at(8, 0, 0),
+        updated_at: at(9, 0, 0),
+    }
 }
 
 pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
@@ -295,19 +280,13 @@ pub fn key(app: &mut App, k: Key) -> Vec<Effect> {
     update(app, Action::Key(k))
 }
 
-/// kilnd's answer to the call `method` tagged `tag`.
-pub fn reply(
-    app: &mut App,
-    method: &str,
-    tag: u64,
-    result: Result<Value, CallError>,
-) -> Vec<Effect> {
+/// kilnd's answer to the call tagged `tag`.
+pub fn reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
     update(
         app,
         Action::Reply {
-            method: method.into(),
             tag,
-            result,
+            reply: Box::new(reply),
         },
     )
 }

@@ -4,12 +4,13 @@
 
 use std::collections::VecDeque;
 
-use kiln_shared::build::{LogLine, SubReply};
-use serde_json::{json, Value};
+use kiln_shared::build::{BuildLogsParams, LogLine, SubReply};
+use kiln_shared::methods::Name;
+use serde_json::Value;
 
 use super::keymap::Cmd;
 use super::listed::movement;
-use super::{builds, call, App, Effect, Prompt, View};
+use super::{builds, call, App, CallError, Effect, Prompt, Request, View};
 
 /// Lines kept in memory; older ones are dropped (and counted) as new ones arrive.
 pub const LOG_CAPACITY: usize = 10_000;
@@ -159,13 +160,13 @@ pub(super) fn follow(app: &mut App) -> Vec<Effect> {
     if !connected {
         return fx;
     }
-    let params = json!({
-        "id": log.build,
-        "follow": true,
-        "serial": log.serial,
-        "from_line": log.next_seq,
-    });
-    fx.push(call("build.logs", session, params));
+    let params = BuildLogsParams {
+        id: log.build,
+        follow: true,
+        from_line: Some(log.next_seq),
+        serial: log.serial,
+    };
+    fx.push(call(session, Request::BuildLogs(params)));
     fx
 }
 
@@ -185,7 +186,7 @@ pub(super) fn open(app: &mut App, build: u64) -> Vec<Effect> {
 
 /// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
 pub(super) fn unsubscribe(sub: u64) -> Effect {
-    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
+    call(0, Request::BuildLogsUnsubscribe(SubReply { sub }))
 }
 
 /// `build.logs` answered call `tag` with the subscription.
@@ -201,6 +202,15 @@ pub(super) fn on_subscribed(app: &mut App, tag: u64, r: SubReply) -> Vec<Effect>
         on_notification(app, &method, params);
     }
     Vec::new()
+}
+
+/// `build.logs` refused call `tag`: said in the message line if the view still waits for it.
+pub(super) fn on_refused(app: &mut App, tag: u64, e: CallError) {
+    match app.log.as_mut() {
+        Some(l) if l.session == tag => l.session = 0,
+        _ => return,
+    }
+    app.message = Some(format!("{}: {e}", Name::BuildLogs.as_str()));
 }
 
 /// A `build.log` or `build.log.end` notification.
