@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::app::form::EditWhat;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, CallError, Effect, Request};
+use crate::app::{update, Action, App, CallError, Effect, Note, Request};
 use crate::cli::{editor, Settings};
 
 /// How long a request may take before the dashboard gives up on its reply.
@@ -348,11 +348,11 @@ async fn keep_connected(socket: PathBuf, project: String, slot: Slot, tx: Unboun
                 }
                 // The stream ends when the client's reader stops: kilnd closed the socket.
                 while let Some(n) = notes.recv().await {
-                    let action = Action::Notification {
-                        method: n.method,
-                        params: n.params,
+                    // Those the dashboard does not read end here.
+                    let Some(note) = Note::decode(&n.method, n.params) else {
+                        continue;
                     };
-                    if tx.send(action).is_err() {
+                    if tx.send(Action::Notification(note)).is_err() {
                         return;
                     }
                 }

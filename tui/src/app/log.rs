@@ -6,11 +6,10 @@ use std::collections::VecDeque;
 
 use kiln_shared::build::{BuildLogsParams, LogLine, SubReply};
 use kiln_shared::methods::Name;
-use serde_json::Value;
 
 use super::keymap::Cmd;
 use super::listed::movement;
-use super::{builds, call, App, CallError, Effect, Prompt, Request, View};
+use super::{builds, call, App, CallError, Effect, Note, Prompt, Request, View};
 
 /// Lines kept in memory; older ones are dropped (and counted) as new ones arrive.
 pub const LOG_CAPACITY: usize = 10_000;
@@ -198,8 +197,8 @@ pub(super) fn on_subscribed(app: &mut App, tag: u64, r: SubReply) -> Vec<Effect>
     };
     log.sub = Some(r.sub);
     let early = std::mem::take(&mut app.early_notes);
-    for (method, params) in early {
-        on_notification(app, &method, params);
+    for note in early {
+        on_notification(app, note);
     }
     Vec::new()
 }
@@ -214,31 +213,30 @@ pub(super) fn on_refused(app: &mut App, tag: u64, e: CallError) {
 }
 
 /// A `build.log` or `build.log.end` notification.
-pub(super) fn on_notification(app: &mut App, method: &str, params: Value) {
-    if method != "build.log" && method != "build.log.end" {
-        return;
-    }
+pub(super) fn on_notification(app: &mut App, note: Note) {
+    let sub = match &note {
+        Note::Log(n) => n.sub,
+        Note::LogEnd(e) => e.sub,
+        Note::Event(_) => return,
+    };
     let Some(log) = app.log.as_mut() else {
         return;
     };
-    let sub = params.get("sub").and_then(Value::as_u64);
     match log.sub {
         // The reply naming our subscription may still be on its way: keep the line for it.
         None if log.session != 0 => {
             if app.early_notes.len() < EARLY_NOTES_MAX {
-                app.early_notes.push((method.to_string(), params));
+                app.early_notes.push(note);
             }
             return;
         }
-        Some(s) if sub == Some(s) => {}
+        Some(s) if sub == s => {}
         _ => return,
     }
-    if method == "build.log.end" {
-        log.ended = true;
-        return;
-    }
-    if let Ok(line) = serde_json::from_value::<LogLine>(params) {
-        log.push(line);
+    match note {
+        Note::Log(n) => log.push(n.line),
+        Note::LogEnd(_) => log.ended = true,
+        Note::Event(_) => {}
     }
 }
 

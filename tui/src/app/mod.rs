@@ -25,10 +25,9 @@ use kiln_shared::build::BuildListParams;
 use kiln_shared::methods::{Empty, Name};
 use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListParams};
 use kiln_shared::Violation;
-use serde_json::Value;
 
 use builds::{Builds, Detail};
-pub use calls::{Reply, Request};
+pub use calls::{Note, Reply, Request};
 use form::{EditWhat, Form};
 use images::Images;
 use keymap::{Cmd, Key};
@@ -116,11 +115,8 @@ pub enum Action {
         tag: u64,
         reply: Box<Reply>,
     },
-    /// A notification kilnd sent on the connection (`build.log`, `build.log.end`, ...).
-    Notification {
-        method: String,
-        params: Value,
-    },
+    /// A notification kilnd sent on the connection.
+    Notification(Note),
     /// The person's editor, run for an `Effect::Edit`, returned with this text (or could not run).
     Edited {
         what: EditWhat,
@@ -182,7 +178,7 @@ pub struct App {
     pub events_sub: Option<u64>,
     next_tag: u64,
     /// Log notifications that arrived before the reply naming their subscription.
-    early_notes: Vec<(String, Value)>,
+    early_notes: Vec<Note>,
 }
 
 /// The default base image for the build `b` started: the template's source, once known.
@@ -300,10 +296,7 @@ impl App {
 
 /// An `event` from the events subscription: one build or template changed (or the events were
 /// lost and everything is listed again).
-fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
-    let Ok(e) = serde_json::from_value::<Event>(params) else {
-        return Vec::new();
-    };
+fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
     if app.events_sub != Some(e.sub) {
         return Vec::new();
     }
@@ -359,9 +352,9 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Reply { tag, reply } => on_reply(app, tag, *reply),
-        Action::Notification { method, params } if method == "event" => on_event(app, params),
-        Action::Notification { method, params } => {
-            log::on_notification(app, &method, params);
+        Action::Notification(Note::Event(e)) => on_event(app, e),
+        Action::Notification(note) => {
+            log::on_notification(app, note);
             Vec::new()
         }
         Action::Edited { what, result } => {

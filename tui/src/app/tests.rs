@@ -1,12 +1,10 @@
 //! `update` tests: feed actions to an `App`, check the state and the effects. No terminal.
 
-use serde_json::{json, Value};
-
 use super::fixtures::{app, key, log_line, press, reply};
 use super::keymap::Key;
 use super::*;
-use kiln_shared::build::{BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
-use kiln_shared::protocol::{NameParams, RevisionInfo, RevisionList, TemplateList};
+use kiln_shared::build::{Build, BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
+use kiln_shared::protocol::{LogNote, NameParams, RevisionInfo, RevisionList, TemplateList};
 
 /// The methods `fx` calls, in order.
 fn methods(fx: &[Effect]) -> Vec<Name> {
@@ -63,16 +61,10 @@ fn shown_lines(app: &App) -> Vec<String> {
         .collect()
 }
 
+/// Line `seq` of log stream `sub`, saying `text`.
 fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
-    let mut params = serde_json::to_value(log_line(seq, text)).unwrap_or_default();
-    params["sub"] = json!(sub);
-    update(
-        app,
-        Action::Notification {
-            method: "build.log".into(),
-            params,
-        },
-    );
+    let line = log_line(seq, text);
+    update(app, Action::Notification(Note::Log(LogNote { sub, line })));
 }
 
 #[test]
@@ -552,14 +544,15 @@ fn subscribed(app: &mut App) -> Vec<Effect> {
     reply(app, 0, Reply::EventsSubscribe(Ok(SubReply { sub: 3 })))
 }
 
-fn event(app: &mut App, params: Value) -> Vec<Effect> {
-    update(
-        app,
-        Action::Notification {
-            method: "event".into(),
-            params,
-        },
-    )
+/// An event of subscription `sub`.
+fn event(app: &mut App, sub: u64, kind: EventKind) -> Vec<Effect> {
+    update(app, Action::Notification(Note::Event(Event { sub, kind })))
+}
+
+fn build_changed(build: &Build) -> EventKind {
+    EventKind::Build {
+        build: Box::new(build.clone()),
+    }
 }
 
 #[test]
@@ -581,42 +574,44 @@ fn events_keep_the_lists_current_without_polling() {
     key(&mut app, Key::Tab);
     press(&mut app, "j");
     let selected = app.builds.selected().map(|b| b.id);
-    let mut build = serde_json::to_value(&app.builds.list.items[0]).unwrap_or_default();
-    build["id"] = json!(99);
-    build["state"] = json!("queued");
-    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    let mut build = app.builds.list.items[0].clone();
+    build.id = 99;
+    build.state = BuildState::Queued;
+    event(&mut app, 3, build_changed(&build));
     assert_eq!(app.builds.list.items[0].id, 99);
     assert_eq!(app.builds.selected().map(|b| b.id), selected);
     // A change replaces the build in place.
-    build["state"] = json!("running");
-    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    build.state = BuildState::Running;
+    event(&mut app, 3, build_changed(&build));
     assert_eq!(
         app.builds.list.items.iter().filter(|b| b.id == 99).count(),
         1
     );
     assert_eq!(app.builds.list.items[0].state, BuildState::Running);
     // Another subscription's event is ignored.
-    build["state"] = json!("failed");
-    event(&mut app, json!({"sub": 4, "kind": "build", "build": build}));
+    build.state = BuildState::Failed;
+    event(&mut app, 4, build_changed(&build));
     assert_eq!(app.builds.list.items[0].state, BuildState::Running);
 
     // Templates: a deleted one leaves the list, a new one joins it in name order.
     let gone = app.templates.list.items[0].name.clone();
-    event(
-        &mut app,
-        json!({"sub": 3, "kind": "template", "name": gone}),
-    );
+    let deleted = EventKind::Template {
+        name: gone.clone(),
+        template: None,
+    };
+    event(&mut app, 3, deleted);
     assert!(app.templates.list.items.iter().all(|t| t.name != gone));
-    let mut t = serde_json::to_value(&app.templates.list.items[0]).unwrap_or_default();
-    t["name"] = json!("aaa-new");
-    event(
-        &mut app,
-        json!({"sub": 3, "kind": "template", "name": "aaa-new", "template": t}),
-    );
+    let mut t = app.templates.list.items[0].clone();
+    t.name = "aaa-new".into();
+    let created = EventKind::Template {
+        name: t.name.clone(),
+        template: Some(t),
+    };
+    event(&mut app, 3, created);
     assert_eq!(app.templates.list.items[0].name, "aaa-new");
 
     // Lost events: everything is listed again.
-    let fx = event(&mut app, json!({"sub": 3, "kind": "resync"}));
+    let fx = event(&mut app, 3, EventKind::Resync);
     assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
 }
 

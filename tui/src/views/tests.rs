@@ -5,15 +5,14 @@ use chrono::{TimeZone, Utc};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
-use serde_json::json;
 
 use crate::app::fixtures::{app, log_line, record, reply, stored_template};
 use crate::app::form::Field;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, CallError, Effect, Reply};
-use kiln_shared::build::SubReply;
+use crate::app::{update, Action, App, CallError, Effect, Note, Reply};
+use kiln_shared::build::{LogStream, SubReply};
 use kiln_shared::methods::Name;
-use kiln_shared::protocol::{ErrorKind, RevisionInfo};
+use kiln_shared::protocol::{ErrorKind, LogNote, RevisionInfo};
 use kiln_shared::Violation;
 
 fn render(app: &App, width: u16, height: u16) -> String {
@@ -59,17 +58,13 @@ fn log_app(n: u64) -> App {
         } else {
             format!("line {seq}")
         };
-        let mut params = serde_json::to_value(log_line(seq, &text)).unwrap_or_default();
-        params["sub"] = json!(1);
+        let mut line = log_line(seq, &text);
         if seq == 5 {
-            params["stream"] = json!("stderr");
+            line.stream = LogStream::Stderr;
         }
         update(
             &mut app,
-            Action::Notification {
-                method: "build.log".into(),
-                params,
-            },
+            Action::Notification(Note::Log(LogNote { sub: 1, line })),
         );
     }
     app
@@ -421,15 +416,10 @@ fn odd_values_from_the_daemon_draw_without_panicking() {
         b.started_at = Some(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         b.message = "tab\there, bell\u{7}, escape \u{1b}[2J".into();
     }
-    let mut params =
-        serde_json::to_value(log_line(u64::MAX, "last \u{1b}[31mred")).unwrap_or_default();
-    params["sub"] = json!(1);
+    let line = log_line(u64::MAX, "last \u{1b}[31mred");
     update(
         &mut a,
-        Action::Notification {
-            method: "build.log".into(),
-            params,
-        },
+        Action::Notification(Note::Log(LogNote { sub: 1, line })),
     );
     for view in [Key::Esc, Key::Esc] {
         render(&a, 80, 24);
