@@ -132,10 +132,7 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 // Then the base image: one of the template's OS, the template's source first.
                 let os = app
                     .templates
-                    .list
-                    .items
-                    .iter()
-                    .find(|t| t.name == template)
+                    .get(&template)
                     .map(|t| t.os.clone())
                     .unwrap_or_default();
                 let source = app

@@ -51,6 +51,11 @@ impl Templates {
         self.visible().get(self.list.sel).copied()
     }
 
+    /// Template `name`, filtered out or not.
+    pub fn get(&self, name: &str) -> Option<&TemplateSummary> {
+        self.list.items.iter().find(|t| t.name == name)
+    }
+
     /// Selects template `keep` again after the list changed (or keeps the row, within bounds).
     fn reselect(&mut self, keep: Option<String>) {
         let visible = self.visible();

@@ -108,13 +108,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         (Visibility::Private, "Private"),
         (Visibility::Shared, "Shared"),
     ] {
-        let count = app
-            .images
-            .list
-            .items
-            .iter()
-            .filter(|i| i.visibility == v)
-            .count();
+        let count = app.images.of(v).count();
         let style = if app.images.tab == v {
             t.selected()
         } else {
