@@ -7,12 +7,14 @@ use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
 use kiln_shared::protocol::{
-    ImageInfo, ImageList, ImageState, TemplateList, TemplateRecord, TemplateSummary, Visibility,
+    ErrorKind, ImageInfo, ImageList, ImageState, TemplateList, TemplateRecord, TemplateSummary,
+    Visibility,
 };
+use kiln_shared::Violation;
 
 use super::keymap::Key;
 use super::overlay::Overlay;
-use super::{update, Action, App, Effect, Reply};
+use super::{update, Action, App, CallError, Effect, Reply};
 
 pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, h, m, s)
@@ -147,12 +149,7 @@ pub fn log_line(seq: u64, text: &str) -> LogLine {
 /// A connected dashboard at 10:02:00 holding three templates and four builds.
 pub fn app() -> App {
     let mut app = App::new("default", at(10, 2, 0), true);
-    update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    connect(&mut app);
     let templates = vec![
         template("web-base", "debian-12", &["nginx"], 3),
         template("db", "debian-12", &["mariadb", "redis"], 1),
@@ -276,8 +273,42 @@ pub fn press(app: &mut App, keys: &str) -> Vec<Effect> {
         .collect()
 }
 
+/// The shell connected to kilnd 0.1.0.
+pub fn connect(app: &mut App) -> Vec<Effect> {
+    update(
+        app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    )
+}
+
+/// The connection to kilnd dropped, with `error`.
+pub fn disconnect(app: &mut App, error: &str) -> Vec<Effect> {
+    update(
+        app,
+        Action::Disconnected {
+            error: error.into(),
+        },
+    )
+}
+
+/// The second's tick, at `now`.
+pub fn tick(app: &mut App, now: DateTime<Utc>) -> Vec<Effect> {
+    update(app, Action::Tick { now })
+}
+
 pub fn key(app: &mut App, k: Key) -> Vec<Effect> {
     update(app, Action::Key(k))
+}
+
+/// kilnd's refusal of a call: an error of `kind` saying `message`, with `violations`.
+pub fn refused(kind: ErrorKind, message: &str, violations: Vec<Violation>) -> CallError {
+    CallError {
+        kind: Some(kind),
+        message: message.into(),
+        violations,
+    }
 }
 
 /// kilnd's answer to the call tagged `tag`.

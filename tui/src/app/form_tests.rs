@@ -4,7 +4,7 @@ use kiln_shared::build::{BuildReply, BuildStartParams};
 use kiln_shared::protocol::{ErrorKind, ImageParams, TemplateList, TemplateRef, Visibility};
 use kiln_shared::Violation;
 
-use super::fixtures::{app, key, press, record, reply, stored_template};
+use super::fixtures::{app, key, press, record, refused, reply, stored_template};
 use super::form::{EditWhat, Field, Form};
 use super::keymap::Key;
 use super::*;
@@ -96,6 +96,13 @@ fn edit_form() -> App {
     reply(&mut a, tag, Reply::TemplateGet(Ok(r)));
     assert!(form(&a).loaded);
     a
+}
+
+/// Adds `!` to the description of the form and presses ctrl-s.
+fn edit_and_save(a: &mut App) -> Vec<Effect> {
+    focus(a, Field::Description);
+    press(a, "!");
+    key(a, Key::Ctrl('s'))
 }
 
 #[test]
@@ -266,9 +273,7 @@ fn an_edit_sends_the_expected_revision_and_keeps_what_the_form_does_not_show() {
         key(&mut a, Key::Ctrl('s')).is_empty(),
         "no changes, nothing sent"
     );
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let params = update_params(&key(&mut a, Key::Ctrl('s')));
+    let params = update_params(&edit_and_save(&mut a));
     assert_eq!(params.name, "web-base");
     assert_eq!(params.expected_revision, Some(3));
     let mut expected = stored_template();
@@ -280,14 +285,12 @@ fn an_edit_sends_the_expected_revision_and_keeps_what_the_form_does_not_show() {
 #[test]
 fn a_revision_stored_meanwhile_is_shown_and_only_a_second_save_overwrites_it() {
     let mut a = edit_form();
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), Name::TemplateUpdate);
-    let conflict = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "template web-base is at revision 4, not 3".into(),
-        violations: Vec::new(),
-    };
+    let (tag, _) = the_call(&edit_and_save(&mut a), Name::TemplateUpdate);
+    let conflict = refused(
+        ErrorKind::Conflict,
+        "template web-base is at revision 4, not 3",
+        Vec::new(),
+    );
     let fx = reply(&mut a, tag, Reply::TemplateUpdate(Err(conflict)));
     let (check, request) = the_call(&fx, Name::TemplateGet);
     assert_eq!(request, Request::template_get("web-base"));
@@ -314,11 +317,11 @@ fn a_revision_stored_meanwhile_is_shown_and_only_a_second_save_overwrites_it() {
 fn a_taken_name_is_shown_beside_the_name() {
     let mut a = new_form("db");
     let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), Name::TemplateCreate);
-    let taken = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "template db already exists in project default".into(),
-        violations: Vec::new(),
-    };
+    let taken = refused(
+        ErrorKind::Conflict,
+        "template db already exists in project default",
+        Vec::new(),
+    );
     reply(&mut a, tag, Reply::TemplateCreate(Err(taken)));
     assert_eq!(
         problems(&a),
@@ -334,13 +337,11 @@ fn a_taken_name_is_shown_beside_the_name() {
 #[test]
 fn kilnd_violations_are_shown_beside_their_fields() {
     let mut a = edit_form();
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), Name::TemplateUpdate);
-    let invalid = CallError {
-        kind: Some(ErrorKind::InvalidTemplate),
-        message: "template \"web-base\" is invalid: 2 problems".into(),
-        violations: vec![
+    let (tag, _) = the_call(&edit_and_save(&mut a), Name::TemplateUpdate);
+    let invalid = refused(
+        ErrorKind::InvalidTemplate,
+        "template \"web-base\" is invalid: 2 problems",
+        vec![
             Violation {
                 path: "source.image".into(),
                 message: "no image named web1 in project default".into(),
@@ -350,7 +351,7 @@ fn kilnd_violations_are_shown_beside_their_fields() {
                 message: "local file /x does not exist".into(),
             },
         ],
-    };
+    );
     reply(&mut a, tag, Reply::TemplateUpdate(Err(invalid)));
     let fields: Vec<Field> = problems(&a).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, [Field::Source, Field::Toml]);

@@ -1,6 +1,6 @@
 //! `update` tests: feed actions to an `App`, check the state and the effects. No terminal.
 
-use super::fixtures::{app, key, log_line, press, reply};
+use super::fixtures::{app, connect, disconnect, key, log_line, press, reply, tick};
 use super::keymap::Key;
 use super::*;
 use kiln_shared::build::{Build, BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
@@ -70,19 +70,9 @@ fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
 #[test]
 fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
     let mut app = App::new("default", fixtures::at(10, 0, 0), true);
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 1),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 1));
     assert!(fx.is_empty(), "no calls while not connected");
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    let fx = connect(&mut app);
     assert_eq!(
         methods(&fx),
         [
@@ -92,22 +82,12 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
             Name::ImageList
         ]
     );
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 2),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 2));
     assert!(fx.is_empty(), "lists still in flight");
     // (No events subscription answered: an older kilnd, so the lists are polled.)
     let none = BuildList { builds: Vec::new() };
     reply(&mut app, 0, Reply::BuildList(Ok(none)));
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 3),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 3));
     assert_eq!(methods(&fx), [Name::BuildList]);
 }
 
@@ -135,22 +115,12 @@ fn tab_cycles_through_the_views_that_exist() {
 #[test]
 fn images_are_polled_only_while_on_screen() {
     let mut app = app();
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 2, 1),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 2, 1));
     assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
     key(&mut app, Key::Tab);
     key(&mut app, Key::Tab);
     relist(&mut app);
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 2, 2),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 2, 2));
     assert_eq!(
         methods(&fx),
         [Name::TemplateList, Name::BuildList, Name::ImageList]
@@ -160,26 +130,10 @@ fn images_are_polled_only_while_on_screen() {
 #[test]
 fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
     let mut app = app();
-    update(
-        &mut app,
-        Action::Disconnected {
-            error: "kilnd closed the connection".into(),
-        },
-    );
+    disconnect(&mut app, "kilnd closed the connection");
     assert!(!app.is_connected());
-    assert!(update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 3, 0)
-        }
-    )
-    .is_empty());
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    assert!(tick(&mut app, fixtures::at(10, 3, 0)).is_empty());
+    let fx = connect(&mut app);
     assert_eq!(
         methods(&fx),
         [Name::EventsSubscribe, Name::TemplateList, Name::BuildList]
@@ -382,18 +336,8 @@ fn a_reconnect_resumes_the_log_after_the_last_line_seen() {
     open_log(&mut app);
     note(&mut app, 9, 0, "a");
     note(&mut app, 9, 1, "b");
-    update(
-        &mut app,
-        Action::Disconnected {
-            error: "gone".into(),
-        },
-    );
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    disconnect(&mut app, "gone");
+    let fx = connect(&mut app);
     let logs: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
@@ -562,12 +506,7 @@ fn events_keep_the_lists_current_without_polling() {
     let fx = subscribed(&mut app);
     assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
     relist(&mut app);
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 5),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 5));
     assert!(methods(&fx).is_empty(), "{fx:?}");
 
     // A new build goes on top; the selected build stays selected.
@@ -643,11 +582,6 @@ fn the_selected_template_s_details_are_fetched_once_per_revision() {
     assert_eq!(Some(d.name.clone()), name);
     assert!(d.record.is_some() && d.revisions.as_ref().is_some_and(|r| r.len() == 1));
     // Nothing more while the same revision stays selected.
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 9),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 9));
     assert!(!methods(&fx).contains(&Name::TemplateGet), "{fx:?}");
 }

@@ -6,10 +6,10 @@ use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
 
-use crate::app::fixtures::{app, log_line, record, reply, stored_template};
+use crate::app::fixtures::{app, disconnect, log_line, record, refused, reply, stored_template};
 use crate::app::form::Field;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, CallError, Effect, Note, Reply};
+use crate::app::{update, Action, App, Effect, Note, Reply};
 use kiln_shared::build::{LogStream, SubReply};
 use kiln_shared::methods::Name;
 use kiln_shared::protocol::{ErrorKind, LogNote, RevisionInfo};
@@ -141,12 +141,7 @@ fn templates_filtered_with_the_prompt_open() {
 fn templates_before_the_first_reply_and_disconnected() {
     let mut a = App::new("web", crate::app::fixtures::at(10, 0, 0), true);
     check("templates_connecting", &a);
-    update(
-        &mut a,
-        Action::Disconnected {
-            error: "cannot connect to kilnd at /run/kiln/kiln.sock".into(),
-        },
-    );
+    disconnect(&mut a, "cannot connect to kilnd at /run/kiln/kiln.sock");
     check("templates_disconnected", &a);
 }
 
@@ -260,22 +255,18 @@ fn edit_form_app() -> App {
     focus(&mut a, Field::Description);
     chars(&mut a, ", jq");
     let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
-    let refused = CallError {
-        kind: Some(ErrorKind::InvalidTemplate),
-        message: "template \"web-base\" is invalid: 1 problem".into(),
-        violations: vec![Violation {
+    let invalid = refused(
+        ErrorKind::InvalidTemplate,
+        "template \"web-base\" is invalid: 1 problem",
+        vec![Violation {
             path: "customize[0].inline".into(),
             message: "is empty: list at least one command, or use script instead".into(),
         }],
-    };
+    );
     let tag = tag_of(&fx, Name::TemplateUpdate);
-    reply(&mut a, tag, Reply::TemplateUpdate(Err(refused)));
+    reply(&mut a, tag, Reply::TemplateUpdate(Err(invalid)));
     let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
-    let conflict = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "stale".into(),
-        violations: Vec::new(),
-    };
+    let conflict = refused(ErrorKind::Conflict, "stale", Vec::new());
     let tag = tag_of(&fx, Name::TemplateUpdate);
     let fx = reply(&mut a, tag, Reply::TemplateUpdate(Err(conflict)));
     let r = record(&stored_template(), 4);
@@ -338,12 +329,7 @@ fn no_color_leaves_every_cell_in_the_terminal_colors() {
     chars(&mut builds, "jx");
     states.push(builds);
     let mut disconnected = app();
-    update(
-        &mut disconnected,
-        Action::Disconnected {
-            error: "gone".into(),
-        },
-    );
+    disconnect(&mut disconnected, "gone");
     states.push(disconnected);
     for mut a in states {
         a.color = false;
