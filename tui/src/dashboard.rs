@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::app::form::EditWhat;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, CallError, Effect};
+use crate::app::{update, Action, App, CallError, Effect, Note, Request};
 use crate::cli::{editor, Settings};
 
 /// How long a request may take before the dashboard gives up on its reply.
@@ -160,11 +160,7 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
                         }
                         return Ok(());
                     }
-                    Effect::Call {
-                        method,
-                        tag,
-                        params,
-                    } => perform_call(&slot, &tx, method, tag, params),
+                    Effect::Call { tag, request } => perform_call(&slot, &tx, tag, request),
                     Effect::Edit { what, text } => {
                         let result = run_editor(terminal, &gate, what, &text)?;
                         let _ = tx.send(Action::Edited { what, result });
@@ -297,39 +293,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Sends one request on a task of its own; the reply comes back as an action, so the loop never
 /// waits on the socket.
-fn perform_call(
-    slot: &Slot,
-    tx: &UnboundedSender<Action>,
-    method: String,
-    tag: u64,
-    params: serde_json::Value,
-) {
+fn perform_call(slot: &Slot, tx: &UnboundedSender<Action>, tag: u64, request: Request) {
     let client = lock(slot).clone();
-    let Some(client) = client else {
-        let _ = tx.send(Action::Reply {
-            method,
-            tag,
-            result: Err(CallError::from("not connected to kilnd")),
-        });
-        return;
-    };
     let tx = tx.clone();
     tokio::spawn(async move {
-        let result =
-            match tokio::time::timeout(CALL_TIMEOUT, client.call_value(&method, params)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(call_error(e)),
-                Err(_) => Err(CallError::from(format!(
-                    "kilnd did not answer within {} s",
-                    CALL_TIMEOUT.as_secs()
-                ))),
-            };
-        let _ = tx.send(Action::Reply {
-            method,
-            tag,
-            result,
-        });
+        let result = match client {
+            Some(client) => send(&client, &request).await,
+            None => Err(CallError::from("not connected to kilnd")),
+        };
+        let reply = Box::new(request.reply(result));
+        let _ = tx.send(Action::Reply { tag, reply });
     });
+}
+
+/// Puts `request` on the wire under the method table's name and waits (a while) for its result.
+async fn send(client: &Client, request: &Request) -> Result<serde_json::Value, CallError> {
+    let method = request.method().as_str();
+    let params = request
+        .params()
+        .map_err(|e| CallError::from(format!("cannot encode the params: {e}")))?;
+    match tokio::time::timeout(CALL_TIMEOUT, client.call_value(method, params)).await {
+        Ok(result) => result.map_err(call_error),
+        Err(_) => Err(CallError::from(format!(
+            "kilnd did not answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// A failed call as the app sees it: kilnd's error kind and violations kept.
@@ -359,11 +348,11 @@ async fn keep_connected(socket: PathBuf, project: String, slot: Slot, tx: Unboun
                 }
                 // The stream ends when the client's reader stops: kilnd closed the socket.
                 while let Some(n) = notes.recv().await {
-                    let action = Action::Notification {
-                        method: n.method,
-                        params: n.params,
+                    // Those the dashboard does not read end here.
+                    let Some(note) = Note::decode(&n.method, n.params) else {
+                        continue;
                     };
-                    if tx.send(action).is_err() {
+                    if tx.send(Action::Notification(note)).is_err() {
                         return;
                     }
                 }

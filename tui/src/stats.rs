@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::app::{Action, App};
+use crate::app::{Action, App, Note};
 
 /// Lines whose latency is kept; a 10,000 lines/s build fills this in ten minutes.
 const MAX_SAMPLES: usize = 6_000_000;
@@ -52,24 +52,14 @@ impl Stats {
 
     /// Notes a line of the log on screen (before `update` applies the action).
     pub fn on_action(&mut self, app: &App, action: &Action) {
-        let Action::Notification { method, params } = action else {
+        let Action::Notification(Note::Log(note)) = action else {
             return;
         };
-        if method != "build.log" {
-            return;
-        }
-        let shown = app.log.as_ref().and_then(|l| l.sub);
-        if shown.is_none() || params["sub"].as_u64() != shown {
+        if app.log.as_ref().and_then(|l| l.sub) != Some(note.sub) {
             return;
         }
         let live_since = *self.live_since.get_or_insert_with(Utc::now);
-        let Some(ts) = params["ts"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        else {
-            return;
-        };
-        let ts = ts.with_timezone(&Utc);
+        let ts = note.line.ts;
         if ts < live_since {
             self.backlog += 1;
             return;

@@ -2,15 +2,19 @@
 //! time so that elapsed times in snapshots never change.
 
 use chrono::{DateTime, TimeZone, Utc};
+use kiln_shared::build::BuildList;
 use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
-use kiln_shared::protocol::{ImageInfo, ImageState, TemplateSummary, Visibility};
-use serde_json::{json, Value};
+use kiln_shared::protocol::{
+    ErrorKind, ImageInfo, ImageList, ImageState, TemplateList, TemplateRecord, TemplateSummary,
+    Visibility,
+};
+use kiln_shared::Violation;
 
 use super::keymap::Key;
 use super::overlay::Overlay;
-use super::{update, Action, App, CallError, Effect};
+use super::{update, Action, App, CallError, Effect, Reply};
 
 pub fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, h, m, s)
@@ -145,24 +149,16 @@ pub fn log_line(seq: u64, text: &str) -> LogLine {
 /// A connected dashboard at 10:02:00 holding three templates and four builds.
 pub fn app() -> App {
     let mut app = App::new("default", at(10, 2, 0), true);
-    update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    connect(&mut app);
     let templates = vec![
         template("web-base", "debian-12", &["nginx"], 3),
         template("db", "debian-12", &["mariadb", "redis"], 1),
         template("java-app", "ubuntu-24.04", &["openjdk"], 7),
     ];
-    update(
+    reply(
         &mut app,
-        Action::Reply {
-            method: "template.list".into(),
-            tag: 0,
-            result: Ok(json!({ "templates": templates })),
-        },
+        0,
+        Reply::TemplateList(Ok(TemplateList { templates })),
     );
     let builds = vec![
         build(1, "web-base", BuildState::Succeeded),
@@ -182,22 +178,8 @@ pub fn app() -> App {
         ubuntu,
         shared,
     ];
-    update(
-        &mut app,
-        Action::Reply {
-            method: "image.list".into(),
-            tag: 0,
-            result: Ok(json!({ "images": images })),
-        },
-    );
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.list".into(),
-            tag: 0,
-            result: Ok(json!({ "builds": builds })),
-        },
-    );
+    reply(&mut app, 0, Reply::ImageList(Ok(ImageList { images })));
+    reply(&mut app, 0, Reply::BuildList(Ok(BuildList { builds })));
     app
 }
 
@@ -242,14 +224,14 @@ owner = "ops"
     }
 }
 
-/// `template.get`'s reply for `template` at `revision`.
-pub fn record(template: &kiln_shared::Template, revision: u64) -> serde_json::Value {
-    json!({
-        "template": template,
-        "revision": revision,
-        "created_at": at(8, 0, 0),
-        "updated_at": at(9, 0, 0),
-    })
+/// `template.get`'s result for `template` at `revision`.
+pub fn record(template: &kiln_shared::Template, revision: u64) -> TemplateRecord {
+    TemplateRecord {
+        template: template.clone(),
+        revision,
+        created_at: at(8, 0, 0),
+        updated_at: at(9, 0, 0),
+    }
 }
 
 pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
@@ -291,23 +273,51 @@ pub fn press(app: &mut App, keys: &str) -> Vec<Effect> {
         .collect()
 }
 
+/// The shell connected to kilnd 0.1.0.
+pub fn connect(app: &mut App) -> Vec<Effect> {
+    update(
+        app,
+        Action::Connected {
+            version: "0.1.0".into(),
+        },
+    )
+}
+
+/// The connection to kilnd dropped, with `error`.
+pub fn disconnect(app: &mut App, error: &str) -> Vec<Effect> {
+    update(
+        app,
+        Action::Disconnected {
+            error: error.into(),
+        },
+    )
+}
+
+/// The second's tick, at `now`.
+pub fn tick(app: &mut App, now: DateTime<Utc>) -> Vec<Effect> {
+    update(app, Action::Tick { now })
+}
+
 pub fn key(app: &mut App, k: Key) -> Vec<Effect> {
     update(app, Action::Key(k))
 }
 
-/// kilnd's answer to the call `method` tagged `tag`.
-pub fn reply(
-    app: &mut App,
-    method: &str,
-    tag: u64,
-    result: Result<Value, CallError>,
-) -> Vec<Effect> {
+/// kilnd's refusal of a call: an error of `kind` saying `message`, with `violations`.
+pub fn refused(kind: ErrorKind, message: &str, violations: Vec<Violation>) -> CallError {
+    CallError {
+        kind: Some(kind),
+        message: message.into(),
+        violations,
+    }
+}
+
+/// kilnd's answer to the call tagged `tag`.
+pub fn reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
     update(
         app,
         Action::Reply {
-            method: method.into(),
             tag,
-            result,
+            reply: Box::new(reply),
         },
     )
 }

@@ -1,31 +1,45 @@
 //! `update` tests of the template editor, the base-image picker and the Images tabs.
 
-use kiln_shared::protocol::{ErrorKind, Visibility};
+use kiln_shared::build::{BuildReply, BuildStartParams};
+use kiln_shared::protocol::{ErrorKind, ImageParams, TemplateList, TemplateRef, Visibility};
 use kiln_shared::Violation;
-use serde_json::{json, Value};
 
-use super::fixtures::{app, key, press, record, reply, stored_template};
+use super::fixtures::{app, key, press, record, refused, reply, stored_template};
 use super::form::{EditWhat, Field, Form};
 use super::keymap::Key;
 use super::*;
 use kiln_shared::build::BuildState;
 
-/// The single call among `fx`: its method, tag and params.
-fn the_call(fx: &[Effect], method: &str) -> (u64, Value) {
+/// The single call of `method` among `fx`: its tag and request.
+fn the_call(fx: &[Effect], method: Name) -> (u64, Request) {
     let calls: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::Call {
-                method: m,
-                tag,
-                params,
-            } if m == method => Some((*tag, params.clone())),
+            Effect::Call { tag, request } if request.method() == method => {
+                Some((*tag, request.clone()))
+            }
             _ => None,
         })
         .collect();
     match calls.as_slice() {
         [one] => one.clone(),
-        _ => panic!("expected one {method} call in {fx:?}"),
+        _ => panic!("expected one {} call in {fx:?}", method.as_str()),
+    }
+}
+
+/// The single `template.create` among `fx`: its tag and the template as it goes on the wire.
+fn created(fx: &[Effect]) -> (u64, serde_json::Value) {
+    match the_call(fx, Name::TemplateCreate) {
+        (tag, Request::TemplateCreate(p)) => (tag, p.template),
+        (_, other) => panic!("not a create: {other:?}"),
+    }
+}
+
+/// The `template.update` params among `fx`.
+fn update_params(fx: &[Effect]) -> kiln_shared::protocol::TemplateUpdateParams {
+    match the_call(fx, Name::TemplateUpdate) {
+        (_, Request::TemplateUpdate(p)) => p,
+        (_, other) => panic!("not an update: {other:?}"),
     }
 }
 
@@ -75,17 +89,20 @@ fn new_form(name: &str) -> App {
 fn edit_form() -> App {
     let mut a = app();
     let fx = press(&mut a, "e");
-    let (tag, params) = the_call(&fx, "template.get");
-    assert_eq!(params, json!({"name": "web-base"}));
+    let (tag, request) = the_call(&fx, Name::TemplateGet);
+    assert_eq!(request, Request::template_get("web-base"));
     assert!(!form(&a).loaded);
-    reply(
-        &mut a,
-        "template.get",
-        tag,
-        Ok(record(&stored_template(), 3)),
-    );
+    let r = record(&stored_template(), 3);
+    reply(&mut a, tag, Reply::TemplateGet(Ok(r)));
     assert!(form(&a).loaded);
     a
+}
+
+/// Adds `!` to the description of the form and presses ctrl-s.
+fn edit_and_save(a: &mut App) -> Vec<Effect> {
+    focus(a, Field::Description);
+    press(a, "!");
+    key(a, Key::Ctrl('s'))
 }
 
 #[test]
@@ -224,22 +241,25 @@ fn esc_asks_before_discarding_changes() {
 fn saving_a_new_template_creates_it_and_selects_it() {
     let mut a = new_form("web");
     let fx = key(&mut a, Key::Ctrl('s'));
-    let (tag, params) = the_call(&fx, "template.create");
-    assert_eq!(params["template"]["name"], "web");
-    assert_eq!(params["template"]["source"]["image"], "debian-12");
+    let (tag, template) = created(&fx);
+    assert_eq!(template["name"], "web");
+    assert_eq!(template["source"]["image"], "debian-12");
     assert!(key(&mut a, Key::Ctrl('s')).is_empty(), "one save at a time");
-    let fx = reply(
-        &mut a,
-        "template.create",
-        tag,
-        Ok(json!({"name": "web", "revision": 1})),
-    );
+    let r = TemplateRef {
+        name: "web".into(),
+        revision: 1,
+    };
+    let fx = reply(&mut a, tag, Reply::TemplateCreate(Ok(r)));
     assert_eq!(a.message.as_deref(), Some("created web revision 1"));
     assert_eq!((a.view, a.form.is_none()), (View::Templates, true));
-    let (_, _) = the_call(&fx, "template.list");
-    let mut list = vec![fixtures::template("web", "debian-12", &[], 1)];
-    list.extend(a.templates.list.items.clone());
-    reply(&mut a, "template.list", 0, Ok(json!({ "templates": list })));
+    let (_, _) = the_call(&fx, Name::TemplateList);
+    let mut templates = vec![fixtures::template("web", "debian-12", &[], 1)];
+    templates.extend(a.templates.list.items.clone());
+    reply(
+        &mut a,
+        0,
+        Reply::TemplateList(Ok(TemplateList { templates })),
+    );
     assert_eq!(a.templates.selected().map(|t| t.name.as_str()), Some("web"));
 }
 
@@ -253,38 +273,29 @@ fn an_edit_sends_the_expected_revision_and_keeps_what_the_form_does_not_show() {
         key(&mut a, Key::Ctrl('s')).is_empty(),
         "no changes, nothing sent"
     );
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let fx = key(&mut a, Key::Ctrl('s'));
-    let (_, params) = the_call(&fx, "template.update");
-    assert_eq!(params["name"], "web-base");
-    assert_eq!(params["expected_revision"], 3);
+    let params = update_params(&edit_and_save(&mut a));
+    assert_eq!(params.name, "web-base");
+    assert_eq!(params.expected_revision, Some(3));
     let mut expected = stored_template();
     expected.description = Some("nginx on Debian 12!".into());
-    let sent = kiln_shared::Template::from_json_value(params["template"].clone());
+    let sent = kiln_shared::Template::from_json_value(params.template);
     assert_eq!(sent, Ok(expected), "steps, vm, targets and tags untouched");
 }
 
 #[test]
 fn a_revision_stored_meanwhile_is_shown_and_only_a_second_save_overwrites_it() {
     let mut a = edit_form();
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), "template.update");
-    let conflict = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "template web-base is at revision 4, not 3".into(),
-        violations: Vec::new(),
-    };
-    let fx = reply(&mut a, "template.update", tag, Err(conflict));
-    let (check, params) = the_call(&fx, "template.get");
-    assert_eq!(params, json!({"name": "web-base"}));
-    reply(
-        &mut a,
-        "template.get",
-        check,
-        Ok(record(&stored_template(), 4)),
+    let (tag, _) = the_call(&edit_and_save(&mut a), Name::TemplateUpdate);
+    let conflict = refused(
+        ErrorKind::Conflict,
+        "template web-base is at revision 4, not 3",
+        Vec::new(),
     );
+    let fx = reply(&mut a, tag, Reply::TemplateUpdate(Err(conflict)));
+    let (check, request) = the_call(&fx, Name::TemplateGet);
+    assert_eq!(request, Request::template_get("web-base"));
+    let r = record(&stored_template(), 4);
+    reply(&mut a, check, Reply::TemplateGet(Ok(r)));
     assert_eq!(form(&a).conflict, Some(4));
     assert!(
         a.message
@@ -298,20 +309,20 @@ fn a_revision_stored_meanwhile_is_shown_and_only_a_second_save_overwrites_it() {
         "nginx on Debian 12!",
         "the edit is kept"
     );
-    let (_, params) = the_call(&key(&mut a, Key::Ctrl('s')), "template.update");
-    assert_eq!(params["expected_revision"], 4);
+    let params = update_params(&key(&mut a, Key::Ctrl('s')));
+    assert_eq!(params.expected_revision, Some(4));
 }
 
 #[test]
 fn a_taken_name_is_shown_beside_the_name() {
     let mut a = new_form("db");
-    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), "template.create");
-    let taken = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "template db already exists in project default".into(),
-        violations: Vec::new(),
-    };
-    reply(&mut a, "template.create", tag, Err(taken));
+    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), Name::TemplateCreate);
+    let taken = refused(
+        ErrorKind::Conflict,
+        "template db already exists in project default",
+        Vec::new(),
+    );
+    reply(&mut a, tag, Reply::TemplateCreate(Err(taken)));
     assert_eq!(
         problems(&a),
         [(
@@ -326,13 +337,11 @@ fn a_taken_name_is_shown_beside_the_name() {
 #[test]
 fn kilnd_violations_are_shown_beside_their_fields() {
     let mut a = edit_form();
-    focus(&mut a, Field::Description);
-    press(&mut a, "!");
-    let (tag, _) = the_call(&key(&mut a, Key::Ctrl('s')), "template.update");
-    let invalid = CallError {
-        kind: Some(ErrorKind::InvalidTemplate),
-        message: "template \"web-base\" is invalid: 2 problems".into(),
-        violations: vec![
+    let (tag, _) = the_call(&edit_and_save(&mut a), Name::TemplateUpdate);
+    let invalid = refused(
+        ErrorKind::InvalidTemplate,
+        "template \"web-base\" is invalid: 2 problems",
+        vec![
             Violation {
                 path: "source.image".into(),
                 message: "no image named web1 in project default".into(),
@@ -342,8 +351,8 @@ fn kilnd_violations_are_shown_beside_their_fields() {
                 message: "local file /x does not exist".into(),
             },
         ],
-    };
-    reply(&mut a, "template.update", tag, Err(invalid));
+    );
+    reply(&mut a, tag, Reply::TemplateUpdate(Err(invalid)));
     let fields: Vec<Field> = problems(&a).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, [Field::Source, Field::Toml]);
     // Picking another source forgets kilnd's word on the source only.
@@ -398,47 +407,53 @@ fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
     let mut a = app();
     press(&mut a, "jj");
     let fx = press(&mut a, "b");
-    let (tag, params) = the_call(&fx, "template.get");
-    assert_eq!(params, json!({"name": "java-app"}));
+    let (tag, request) = the_call(&fx, Name::TemplateGet);
+    assert_eq!(request, Request::template_get("java-app"));
     let mut java = stored_template();
     java.name = "java-app".into();
     java.os = "ubuntu-24.04".into();
     java.source.image = "ubuntu-24.04".into();
-    reply(&mut a, "template.get", tag, Ok(record(&java, 7)));
+    reply(&mut a, tag, Reply::TemplateGet(Ok(record(&java, 7))));
     press(&mut a, "j1");
     key(&mut a, Key::Enter);
     let names: Vec<&str> = a.picker_choices().iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["ubuntu-24.04"], "only images of the template's OS");
     let fx = key(&mut a, Key::Enter);
+    let start = BuildStartParams {
+        template: "java-app".into(),
+        image_name: "j1".into(),
+        base_image: Some("ubuntu-24.04".into()),
+        no_cache: false,
+    };
     assert_eq!(
-        the_call(&fx, "build.start").1,
-        json!({"template": "java-app", "image_name": "j1", "base_image": "ubuntu-24.04"})
+        the_call(&fx, Name::BuildStart),
+        (0, Request::BuildStart(start))
     );
     let build = fixtures::build(9, "java-app", BuildState::Queued);
-    reply(&mut a, "build.start", 0, Ok(json!({ "build": build })));
+    reply(&mut a, 0, Reply::BuildStart(Ok(BuildReply { build })));
     assert_eq!((a.view, a.detail.build), (View::Detail, Some(9)));
 }
 
 #[test]
 fn the_build_picker_defaults_to_the_templates_source_even_when_it_arrives_late() {
     let mut a = app();
-    let (tag, _) = the_call(&press(&mut a, "b"), "template.get");
+    let (tag, _) = the_call(&press(&mut a, "b"), Name::TemplateGet);
     press(&mut a, "w2");
     key(&mut a, Key::Enter);
     assert_eq!(a.picker().map(|p| p.sel), Some(0));
-    reply(
-        &mut a,
-        "template.get",
-        tag,
-        Ok(record(&stored_template(), 3)),
-    );
+    let r = record(&stored_template(), 3);
+    reply(&mut a, tag, Reply::TemplateGet(Ok(r)));
     let chosen = a.picker_choices()[a.picker().map_or(0, |p| p.sel)]
         .name
         .clone();
     assert_eq!(chosen, "web1");
     press(&mut a, "k");
     let fx = key(&mut a, Key::Enter);
-    assert_eq!(the_call(&fx, "build.start").1["base_image"], "debian-12");
+    let (_, request) = the_call(&fx, Name::BuildStart);
+    let Request::BuildStart(start) = request else {
+        panic!("not a build.start: {request:?}");
+    };
+    assert_eq!(start.base_image.as_deref(), Some("debian-12"));
     // Esc in the picker starts nothing.
     press(&mut a, "bw3");
     key(&mut a, Key::Enter);
@@ -506,11 +521,8 @@ fn the_editor_takes_the_user_script_and_the_whole_toml() {
     assert_eq!(form(&a).draft.customize.len(), 1);
     assert_eq!(form(&a).name, "web");
     assert!(problems(&a).is_empty(), "{:?}", problems(&a));
-    assert_eq!(
-        the_call(&key(&mut a, Key::Ctrl('s')), "template.create").1["template"]["customize"][0]
-            ["name"],
-        "again"
-    );
+    let (_, template) = created(&key(&mut a, Key::Ctrl('s')));
+    assert_eq!(template["customize"][0]["name"], "again");
 }
 
 #[test]
@@ -538,5 +550,8 @@ fn images_have_public_private_and_shared_tabs() {
     assert_eq!(a.prompt, None, "and does nothing else");
     let mut fx = press(&mut a, "Dweb1");
     fx.extend(key(&mut a, Key::Enter));
-    assert_eq!(the_call(&fx, "image.delete").1, json!({"image": "web1"}));
+    let delete = Request::ImageDelete(ImageParams {
+        image: "web1".into(),
+    });
+    assert_eq!(the_call(&fx, Name::ImageDelete), (0, delete));
 }

@@ -28,11 +28,15 @@ impl Default for Images {
 impl Images {
     /// The images of the view's tab.
     pub fn visible(&self) -> Vec<&ImageInfo> {
+        self.of(self.tab).collect()
+    }
+
+    /// The images of one visibility (one tab), in the daemon's order.
+    pub fn of(&self, visibility: Visibility) -> impl Iterator<Item = &ImageInfo> {
         self.list
             .items
             .iter()
-            .filter(|i| i.visibility == self.tab)
-            .collect()
+            .filter(move |i| i.visibility == visibility)
     }
 
     pub fn selected(&self) -> Option<&ImageInfo> {

@@ -4,12 +4,12 @@
 
 use std::collections::VecDeque;
 
-use kiln_shared::build::{LogLine, SubReply};
-use serde_json::{json, Value};
+use kiln_shared::build::{BuildLogsParams, LogLine, SubReply};
+use kiln_shared::methods::Name;
 
 use super::keymap::Cmd;
 use super::listed::movement;
-use super::{builds, call, App, Effect, Prompt, View};
+use super::{builds, call, App, CallError, Effect, Note, Prompt, Request, View};
 
 /// Lines kept in memory; older ones are dropped (and counted) as new ones arrive.
 pub const LOG_CAPACITY: usize = 10_000;
@@ -159,13 +159,13 @@ pub(super) fn follow(app: &mut App) -> Vec<Effect> {
     if !connected {
         return fx;
     }
-    let params = json!({
-        "id": log.build,
-        "follow": true,
-        "serial": log.serial,
-        "from_line": log.next_seq,
-    });
-    fx.push(call("build.logs", session, params));
+    let params = BuildLogsParams {
+        id: log.build,
+        follow: true,
+        from_line: Some(log.next_seq),
+        serial: log.serial,
+    };
+    fx.push(call(session, Request::BuildLogs(params)));
     fx
 }
 
@@ -185,7 +185,7 @@ pub(super) fn open(app: &mut App, build: u64) -> Vec<Effect> {
 
 /// Ends log stream `sub` on kilnd's side (`build.logs.unsubscribe`).
 pub(super) fn unsubscribe(sub: u64) -> Effect {
-    call("build.logs.unsubscribe", 0, json!({ "sub": sub }))
+    call(0, Request::BuildLogsUnsubscribe(SubReply { sub }))
 }
 
 /// `build.logs` answered call `tag` with the subscription.
@@ -197,38 +197,46 @@ pub(super) fn on_subscribed(app: &mut App, tag: u64, r: SubReply) -> Vec<Effect>
     };
     log.sub = Some(r.sub);
     let early = std::mem::take(&mut app.early_notes);
-    for (method, params) in early {
-        on_notification(app, &method, params);
+    for note in early {
+        on_notification(app, note);
     }
     Vec::new()
 }
 
-/// A `build.log` or `build.log.end` notification.
-pub(super) fn on_notification(app: &mut App, method: &str, params: Value) {
-    if method != "build.log" && method != "build.log.end" {
-        return;
+/// `build.logs` refused call `tag`: said in the message line if the view still waits for it.
+pub(super) fn on_refused(app: &mut App, tag: u64, e: CallError) {
+    match app.log.as_mut() {
+        Some(l) if l.session == tag => l.session = 0,
+        _ => return,
     }
+    app.message = Some(format!("{}: {e}", Name::BuildLogs.as_str()));
+}
+
+/// A `build.log` or `build.log.end` notification.
+pub(super) fn on_notification(app: &mut App, note: Note) {
+    let sub = match &note {
+        Note::Log(n) => n.sub,
+        Note::LogEnd(e) => e.sub,
+        Note::Event(_) => return,
+    };
     let Some(log) = app.log.as_mut() else {
         return;
     };
-    let sub = params.get("sub").and_then(Value::as_u64);
     match log.sub {
         // The reply naming our subscription may still be on its way: keep the line for it.
         None if log.session != 0 => {
             if app.early_notes.len() < EARLY_NOTES_MAX {
-                app.early_notes.push((method.to_string(), params));
+                app.early_notes.push(note);
             }
             return;
         }
-        Some(s) if sub == Some(s) => {}
+        Some(s) if sub == s => {}
         _ => return,
     }
-    if method == "build.log.end" {
-        log.ended = true;
-        return;
-    }
-    if let Ok(line) = serde_json::from_value::<LogLine>(params) {
-        log.push(line);
+    match note {
+        Note::Log(n) => log.push(n.line),
+        Note::LogEnd(_) => log.ended = true,
+        Note::Event(_) => {}
     }
 }
 

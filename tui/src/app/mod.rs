@@ -4,6 +4,7 @@
 //! live in its own module; this one routes actions to them.
 
 pub mod builds;
+pub mod calls;
 #[cfg(test)]
 pub mod fixtures;
 pub mod form;
@@ -20,14 +21,13 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
-use kiln_shared::build::{BuildList, BuildReply, SubReply};
-use kiln_shared::protocol::{
-    ErrorKind, Event, EventKind, ImageInfo, ImageList, TemplateList, TemplateRecord,
-};
+use kiln_shared::build::BuildListParams;
+use kiln_shared::methods::{Empty, Name};
+use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListParams};
 use kiln_shared::Violation;
-use serde_json::{json, Value};
 
 use builds::{Builds, Detail};
+pub use calls::{Note, Reply, Request};
 use form::{EditWhat, Form};
 use images::Images;
 use keymap::{Cmd, Key};
@@ -109,17 +109,14 @@ pub enum Action {
     Disconnected {
         error: String,
     },
-    /// The answer to an `Effect::Call` with the same `method` and `tag`.
+    /// The answer to the `Effect::Call` with the same `tag`, of the same `Request` variant
+    /// (boxed: a template's record is large, a log line small, and both queue as actions).
     Reply {
-        method: String,
         tag: u64,
-        result: Result<Value, CallError>,
+        reply: Box<Reply>,
     },
-    /// A notification kilnd sent on the connection (`build.log`, `build.log.end`, ...).
-    Notification {
-        method: String,
-        params: Value,
-    },
+    /// A notification kilnd sent on the connection.
+    Notification(Note),
     /// The person's editor, run for an `Effect::Edit`, returned with this text (or could not run).
     Edited {
         what: EditWhat,
@@ -130,11 +127,10 @@ pub enum Action {
 /// What `update` asks the shell to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send a request to kilnd; answer with `Action::Reply` carrying the same method and tag.
+    /// Send a request to kilnd; answer with `Action::Reply` carrying the same tag.
     Call {
-        method: String,
         tag: u64,
-        params: Value,
+        request: Request,
     },
     /// Leave the terminal to `$VISUAL`/`$EDITOR` on `text` and answer with `Action::Edited`.
     Edit {
@@ -144,12 +140,8 @@ pub enum Effect {
     Quit,
 }
 
-fn call(method: &str, tag: u64, params: Value) -> Effect {
-    Effect::Call {
-        method: method.into(),
-        tag,
-        params,
-    }
+fn call(tag: u64, request: Request) -> Effect {
+    Effect::Call { tag, request }
 }
 
 /// The dashboard's whole state.
@@ -186,7 +178,7 @@ pub struct App {
     pub events_sub: Option<u64>,
     next_tag: u64,
     /// Log notifications that arrived before the reply naming their subscription.
-    early_notes: Vec<(String, Value)>,
+    early_notes: Vec<Note>,
 }
 
 /// The default base image for the build `b` started: the template's source, once known.
@@ -267,7 +259,7 @@ impl App {
         if !self.is_connected() || !self.images.list.request(true) {
             return Vec::new();
         }
-        vec![call("image.list", 0, json!({}))]
+        vec![call(0, Request::ImageList(ImageListParams::default()))]
     }
 
     fn refresh(&mut self) -> Vec<Effect> {
@@ -279,16 +271,16 @@ impl App {
         let poll = self.events_sub.is_none();
         let templates = &mut self.templates.list;
         if templates.request(poll || !templates.loaded) {
-            fx.push(call("template.list", 0, json!({})));
+            fx.push(call(0, Request::TemplateList(Empty {})));
         }
         let builds = &mut self.builds.list;
         if builds.request(poll || !builds.loaded) {
-            fx.push(call("build.list", 0, json!({})));
+            fx.push(call(0, Request::BuildList(BuildListParams::default())));
         }
         // The catalog changes rarely: refreshed while on screen, and once after connecting.
         let images = &mut self.images.list;
         if images.request(self.view == View::Images || !images.loaded) {
-            fx.push(call("image.list", 0, json!({})));
+            fx.push(call(0, Request::ImageList(ImageListParams::default())));
         }
         fx
     }
@@ -304,10 +296,7 @@ impl App {
 
 /// An `event` from the events subscription: one build or template changed (or the events were
 /// lost and everything is listed again).
-fn on_event(app: &mut App, params: Value) -> Vec<Effect> {
-    let Ok(e) = serde_json::from_value::<Event>(params) else {
-        return Vec::new();
-    };
+fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
     if app.events_sub != Some(e.sub) {
         return Vec::new();
     }
@@ -345,7 +334,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Connected { version } => {
             app.connection = Connection::Connected { version };
             app.forget_calls();
-            let mut fx = vec![call("events.subscribe", 0, json!({}))];
+            let mut fx = vec![call(0, Request::EventsSubscribe(Empty {}))];
             fx.extend(app.refresh());
             if app.log.as_ref().is_some_and(|l| !l.ended) {
                 fx.extend(log::follow(app));
@@ -362,14 +351,10 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             }
             Vec::new()
         }
-        Action::Reply {
-            method,
-            tag,
-            result,
-        } => on_reply(app, &method, tag, result),
-        Action::Notification { method, params } if method == "event" => on_event(app, params),
-        Action::Notification { method, params } => {
-            log::on_notification(app, &method, params);
+        Action::Reply { tag, reply } => on_reply(app, tag, *reply),
+        Action::Notification(Note::Event(e)) => on_event(app, e),
+        Action::Notification(note) => {
+            log::on_notification(app, note);
             Vec::new()
         }
         Action::Edited { what, result } => {
@@ -379,17 +364,14 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
     }
 }
 
-fn on_reply(
-    app: &mut App,
-    method: &str,
-    tag: u64,
-    result: Result<Value, CallError>,
-) -> Vec<Effect> {
+/// kilnd answered the call tagged `tag`: the call's owner (the form, the details pane, the build
+/// `b` starts) takes it, else the method says what it changes.
+fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
     if form::owns(app, tag) {
-        return form::on_reply(app, method, tag, result);
+        return form::on_reply(app, tag, reply);
     }
     if app.templates.details_own(tag) {
-        app.templates.on_details_reply(method, result);
+        app.templates.on_details_reply(reply);
         return Vec::new();
     }
     if app
@@ -397,65 +379,46 @@ fn on_reply(
         .as_ref()
         .is_some_and(|b| b.tag == tag && tag != 0)
     {
-        on_build_source(app, result);
+        on_build_source(app, reply);
         return Vec::new();
     }
-    match method {
-        "template.list" => app.templates.list.pending = false,
-        "build.list" => app.builds.list.pending = false,
-        "image.list" => app.images.list.pending = false,
-        _ => {}
-    }
-    let value = match result {
-        Ok(v) => v,
-        Err(e) => {
-            if method == "build.logs.unsubscribe" {
-                // The stream had ended already: nothing to stop.
-                return Vec::new();
+    let method = reply.method();
+    match reply {
+        Reply::TemplateList(r) => {
+            app.templates.list.pending = false;
+            if let Some(list) = ok_or_show(app, method, r) {
+                app.templates.on_list(list);
             }
-            if method == "events.subscribe" {
-                // An older kilnd without events: the lists are polled instead.
-                return Vec::new();
-            }
-            if method == "build.logs" {
-                match app.log.as_mut() {
-                    Some(l) if l.session == tag => l.session = 0,
-                    _ => return Vec::new(),
-                }
-            }
-            app.message = Some(format!("{method}: {e}"));
-            return Vec::new();
         }
-    };
-    let bad = |e: serde_json::Error| format!("{method}: unexpected reply from kilnd: {e}");
-    match method {
-        "template.list" => match serde_json::from_value::<TemplateList>(value) {
-            Ok(list) => app.templates.on_list(list),
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "build.list" => match serde_json::from_value::<BuildList>(value) {
-            Ok(list) => app.builds.on_list(list.builds),
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "image.list" => match serde_json::from_value::<ImageList>(value) {
-            Ok(list) => {
+        Reply::BuildList(r) => {
+            app.builds.list.pending = false;
+            if let Some(list) = ok_or_show(app, method, r) {
+                app.builds.on_list(list.builds);
+            }
+        }
+        Reply::ImageList(r) => {
+            app.images.list.pending = false;
+            if let Some(list) = ok_or_show(app, method, r) {
                 app.images.on_list(list.images);
                 let choices = app.picker_choices().len();
                 if let Some(p) = app.picker_mut() {
                     p.sel = p.sel.min(choices.saturating_sub(1));
                 }
             }
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "template.delete" | "image.delete" => {
-            app.message = Some(format!("{method}: done"));
-            if method == "image.delete" {
-                app.images.list.loaded = false;
-            }
-            return app.refresh();
         }
-        "build.start" => match serde_json::from_value::<BuildReply>(value) {
-            Ok(r) => {
+        Reply::TemplateDelete(r) => {
+            if ok_or_show(app, method, r).is_some() {
+                return deleted(app, method);
+            }
+        }
+        Reply::ImageDelete(r) => {
+            if ok_or_show(app, method, r).is_some() {
+                app.images.list.loaded = false;
+                return deleted(app, method);
+            }
+        }
+        Reply::BuildStart(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
                 app.message = Some(format!(
                     "build {} of {} queued (image {})",
                     r.build.id, r.build.template, r.build.image_name
@@ -470,10 +433,9 @@ fn on_reply(
                 }
                 app.builds.on_started(r.build);
             }
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "build.cancel" => match serde_json::from_value::<BuildReply>(value) {
-            Ok(r) => {
+        }
+        Reply::BuildCancel(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
                 app.message = Some(format!(
                     "build {}: cancel requested ({})",
                     r.build.id,
@@ -481,36 +443,58 @@ fn on_reply(
                 ));
                 app.builds.on_canceled(r.build);
             }
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "events.subscribe" => match serde_json::from_value::<SubReply>(value) {
-            Ok(r) => {
-                app.events_sub = Some(r.sub);
-                // Listed again now that no change can slip between a list and the events.
-                app.templates.list.loaded = false;
-                app.builds.list.loaded = false;
-                return app.refresh();
-            }
-            Err(e) => app.message = Some(bad(e)),
-        },
-        "build.logs" => match serde_json::from_value::<SubReply>(value) {
-            Ok(r) => return log::on_subscribed(app, tag, r),
-            Err(e) => app.message = Some(bad(e)),
-        },
-        _ => {}
+        }
+        Reply::EventsSubscribe(Ok(r)) => {
+            app.events_sub = Some(r.sub);
+            // Listed again now that no change can slip between a list and the events.
+            app.templates.list.loaded = false;
+            app.builds.list.loaded = false;
+            return app.refresh();
+        }
+        // An older kilnd without events: the lists are polled instead.
+        Reply::EventsSubscribe(Err(_)) => {}
+        Reply::BuildLogs(Ok(r)) => return log::on_subscribed(app, tag, r),
+        Reply::BuildLogs(Err(e)) => log::on_refused(app, tag, e),
+        // Ok, or the stream had ended already: nothing to stop either way.
+        Reply::BuildLogsUnsubscribe(_) => {}
+        // Answers for a form, a details pane or a build prompt gone meanwhile: only a failure
+        // is news.
+        Reply::TemplateGet(r) => {
+            ok_or_show(app, method, r);
+        }
+        Reply::TemplateRevisions(r) => {
+            ok_or_show(app, method, r);
+        }
+        Reply::TemplateCreate(r) | Reply::TemplateUpdate(r) => {
+            ok_or_show(app, method, r);
+        }
     }
     Vec::new()
 }
 
+/// A call's result, or `None` once its error is in the message line.
+fn ok_or_show<T>(app: &mut App, method: Name, result: Result<T, CallError>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            app.message = Some(format!("{}: {e}", method.as_str()));
+            None
+        }
+    }
+}
+
+/// A template or an image is gone: said so, and the lists asked for again.
+fn deleted(app: &mut App, method: Name) -> Vec<Effect> {
+    app.message = Some(format!("{}: done", method.as_str()));
+    app.refresh()
+}
+
 /// `template.get` told the source image of the template `b` builds: the picker's default.
-fn on_build_source(app: &mut App, result: Result<Value, CallError>) {
-    let Some(source) = result
-        .ok()
-        .and_then(|v| serde_json::from_value::<TemplateRecord>(v).ok())
-        .map(|r| r.template.source.image)
-    else {
+fn on_build_source(app: &mut App, reply: Reply) {
+    let Reply::TemplateGet(Ok(record)) = reply else {
         return;
     };
+    let source = record.template.source.image;
     if let Some(b) = app.build_source.as_mut() {
         b.image = Some(source.clone());
     }

@@ -1,13 +1,13 @@
 //! The base-image picker: a window over the view that opened it, listing the images a template
 //! can start from (available, and of the template's OS), for a build or for a template's source.
 
+use kiln_shared::build::BuildStartParams;
 use kiln_shared::protocol::{ImageInfo, ImageState, Visibility};
-use serde_json::json;
 
 use super::keymap::{self, Cmd, Key};
 use super::listed::{moved, movement};
 use super::overlay::{self, Overlay};
-use super::{call, form, App, Effect};
+use super::{call, form, App, Effect, Request};
 
 /// What the chosen image is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +108,13 @@ fn choose_image(app: &mut App) -> Vec<Effect> {
         } => {
             app.build_source = None;
             app.message = Some(format!("starting a build of {template} from {image}..."));
-            let params = json!({
-                "template": template,
-                "image_name": image_name,
-                "base_image": image,
-            });
-            vec![call("build.start", 0, params)]
+            let params = BuildStartParams {
+                template,
+                image_name,
+                base_image: Some(image),
+                no_cache: false,
+            };
+            vec![call(0, Request::BuildStart(params))]
         }
     }
 }

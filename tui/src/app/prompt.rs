@@ -1,12 +1,13 @@
 //! The question in the message line that takes the keyboard until answered: the templates
 //! filter, a log search, a new build's image name, and the confirmations of cancel and delete.
 
-use serde_json::json;
+use kiln_shared::build::BuildIdParams;
+use kiln_shared::protocol::{ImageParams, NameParams};
 
 use super::keymap::Key;
 use super::overlay::Overlay;
 use super::picker::{self, PickFor, Picker};
-use super::{call, log, App, Effect};
+use super::{call, log, App, Effect, Request};
 
 /// A question in the message line that takes the keyboard until answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
         Prompt::ConfirmCancel { id } => {
             if key == Key::Char('y') || key == Key::Char('Y') {
                 app.message = Some(format!("canceling build {id}..."));
-                return vec![call("build.cancel", 0, json!({ "id": id }))];
+                return vec![call(0, Request::BuildCancel(BuildIdParams { id }))];
             }
             app.message = Some(format!("build {id} not canceled"));
             Vec::new()
@@ -61,11 +62,11 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
         } => match key {
             Key::Enter if input == name => {
                 app.message = Some(format!("deleting {} {name}...", what.noun()));
-                let (method, params) = match what {
-                    Deletable::Template => ("template.delete", json!({ "name": name })),
-                    Deletable::Image => ("image.delete", json!({ "image": name })),
+                let request = match what {
+                    Deletable::Template => Request::TemplateDelete(NameParams { name }),
+                    Deletable::Image => Request::ImageDelete(ImageParams { image: name }),
                 };
-                vec![call(method, 0, params)]
+                vec![call(0, request)]
             }
             Key::Enter | Key::Esc => {
                 app.message = Some(format!("{} {name} not deleted", what.noun()));
@@ -131,10 +132,7 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 // Then the base image: one of the template's OS, the template's source first.
                 let os = app
                     .templates
-                    .list
-                    .items
-                    .iter()
-                    .find(|t| t.name == template)
+                    .get(&template)
                     .map(|t| t.os.clone())
                     .unwrap_or_default();
                 let source = app

@@ -1,15 +1,12 @@
 //! The Templates view's state: the project's templates, the filter, the selected template's
 //! details (fetched when it is selected), and what its keys and kilnd's replies do to them.
 
-use kiln_shared::protocol::{
-    RevisionInfo, RevisionList, TemplateList, TemplateRecord, TemplateSummary,
-};
-use serde_json::{json, Value};
+use kiln_shared::protocol::{RevisionInfo, TemplateList, TemplateRecord, TemplateSummary};
 
 use super::keymap::Cmd;
 use super::listed::{movement, Listed};
 use super::overlay::Overlay;
-use super::{call, form, App, BuildSource, CallError, Deletable, Effect, Prompt, View};
+use super::{call, form, App, BuildSource, Deletable, Effect, Prompt, Reply, Request, View};
 
 #[derive(Debug, Clone, Default)]
 pub struct Templates {
@@ -52,6 +49,11 @@ impl Templates {
 
     pub fn selected(&self) -> Option<&TemplateSummary> {
         self.visible().get(self.list.sel).copied()
+    }
+
+    /// Template `name`, filtered out or not.
+    pub fn get(&self, name: &str) -> Option<&TemplateSummary> {
+        self.list.items.iter().find(|t| t.name == name)
     }
 
     /// Selects template `keep` again after the list changed (or keeps the row, within bounds).
@@ -105,21 +107,15 @@ impl Templates {
     }
 
     /// A reply to the details' calls.
-    pub(super) fn on_details_reply(&mut self, method: &str, result: Result<Value, CallError>) {
+    pub(super) fn on_details_reply(&mut self, reply: Reply) {
         let Some(d) = self.details.as_mut() else {
             return;
         };
         // A failure (the template was deleted meanwhile) leaves the pane on the summary.
-        if let Ok(value) = result {
-            match method {
-                "template.get" => d.record = serde_json::from_value(value).ok(),
-                "template.revisions" => {
-                    d.revisions = serde_json::from_value::<RevisionList>(value)
-                        .ok()
-                        .map(|r| r.revisions);
-                }
-                _ => {}
-            }
+        match reply {
+            Reply::TemplateGet(Ok(record)) => d.record = Some(record),
+            Reply::TemplateRevisions(Ok(list)) => d.revisions = Some(list.revisions),
+            _ => {}
         }
     }
 }
@@ -151,8 +147,8 @@ pub(super) fn fetch_details(app: &mut App) -> Vec<Effect> {
         revisions: None,
     });
     vec![
-        call("template.get", tag, json!({ "name": name })),
-        call("template.revisions", tag, json!({ "name": name })),
+        call(tag, Request::template_get(&name)),
+        call(tag, Request::template_revisions(&name)),
     ]
 }
 
@@ -199,7 +195,7 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                     tag,
                     image: None,
                 });
-                return vec![call("template.get", tag, json!({ "name": name }))];
+                return vec![call(tag, Request::template_get(&name))];
             }
         }
         Cmd::NewTemplate => return form::open_new(app),

@@ -1,32 +1,56 @@
 //! `update` tests: feed actions to an `App`, check the state and the effects. No terminal.
 
-use serde_json::json;
-
-use super::fixtures::{app, key, log_line, press, reply};
+use super::fixtures::{app, connect, disconnect, key, log_line, press, reply, tick};
 use super::keymap::Key;
 use super::*;
-use kiln_shared::build::BuildState;
+use kiln_shared::build::{Build, BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
+use kiln_shared::protocol::{LogNote, NameParams, RevisionInfo, RevisionList, TemplateList};
 
-fn methods(fx: &[Effect]) -> Vec<&str> {
+/// The methods `fx` calls, in order.
+fn methods(fx: &[Effect]) -> Vec<Name> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Call { method, .. } => Some(method.as_str()),
+            Effect::Call { request, .. } => Some(request.method()),
             Effect::Quit | Effect::Edit { .. } => None,
         })
         .collect()
+}
+
+/// The `build.logs` call `fx` starts with: its tag and params.
+fn logs_call(fx: &[Effect]) -> (u64, BuildLogsParams) {
+    match fx.first() {
+        Some(Effect::Call {
+            tag,
+            request: Request::BuildLogs(p),
+        }) => (*tag, p.clone()),
+        _ => panic!("expected a build.logs call, got {fx:?}"),
+    }
+}
+
+/// Opens the log of the selected build (in the Builds view); returns the `build.logs` call's tag.
+fn press_l(app: &mut App) -> u64 {
+    logs_call(&press(app, "l")).0
+}
+
+/// kilnd's answer to the `build.logs` call tagged `tag`: subscription `sub`.
+fn logs_reply(app: &mut App, tag: u64, sub: u64) -> Vec<Effect> {
+    reply(app, tag, Reply::BuildLogs(Ok(SubReply { sub })))
 }
 
 /// Opens the log of the selected build and answers `build.logs` with subscription 9.
 fn open_log(app: &mut App) {
     let fx = key(app, Key::Tab);
     assert!(fx.is_empty());
-    let fx = press(app, "l");
-    let Some(Effect::Call { method, tag, .. }) = fx.first() else {
-        panic!("expected a build.logs call, got {fx:?}");
-    };
-    assert_eq!(method, "build.logs");
-    let tag = *tag;
-    reply(app, "build.logs", tag, Ok(json!({ "sub": 9 })));
+    let tag = press_l(app);
+    logs_reply(app, tag, 9);
+}
+
+/// kilnd answers the `template.list` and `build.list` calls with the lists `app` holds.
+fn relist(app: &mut App) {
+    let templates = app.templates.list.items.clone();
+    reply(app, 0, Reply::TemplateList(Ok(TemplateList { templates })));
+    let builds = app.builds.list.items.clone();
+    reply(app, 0, Reply::BuildList(Ok(BuildList { builds })));
 }
 
 /// The text of the lines the log view holds.
@@ -37,59 +61,34 @@ fn shown_lines(app: &App) -> Vec<String> {
         .collect()
 }
 
+/// Line `seq` of log stream `sub`, saying `text`.
 fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
-    let mut params = serde_json::to_value(log_line(seq, text)).unwrap_or_default();
-    params["sub"] = json!(sub);
-    update(
-        app,
-        Action::Notification {
-            method: "build.log".into(),
-            params,
-        },
-    );
+    let line = log_line(seq, text);
+    update(app, Action::Notification(Note::Log(LogNote { sub, line })));
 }
 
 #[test]
 fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
     let mut app = App::new("default", fixtures::at(10, 0, 0), true);
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 1),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 1));
     assert!(fx.is_empty(), "no calls while not connected");
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    let fx = connect(&mut app);
     assert_eq!(
         methods(&fx),
         [
-            "events.subscribe",
-            "template.list",
-            "build.list",
-            "image.list"
+            Name::EventsSubscribe,
+            Name::TemplateList,
+            Name::BuildList,
+            Name::ImageList
         ]
     );
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 2),
-        },
-    );
+    let fx = tick(&mut app, fixtures::at(10, 0, 2));
     assert!(fx.is_empty(), "lists still in flight");
     // (No events subscription answered: an older kilnd, so the lists are polled.)
-    reply(&mut app, "build.list", 0, Ok(json!({"builds": []})));
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 3),
-        },
-    );
-    assert_eq!(methods(&fx), ["build.list"]);
+    let none = BuildList { builds: Vec::new() };
+    reply(&mut app, 0, Reply::BuildList(Ok(none)));
+    let fx = tick(&mut app, fixtures::at(10, 0, 3));
+    assert_eq!(methods(&fx), [Name::BuildList]);
 }
 
 #[test]
@@ -116,52 +115,28 @@ fn tab_cycles_through_the_views_that_exist() {
 #[test]
 fn images_are_polled_only_while_on_screen() {
     let mut app = app();
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 2, 1),
-        },
-    );
-    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+    let fx = tick(&mut app, fixtures::at(10, 2, 1));
+    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
     key(&mut app, Key::Tab);
     key(&mut app, Key::Tab);
-    reply(&mut app, "template.list", 0, Ok(json!({"templates": []})));
-    reply(&mut app, "build.list", 0, Ok(json!({"builds": []})));
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 2, 2),
-        },
+    relist(&mut app);
+    let fx = tick(&mut app, fixtures::at(10, 2, 2));
+    assert_eq!(
+        methods(&fx),
+        [Name::TemplateList, Name::BuildList, Name::ImageList]
     );
-    assert_eq!(methods(&fx), ["template.list", "build.list", "image.list"]);
 }
 
 #[test]
 fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
     let mut app = app();
-    update(
-        &mut app,
-        Action::Disconnected {
-            error: "kilnd closed the connection".into(),
-        },
-    );
+    disconnect(&mut app, "kilnd closed the connection");
     assert!(!app.is_connected());
-    assert!(update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 3, 0)
-        }
-    )
-    .is_empty());
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    assert!(tick(&mut app, fixtures::at(10, 3, 0)).is_empty());
+    let fx = connect(&mut app);
     assert_eq!(
         methods(&fx),
-        ["events.subscribe", "template.list", "build.list"]
+        [Name::EventsSubscribe, Name::TemplateList, Name::BuildList]
     );
 }
 
@@ -208,15 +183,14 @@ fn a_selection_survives_a_refresh_that_reorders_the_list() {
         app.templates.selected().map(|t| t.name.as_str()),
         Some("db")
     );
-    let reordered = vec![
+    let templates = vec![
         fixtures::template("db", "debian-12", &[], 1),
         fixtures::template("aaa", "debian-12", &[], 1),
     ];
     reply(
         &mut app,
-        "template.list",
         0,
-        Ok(json!({ "templates": reordered })),
+        Reply::TemplateList(Ok(TemplateList { templates })),
     );
     assert_eq!(
         app.templates.selected().map(|t| t.name.as_str()),
@@ -268,9 +242,8 @@ fn cancel_asks_first_and_only_y_confirms() {
     assert_eq!(
         fx,
         [Effect::Call {
-            method: "build.cancel".into(),
             tag: 0,
-            params: json!({"id": 4})
+            request: Request::BuildCancel(BuildIdParams { id: 4 })
         }]
     );
 }
@@ -297,7 +270,7 @@ fn enter_opens_the_detail_and_l_the_log() {
     key(&mut app, Key::Enter);
     assert_eq!((app.view, app.detail.build), (View::Detail, Some(3)));
     let fx = press(&mut app, "l");
-    assert_eq!(methods(&fx), ["build.logs"]);
+    assert_eq!(methods(&fx), [Name::BuildLogs]);
     assert_eq!(app.view, View::Log);
     key(&mut app, Key::Esc);
     assert_eq!(app.view, View::Detail);
@@ -336,13 +309,10 @@ fn the_log_follows_pauses_on_scroll_up_and_resumes_with_g() {
 fn log_lines_that_beat_the_subscription_reply_are_kept() {
     let mut app = app();
     key(&mut app, Key::Tab);
-    let fx = press(&mut app, "l");
-    let Some(Effect::Call { tag, .. }) = fx.first().cloned() else {
-        panic!("no call");
-    };
+    let tag = press_l(&mut app);
     note(&mut app, 9, 0, "early");
     note(&mut app, 5, 0, "someone else's");
-    reply(&mut app, "build.logs", tag, Ok(json!({"sub": 9})));
+    logs_reply(&mut app, tag, 9);
     assert_eq!(shown_lines(&app), ["early"]);
 }
 
@@ -350,19 +320,13 @@ fn log_lines_that_beat_the_subscription_reply_are_kept() {
 fn a_late_reply_for_a_replaced_stream_keeps_the_early_lines_of_the_new_one() {
     let mut app = app();
     key(&mut app, Key::Tab);
-    let fx = press(&mut app, "l");
-    let Some(Effect::Call { tag: old, .. }) = fx.first().cloned() else {
-        panic!("no call");
-    };
+    let old = press_l(&mut app);
     // The serial console before the build log's stream was even named.
-    let fx = press(&mut app, "s");
-    let Some(Effect::Call { tag: new, .. }) = fx.first().cloned() else {
-        panic!("no call");
-    };
+    let (new, _) = logs_call(&press(&mut app, "s"));
     note(&mut app, 7, 0, "serial early");
-    let fx = reply(&mut app, "build.logs", old, Ok(json!({"sub": 5})));
-    assert_eq!(methods(&fx), ["build.logs.unsubscribe"]);
-    reply(&mut app, "build.logs", new, Ok(json!({"sub": 7})));
+    let fx = logs_reply(&mut app, old, 5);
+    assert_eq!(methods(&fx), [Name::BuildLogsUnsubscribe]);
+    logs_reply(&mut app, new, 7);
     assert_eq!(shown_lines(&app), ["serial early"]);
 }
 
@@ -372,29 +336,19 @@ fn a_reconnect_resumes_the_log_after_the_last_line_seen() {
     open_log(&mut app);
     note(&mut app, 9, 0, "a");
     note(&mut app, 9, 1, "b");
-    update(
-        &mut app,
-        Action::Disconnected {
-            error: "gone".into(),
-        },
-    );
-    let fx = update(
-        &mut app,
-        Action::Connected {
-            version: "0.1.0".into(),
-        },
-    );
+    disconnect(&mut app, "gone");
+    let fx = connect(&mut app);
     let logs: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::Call { method, params, .. } if method == "build.logs" => Some(params.clone()),
+            Effect::Call {
+                request: Request::BuildLogs(p),
+                ..
+            } => Some((p.id, p.follow, p.serial, p.from_line)),
             _ => None,
         })
         .collect();
-    assert_eq!(
-        logs,
-        [json!({"id": 4, "follow": true, "serial": false, "from_line": 2})]
-    );
+    assert_eq!(logs, [(4, true, false, Some(2))]);
 }
 
 #[test]
@@ -429,11 +383,14 @@ fn s_switches_to_the_serial_console_with_a_fresh_buffer() {
     open_log(&mut app);
     note(&mut app, 9, 0, "a");
     let fx = press(&mut app, "s");
-    let Some(Effect::Call { params, .. }) = fx.last() else {
-        panic!("no call");
+    let Some(Effect::Call {
+        request: Request::BuildLogs(p),
+        ..
+    }) = fx.last()
+    else {
+        panic!("expected a build.logs call last, got {fx:?}");
     };
-    assert_eq!(params["serial"], json!(true));
-    assert_eq!(params["from_line"], json!(0));
+    assert_eq!((p.serial, p.from_line), (true, Some(0)));
     assert!(app
         .log
         .as_ref()
@@ -462,12 +419,8 @@ fn ctrl_c_quits_even_inside_a_prompt() {
 #[test]
 fn errors_from_kilnd_land_in_the_message_line() {
     let mut app = app();
-    reply(
-        &mut app,
-        "build.cancel",
-        0,
-        Err("not_found: no build 12".into()),
-    );
+    let refused = CallError::from("not_found: no build 12");
+    reply(&mut app, 0, Reply::BuildCancel(Err(refused)));
     assert_eq!(
         app.message.as_deref(),
         Some("build.cancel: not_found: no build 12")
@@ -488,25 +441,25 @@ fn delete_needs_the_name_typed_exactly() {
     assert_eq!(
         key(&mut app, Key::Enter),
         [Effect::Call {
-            method: "template.delete".into(),
             tag: 0,
-            params: json!({"name": "db"}),
+            request: Request::TemplateDelete(NameParams { name: "db".into() }),
         }]
     );
     key(&mut app, Key::Tab);
     key(&mut app, Key::Tab);
     let mut fx = press(&mut app, "Ddebian-12");
     fx.extend(key(&mut app, Key::Enter));
-    assert_eq!(methods(&fx), ["image.delete"]);
+    assert_eq!(methods(&fx), [Name::ImageDelete]);
 }
 
 /// The `build.logs.unsubscribe` calls among `fx`, by subscription.
-fn unsubscribed(fx: &[Effect]) -> Vec<Value> {
+fn unsubscribed(fx: &[Effect]) -> Vec<u64> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Call { method, params, .. } if method == "build.logs.unsubscribe" => {
-                Some(params["sub"].clone())
-            }
+            Effect::Call {
+                request: Request::BuildLogsUnsubscribe(s),
+                ..
+            } => Some(s.sub),
             _ => None,
         })
         .collect()
@@ -518,35 +471,32 @@ fn a_replaced_log_stream_is_unsubscribed() {
     open_log(&mut app);
     // Switching to the serial console replaces subscription 9.
     let fx = press(&mut app, "s");
-    assert_eq!(unsubscribed(&fx), [json!(9)]);
-    assert_eq!(methods(&fx), ["build.logs.unsubscribe", "build.logs"]);
+    assert_eq!(unsubscribed(&fx), [9]);
+    assert_eq!(methods(&fx), [Name::BuildLogsUnsubscribe, Name::BuildLogs]);
     // A reply for a stream nobody shows any more is unsubscribed at once.
-    let stale = reply(&mut app, "build.logs", 1_000_000, Ok(json!({ "sub": 12 })));
-    assert_eq!(unsubscribed(&stale), [json!(12)]);
+    let stale = logs_reply(&mut app, 1_000_000, 12);
+    assert_eq!(unsubscribed(&stale), [12]);
     // An unsubscribe that finds the stream ended already is no news.
     app.message = None;
-    reply(
-        &mut app,
-        "build.logs.unsubscribe",
-        0,
-        Err(CallError::from("no open log stream 9")),
-    );
+    let ended = CallError::from("no open log stream 9");
+    reply(&mut app, 0, Reply::BuildLogsUnsubscribe(Err(ended)));
     assert_eq!(app.message, None);
 }
 
 /// Answers the `events.subscribe` call with subscription 3; returns the effects.
 fn subscribed(app: &mut App) -> Vec<Effect> {
-    reply(app, "events.subscribe", 0, Ok(json!({ "sub": 3 })))
+    reply(app, 0, Reply::EventsSubscribe(Ok(SubReply { sub: 3 })))
 }
 
-fn event(app: &mut App, params: Value) -> Vec<Effect> {
-    update(
-        app,
-        Action::Notification {
-            method: "event".into(),
-            params,
-        },
-    )
+/// An event of subscription `sub`.
+fn event(app: &mut App, sub: u64, kind: EventKind) -> Vec<Effect> {
+    update(app, Action::Notification(Note::Event(Event { sub, kind })))
+}
+
+fn build_changed(build: &Build) -> EventKind {
+    EventKind::Build {
+        build: Box::new(build.clone()),
+    }
 }
 
 #[test]
@@ -554,103 +504,84 @@ fn events_keep_the_lists_current_without_polling() {
     let mut app = app();
     // Subscribed: listed once more, then ticks poll nothing.
     let fx = subscribed(&mut app);
-    assert_eq!(methods(&fx), ["template.list", "build.list"]);
-    for (method, list) in [
-        (
-            "template.list",
-            json!({"templates": app.templates.list.items.clone()}),
-        ),
-        (
-            "build.list",
-            json!({"builds": app.builds.list.items.clone()}),
-        ),
-    ] {
-        update(
-            &mut app,
-            Action::Reply {
-                method: method.into(),
-                tag: 0,
-                result: Ok(list),
-            },
-        );
-    }
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 5),
-        },
-    );
+    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
+    relist(&mut app);
+    let fx = tick(&mut app, fixtures::at(10, 0, 5));
     assert!(methods(&fx).is_empty(), "{fx:?}");
 
     // A new build goes on top; the selected build stays selected.
     key(&mut app, Key::Tab);
     press(&mut app, "j");
     let selected = app.builds.selected().map(|b| b.id);
-    let mut build = serde_json::to_value(&app.builds.list.items[0]).unwrap_or_default();
-    build["id"] = json!(99);
-    build["state"] = json!("queued");
-    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    let mut build = app.builds.list.items[0].clone();
+    build.id = 99;
+    build.state = BuildState::Queued;
+    event(&mut app, 3, build_changed(&build));
     assert_eq!(app.builds.list.items[0].id, 99);
     assert_eq!(app.builds.selected().map(|b| b.id), selected);
     // A change replaces the build in place.
-    build["state"] = json!("running");
-    event(&mut app, json!({"sub": 3, "kind": "build", "build": build}));
+    build.state = BuildState::Running;
+    event(&mut app, 3, build_changed(&build));
     assert_eq!(
         app.builds.list.items.iter().filter(|b| b.id == 99).count(),
         1
     );
     assert_eq!(app.builds.list.items[0].state, BuildState::Running);
     // Another subscription's event is ignored.
-    build["state"] = json!("failed");
-    event(&mut app, json!({"sub": 4, "kind": "build", "build": build}));
+    build.state = BuildState::Failed;
+    event(&mut app, 4, build_changed(&build));
     assert_eq!(app.builds.list.items[0].state, BuildState::Running);
 
     // Templates: a deleted one leaves the list, a new one joins it in name order.
     let gone = app.templates.list.items[0].name.clone();
-    event(
-        &mut app,
-        json!({"sub": 3, "kind": "template", "name": gone}),
-    );
+    let deleted = EventKind::Template {
+        name: gone.clone(),
+        template: None,
+    };
+    event(&mut app, 3, deleted);
     assert!(app.templates.list.items.iter().all(|t| t.name != gone));
-    let mut t = serde_json::to_value(&app.templates.list.items[0]).unwrap_or_default();
-    t["name"] = json!("aaa-new");
-    event(
-        &mut app,
-        json!({"sub": 3, "kind": "template", "name": "aaa-new", "template": t}),
-    );
+    let mut t = app.templates.list.items[0].clone();
+    t.name = "aaa-new".into();
+    let created = EventKind::Template {
+        name: t.name.clone(),
+        template: Some(t),
+    };
+    event(&mut app, 3, created);
     assert_eq!(app.templates.list.items[0].name, "aaa-new");
 
     // Lost events: everything is listed again.
-    let fx = event(&mut app, json!({"sub": 3, "kind": "resync"}));
-    assert_eq!(methods(&fx), ["template.list", "build.list"]);
+    let fx = event(&mut app, 3, EventKind::Resync);
+    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
 }
 
 #[test]
 fn the_selected_template_s_details_are_fetched_once_per_revision() {
     let mut app = app();
     let fx = press(&mut app, "j");
-    assert_eq!(methods(&fx), ["template.get", "template.revisions"]);
+    assert_eq!(methods(&fx), [Name::TemplateGet, Name::TemplateRevisions]);
     let Some(Effect::Call { tag, .. }) = fx.first().cloned() else {
         panic!("no call");
     };
     let name = app.templates.selected().map(|t| t.name.clone());
     let t = fixtures::stored_template();
-    reply(&mut app, "template.get", tag, Ok(fixtures::record(&t, 1)));
     reply(
         &mut app,
-        "template.revisions",
         tag,
-        Ok(json!({"revisions": [{"revision": 1, "created_at": "2026-11-20T08:00:00Z"}]})),
+        Reply::TemplateGet(Ok(fixtures::record(&t, 1))),
+    );
+    let revisions = vec![RevisionInfo {
+        revision: 1,
+        created_at: fixtures::at(8, 0, 0),
+    }];
+    reply(
+        &mut app,
+        tag,
+        Reply::TemplateRevisions(Ok(RevisionList { revisions })),
     );
     let d = app.templates.details.as_ref().expect("details");
     assert_eq!(Some(d.name.clone()), name);
     assert!(d.record.is_some() && d.revisions.as_ref().is_some_and(|r| r.len() == 1));
     // Nothing more while the same revision stays selected.
-    let fx = update(
-        &mut app,
-        Action::Tick {
-            now: fixtures::at(10, 0, 9),
-        },
-    );
-    assert!(!methods(&fx).contains(&"template.get"), "{fx:?}");
+    let fx = tick(&mut app, fixtures::at(10, 0, 9));
+    assert!(!methods(&fx).contains(&Name::TemplateGet), "{fx:?}");
 }

@@ -64,9 +64,7 @@ pub fn status_text(s: &DaemonStatus) -> String {
             format!(
                 "{} (since {})",
                 duration_text(s.uptime_seconds),
-                s.started_at
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S %:z")
+                output::local_time_long(&s.started_at)
             ),
         ),
         (

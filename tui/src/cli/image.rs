@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chrono::{DateTime, Local, Utc};
 use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
 use kiln_shared::methods::{self as m, Method};
@@ -15,7 +14,7 @@ use kiln_shared::protocol::{
 };
 use serde_json::Value;
 
-use super::output::{self, Align, Column, Table};
+use super::output::{self, local_time, local_time_long, Align, Column, Table};
 use super::{call, check_name, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
@@ -129,16 +128,6 @@ pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
         ImageCommand::Bootstrap { os, no_warm } => bootstrap(settings, &os, !no_warm).await,
         ImageCommand::Warm { image } => warm(settings, &image).await,
     }
-}
-
-fn local_time(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
-}
-
-fn local_time_long(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
 }
 
 /// A size the way `ls -h` shows it: `512B`, `1.5K`, `177M`, `3.0G`.

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
+use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 use serde_json::json;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
@@ -30,6 +31,18 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) {
         Ok(text) => println(&text),
         Err(e) => eprintln!("kiln: error: cannot render JSON: {e}"),
     }
+}
+
+/// A time in the local zone to the minute, as tables show it: `2026-11-26 10:02`.
+pub fn local_time(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A time in the local zone to the second, with the zone's offset, as details show it.
+pub fn local_time_long(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
 }
 
 /// Whether `stream` should get ANSI styles: a terminal, `NO_COLOR` unset and `TERM` not `dumb`.

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chrono::{DateTime, Local, Utc};
 use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
 use kiln_shared::methods::{self as m, Empty};
@@ -17,7 +16,7 @@ use kiln_shared::{Template, Violation};
 use serde_json::{json, Value};
 
 use super::editor;
-use super::output::{self, Align, Column, Table};
+use super::output::{self, local_time, local_time_long, Align, Column, Table};
 use super::template_file::{self, Format, TemplateFile};
 use super::{call, plural, CmdResult, Failure, Settings};
 
@@ -147,16 +146,6 @@ async fn create(settings: &Settings, path: &Path) -> CmdResult {
         ));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn local_time(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
-}
-
-fn local_time_long(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
 }
 
 fn or_dash(s: String) -> String {

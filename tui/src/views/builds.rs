@@ -4,10 +4,10 @@
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, HighlightSpacing, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{duration_text, elapsed, empty, fit, state_text, step_text, Theme};
+use super::{draw_list_table, duration_text, elapsed, empty, fit, state_text, step_text, Theme};
 use crate::app::App;
 use kiln_shared::build::{Build, StepState};
 
@@ -49,13 +49,9 @@ pub fn draw_list(f: &mut Frame, app: &App, area: Rect) {
             Constraint::Length(5),
             Constraint::Length(7),
         ],
-    )
-    .header(Row::new(vec!["ID", "TEMPLATE", "IMAGE", "STATE", "STEP", "ELAPSED"]).style(t.header()))
-    .row_highlight_style(t.selected())
-    .highlight_symbol("▶ ")
-    .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.builds.list.sel));
-    f.render_stateful_widget(table, area, &mut state);
+    );
+    let header = ["ID", "TEMPLATE", "IMAGE", "STATE", "STEP", "ELAPSED"];
+    draw_list_table(f, app, area, table, &header, app.builds.list.sel);
 }
 
 fn step_duration(app: &App, s: &kiln_shared::build::Step) -> String {

@@ -4,11 +4,11 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Clear, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::builds::size_text;
-use super::{empty, popup, Theme};
+use super::{draw_list_table, empty, popup, Theme};
 use crate::app::App;
 use kiln_shared::protocol::{ImageInfo, Visibility};
 
@@ -56,23 +56,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             Constraint::Length(10),
             Constraint::Length(16),
         ],
-    )
-    .header(
-        Row::new(vec![
-            "NAME",
-            "OS",
-            "VISIBLE",
-            "STATE",
-            "SIZE",
-            "CREATED (UTC)",
-        ])
-        .style(t.header()),
-    )
-    .row_highlight_style(t.selected())
-    .highlight_symbol("▶ ")
-    .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.images.list.sel));
-    f.render_stateful_widget(table, list, &mut state);
+    );
+    let header = ["NAME", "OS", "VISIBLE", "STATE", "SIZE", "CREATED (UTC)"];
+    draw_list_table(f, app, list, table, &header, app.images.list.sel);
 
     let (Some(pane), Some(i)) = (pane, app.images.selected()) else {
         return;
@@ -122,13 +108,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         (Visibility::Private, "Private"),
         (Visibility::Shared, "Shared"),
     ] {
-        let count = app
-            .images
-            .list
-            .items
-            .iter()
-            .filter(|i| i.visibility == v)
-            .count();
+        let count = app.images.of(v).count();
         let style = if app.images.tab == v {
             t.selected()
         } else {

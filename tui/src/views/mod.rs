@@ -11,7 +11,7 @@ pub(crate) mod templates;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Block, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -326,6 +326,26 @@ fn empty(f: &mut Frame, app: &App, area: Rect, text: &str) {
         Paragraph::new(Line::styled(format!(" {text}"), t.dim())),
         area,
     );
+}
+
+/// A list view's `table` under a header row of `header`, row `sel` selected behind the `▶`
+/// marker (kept in its column when nothing is selected, so rows never shift).
+fn draw_list_table(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    table: Table,
+    header: &[&str],
+    sel: usize,
+) {
+    let t = Theme::of(app);
+    let table = table
+        .header(Row::new(header.to_vec()).style(t.header()))
+        .row_highlight_style(t.selected())
+        .highlight_symbol("▶ ")
+        .highlight_spacing(HighlightSpacing::Always);
+    let mut state = TableState::default().with_selected(Some(sel));
+    f.render_stateful_widget(table, area, &mut state);
 }
 
 #[cfg(test)]

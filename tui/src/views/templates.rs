@@ -6,10 +6,10 @@ use ratatui::text::Line;
 use kiln_shared::build::Build;
 use kiln_shared::protocol::{ImageInfo, TemplateSummary};
 use kiln_shared::template::{Customizer, Distribute, OnError, Template};
-use ratatui::widgets::{Block, Clear, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use super::{empty, popup, state_text, Theme};
+use super::{draw_list_table, empty, popup, state_text, Theme};
 use crate::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -24,7 +24,6 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_list(f: &mut Frame, app: &App, area: Rect) {
-    let t = Theme::of(app);
     let visible = app.templates.visible();
     if visible.is_empty() {
         let text = if !app.templates.list.loaded {
@@ -61,13 +60,9 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
             Constraint::Fill(2),
             Constraint::Length(11),
         ],
-    )
-    .header(Row::new(vec!["NAME", "OS", "REV", "APPLICATIONS", "LAST BUILD"]).style(t.header()))
-    .row_highlight_style(t.selected())
-    .highlight_symbol("▶ ")
-    .highlight_spacing(HighlightSpacing::Always);
-    let mut state = TableState::default().with_selected(Some(app.templates.list.sel));
-    f.render_stateful_widget(table, area, &mut state);
+    );
+    let header = ["NAME", "OS", "REV", "APPLICATIONS", "LAST BUILD"];
+    draw_list_table(f, app, area, table, &header, app.templates.list.sel);
 }
 
 fn draw_pane(f: &mut Frame, app: &App, area: Rect) {

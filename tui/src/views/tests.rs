@@ -1,16 +1,18 @@
 //! View tests: TestBackend snapshots (insta) of each view at 80x24 and 120x40, and a sweep of
 //! sizes from 1x1 that must draw without panicking.
 
+use chrono::{TimeZone, Utc};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
-use serde_json::json;
 
-use crate::app::fixtures::{app, log_line, record, stored_template};
+use crate::app::fixtures::{app, disconnect, log_line, record, refused, reply, stored_template};
 use crate::app::form::Field;
 use crate::app::keymap::Key;
-use crate::app::{update, Action, App, CallError, Effect};
-use kiln_shared::protocol::ErrorKind;
+use crate::app::{update, Action, App, Effect, Note, Reply};
+use kiln_shared::build::{LogStream, SubReply};
+use kiln_shared::methods::Name;
+use kiln_shared::protocol::{ErrorKind, LogNote, RevisionInfo};
 use kiln_shared::Violation;
 
 fn render(app: &App, width: u16, height: u16) -> String {
@@ -49,31 +51,20 @@ fn log_app(n: u64) -> App {
     keys(&mut app, &[Key::Enter]);
     chars(&mut app, "l");
     let tag = app.log.as_ref().map(|l| l.session).unwrap_or_default();
-    update(
-        &mut app,
-        Action::Reply {
-            method: "build.logs".into(),
-            tag,
-            result: Ok(json!({"sub": 1})),
-        },
-    );
+    reply(&mut app, tag, Reply::BuildLogs(Ok(SubReply { sub: 1 })));
     for seq in 0..n {
         let text = if seq % 7 == 3 {
             format!("Setting up package-{seq} ({seq}.0-1) ... with a line long enough to pass the right edge of an 80 column terminal")
         } else {
             format!("line {seq}")
         };
-        let mut params = serde_json::to_value(log_line(seq, &text)).unwrap_or_default();
-        params["sub"] = json!(1);
+        let mut line = log_line(seq, &text);
         if seq == 5 {
-            params["stream"] = json!("stderr");
+            line.stream = LogStream::Stderr;
         }
         update(
             &mut app,
-            Action::Notification {
-                method: "build.log".into(),
-                params,
-            },
+            Action::Notification(Note::Log(LogNote { sub: 1, line })),
         );
     }
     app
@@ -83,19 +74,19 @@ fn log_app(n: u64) -> App {
 fn templates_app() -> App {
     let mut a = app();
     // The pane's whole template and revisions, as kilnd answers them for the selection.
-    let t = crate::app::fixtures::stored_template();
-    let record = crate::app::fixtures::record(&t, 3);
+    let revision = |revision, day| RevisionInfo {
+        revision,
+        created_at: Utc
+            .with_ymd_and_hms(2026, 11, day, 8, 0, 0)
+            .single()
+            .unwrap_or_default(),
+    };
     a.templates.details = Some(crate::app::templates::TemplateDetails {
         name: "web-base".into(),
         revision: 3,
         tag: 1,
-        record: serde_json::from_value(record).ok(),
-        revisions: serde_json::from_value(serde_json::json!([
-            {"revision": 1, "created_at": "2026-11-20T08:00:00Z"},
-            {"revision": 2, "created_at": "2026-11-24T08:00:00Z"},
-            {"revision": 3, "created_at": "2026-11-26T08:00:00Z"}
-        ]))
-        .ok(),
+        record: Some(record(&stored_template(), 3)),
+        revisions: Some(vec![revision(1, 20), revision(2, 24), revision(3, 26)]),
     });
     a
 }
@@ -150,12 +141,7 @@ fn templates_filtered_with_the_prompt_open() {
 fn templates_before_the_first_reply_and_disconnected() {
     let mut a = App::new("web", crate::app::fixtures::at(10, 0, 0), true);
     check("templates_connecting", &a);
-    update(
-        &mut a,
-        Action::Disconnected {
-            error: "cannot connect to kilnd at /run/kiln/kiln.sock".into(),
-        },
-    );
+    disconnect(&mut a, "cannot connect to kilnd at /run/kiln/kiln.sock");
     check("templates_disconnected", &a);
 }
 
@@ -225,13 +211,13 @@ fn images_private_and_shared_tabs_and_details() {
 }
 
 /// The tag of the one `method` call in `fx`.
-fn tag_of(fx: &[Effect], method: &str) -> u64 {
+fn tag_of(fx: &[Effect], method: Name) -> u64 {
     fx.iter()
         .find_map(|e| match e {
-            Effect::Call { method: m, tag, .. } if m == method => Some(*tag),
+            Effect::Call { tag, request } if request.method() == method => Some(*tag),
             _ => None,
         })
-        .unwrap_or_else(|| panic!("no {method} call in {fx:?}"))
+        .unwrap_or_else(|| panic!("no {} call in {fx:?}", method.as_str()))
 }
 
 fn focus(a: &mut App, field: Field) {
@@ -260,58 +246,34 @@ fn new_form_app() -> App {
 /// conflict with revision 4.
 fn edit_form_app() -> App {
     let mut a = app();
-    let tag = tag_of(&update(&mut a, Action::Key(Key::Char('e'))), "template.get");
-    let reply =
-        |a: &mut App, method: &str, tag: u64, result: Result<serde_json::Value, CallError>| {
-            update(
-                a,
-                Action::Reply {
-                    method: method.into(),
-                    tag,
-                    result,
-                },
-            )
-        };
-    reply(
-        &mut a,
-        "template.get",
-        tag,
-        Ok(record(&stored_template(), 3)),
+    let tag = tag_of(
+        &update(&mut a, Action::Key(Key::Char('e'))),
+        Name::TemplateGet,
     );
+    let r = record(&stored_template(), 3);
+    reply(&mut a, tag, Reply::TemplateGet(Ok(r)));
     focus(&mut a, Field::Description);
     chars(&mut a, ", jq");
     let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
-    let refused = CallError {
-        kind: Some(ErrorKind::InvalidTemplate),
-        message: "template \"web-base\" is invalid: 1 problem".into(),
-        violations: vec![Violation {
+    let invalid = refused(
+        ErrorKind::InvalidTemplate,
+        "template \"web-base\" is invalid: 1 problem",
+        vec![Violation {
             path: "customize[0].inline".into(),
             message: "is empty: list at least one command, or use script instead".into(),
         }],
-    };
-    reply(
-        &mut a,
-        "template.update",
-        tag_of(&fx, "template.update"),
-        Err(refused),
     );
+    let tag = tag_of(&fx, Name::TemplateUpdate);
+    reply(&mut a, tag, Reply::TemplateUpdate(Err(invalid)));
     let fx = update(&mut a, Action::Key(Key::Ctrl('s')));
-    let conflict = CallError {
-        kind: Some(ErrorKind::Conflict),
-        message: "stale".into(),
-        violations: Vec::new(),
-    };
-    let fx = reply(
-        &mut a,
-        "template.update",
-        tag_of(&fx, "template.update"),
-        Err(conflict),
-    );
+    let conflict = refused(ErrorKind::Conflict, "stale", Vec::new());
+    let tag = tag_of(&fx, Name::TemplateUpdate);
+    let fx = reply(&mut a, tag, Reply::TemplateUpdate(Err(conflict)));
+    let r = record(&stored_template(), 4);
     reply(
         &mut a,
-        "template.get",
-        tag_of(&fx, "template.get"),
-        Ok(record(&stored_template(), 4)),
+        tag_of(&fx, Name::TemplateGet),
+        Reply::TemplateGet(Ok(r)),
     );
     a
 }
@@ -367,12 +329,7 @@ fn no_color_leaves_every_cell_in_the_terminal_colors() {
     chars(&mut builds, "jx");
     states.push(builds);
     let mut disconnected = app();
-    update(
-        &mut disconnected,
-        Action::Disconnected {
-            error: "gone".into(),
-        },
-    );
+    disconnect(&mut disconnected, "gone");
     states.push(disconnected);
     for mut a in states {
         a.color = false;
@@ -445,15 +402,10 @@ fn odd_values_from_the_daemon_draw_without_panicking() {
         b.started_at = Some(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         b.message = "tab\there, bell\u{7}, escape \u{1b}[2J".into();
     }
-    let mut params =
-        serde_json::to_value(log_line(u64::MAX, "last \u{1b}[31mred")).unwrap_or_default();
-    params["sub"] = json!(1);
+    let line = log_line(u64::MAX, "last \u{1b}[31mred");
     update(
         &mut a,
-        Action::Notification {
-            method: "build.log".into(),
-            params,
-        },
+        Action::Notification(Note::Log(LogNote { sub: 1, line })),
     );
     for view in [Key::Esc, Key::Esc] {
         render(&a, 80, 24);

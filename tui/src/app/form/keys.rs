@@ -1,14 +1,12 @@
 //! What the person does to the open form: opening and closing it, keys on its fields, the base
 //! image picker for its source, and the text `$EDITOR` gives back.
 
-use serde_json::json;
-
 use super::save::save;
 use super::{os_choices, EditWhat, Field, Form};
 use crate::app::keymap::{self, Cmd, Key};
 use crate::app::overlay::{self, Overlay};
 use crate::app::picker::{self, PickFor, Picker};
-use crate::app::{call, App, Effect, View};
+use crate::app::{call, App, Effect, Request, View};
 use crate::cli::{editor, template_file};
 
 /// Opens the form for a new template.
@@ -23,7 +21,7 @@ pub(in crate::app) fn open_edit(app: &mut App, name: String) -> Vec<Effect> {
     let tag = app.tag();
     app.form = Some(Form::editing(&name, tag));
     app.view = View::Form;
-    let mut fx = vec![call("template.get", tag, json!({ "name": name }))];
+    let mut fx = vec![call(tag, Request::template_get(&name))];
     fx.extend(app.fresh_images());
     fx
 }
