@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// `max_connections` when kilnd.toml does not set it.
@@ -27,7 +28,9 @@ pub struct FileConfig {
     pub max_concurrent_builds: Option<u32>,
     /// Members may manage public images.
     pub admin_group: Option<String>,
-    pub cache_max_gb: Option<u64>,
+    /// Read by nothing: it was to size the step cache, a later issue. Still accepted, with any
+    /// value, so that a kilnd.toml that sets it starts kilnd; [`FileConfig::warnings`] says so.
+    pub cache_max_gb: Option<IgnoredAny>,
     /// Caps every build's timeout, in seconds (tests use it to reach `timed_out` quickly).
     pub build_timeout_cap_seconds: Option<u64>,
     /// Keep a saved, booted VM of each base image and start builds from it (default true).
@@ -75,12 +78,23 @@ impl FileConfig {
                 })
             }
         };
-        FileConfig::parse(&text)
-            .map(Some)
-            .map_err(|message| ConfigError::Invalid {
-                path: path.into(),
-                message,
-            })
+        let cfg = FileConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        for warning in cfg.warnings() {
+            tracing::warn!("config file {}: {warning}", path.display());
+        }
+        Ok(Some(cfg))
+    }
+
+    /// What the file sets that has no effect, one message per key; `load` logs them.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.cache_max_gb.is_some() {
+            warnings.push("cache_max_gb has no effect: kiln has no step cache yet");
+        }
+        warnings
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, String> {
@@ -167,6 +181,23 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.max_concurrent_builds, Some(1));
         assert_eq!(cfg.projects[0].users, vec!["alice".to_string()]);
+        assert_eq!(
+            cfg.warnings(),
+            ["cache_max_gb has no effect: kiln has no step cache yet"]
+        );
+    }
+
+    /// `cache_max_gb` does nothing, whatever its value; other keys give no warning.
+    #[test]
+    fn cache_max_gb_is_accepted_with_a_warning() {
+        for value in ["50", "0", "\"50G\""] {
+            let cfg = FileConfig::parse(&format!("cache_max_gb = {value}\n")).expect(value);
+            assert_eq!(cfg.warnings().len(), 1, "{value}");
+            assert!(cfg.warnings()[0].starts_with("cache_max_gb "), "{value}");
+        }
+        let cfg =
+            FileConfig::parse("max_concurrent_builds = 1\nwarm_start = false\n").expect("valid");
+        assert!(cfg.warnings().is_empty());
     }
 
     #[test]

@@ -1,30 +1,30 @@
 //! The plan of a build, one case per line: a template (TOML) and the steps a build of it runs,
-//! each as `NAME KIND: ACTION` (see `show`). Applications come from the small catalog `APPS`.
+//! each as `NAME KIND: ACTION` (see `show`). Applications come from the small catalog `apps()`.
 
 #![allow(clippy::unwrap_used)]
 
 use kiln_daemon::queue::plan::{plan, Action, PlannedStep};
-use kiln_shared::apps::AppCatalog;
+use kiln_shared::apps::{App, AppCatalog};
 use kiln_shared::build::{StepState, SubState};
 use kiln_shared::Template;
 
-const APPS: &str = r##"
-[[app]]
-name = "a"
-description = "A"
-os = ["debian-12"]
-install = "#!/bin/sh\ninstall a\n"
-
-[[app]]
-name = "b"
-description = "B"
-os = ["debian-12"]
-install = "#!/bin/sh\ninstall b\n"
-"##;
+/// Apps `a` and `b` for debian-12, whose install scripts say `install NAME`.
+fn apps() -> AppCatalog {
+    let app = |name: &str| App {
+        name: name.into(),
+        description: name.to_uppercase(),
+        os: vec!["debian-12".into()],
+        install: format!("#!/bin/sh\ninstall {name}\n"),
+        conflicts: Vec::new(),
+    };
+    AppCatalog {
+        apps: vec![app("a"), app("b")],
+    }
+}
 
 fn planned(template: &str) -> Vec<PlannedStep> {
     let template = Template::from_toml(template).unwrap();
-    plan(&template, &AppCatalog::from_toml(APPS).unwrap())
+    plan(&template, &apps())
 }
 
 /// One line per step: its name, kind and what it does.

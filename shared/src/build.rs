@@ -174,8 +174,6 @@ pub struct BuildStartParams {
     pub image_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
-    #[serde(default)]
-    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,5 +262,18 @@ mod tests {
             let parsed: StepKind = serde_json::from_value(wire.into()).unwrap();
             assert_eq!(parsed, kind);
         }
+    }
+
+    /// `no_cache` meant nothing and is gone; a client that still sends it is not refused.
+    #[test]
+    fn build_start_ignores_no_cache() {
+        let params: BuildStartParams = serde_json::from_value(serde_json::json!(
+            {"template": "web", "image_name": "web-1", "no_cache": true}
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(params).unwrap(),
+            serde_json::json!({"template": "web", "image_name": "web-1"})
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::build::StepKind;
 use crate::validate::Violation;
 
 /// Build timeout used when a template says 0.
@@ -211,11 +212,13 @@ impl Customizer {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    /// What kind of step this is, whose name is also its `type`: `shell`, `file` or `reboot`.
+    /// (A build runs the checks of `validate.in_vm` as [`StepKind::Validate`] steps.)
+    pub fn kind(&self) -> StepKind {
         match self {
-            Customizer::Shell { .. } => "shell",
-            Customizer::File { .. } => "file",
-            Customizer::Reboot { .. } => "reboot",
+            Customizer::Shell { .. } => StepKind::Shell,
+            Customizer::File { .. } => StepKind::File,
+            Customizer::Reboot { .. } => StepKind::Reboot,
         }
     }
 }
@@ -329,57 +332,51 @@ impl TryFrom<StepFields> for Customizer {
     type Error = String;
 
     fn try_from(f: StepFields) -> Result<Customizer, String> {
-        let step = |kind, fields: &[(&str, bool)]| none_set(kind, "step", fields);
-        Ok(match f.kind {
-            StepType::Shell => {
-                step(
-                    "shell",
-                    &[
-                        ("source", f.source.is_some()),
-                        ("destination", f.destination.is_some()),
-                        ("timeout", f.timeout.is_some()),
-                    ],
-                )?;
+        // The step, unless one of `others` (fields of other kinds of step) is set.
+        let step = |parsed: Customizer, others: &[(&str, bool)]| {
+            none_set(parsed.kind().as_str(), "step", others).map(|()| parsed)
+        };
+        match f.kind {
+            StepType::Shell => step(
                 Customizer::Shell {
                     name: f.name,
                     inline: f.inline,
                     script: f.script,
                     sha256: f.sha256,
-                }
-            }
-            StepType::File => {
-                step(
-                    "file",
-                    &[
-                        ("inline", f.inline.is_some()),
-                        ("script", f.script.is_some()),
-                        ("timeout", f.timeout.is_some()),
-                    ],
-                )?;
+                },
+                &[
+                    ("source", f.source.is_some()),
+                    ("destination", f.destination.is_some()),
+                    ("timeout", f.timeout.is_some()),
+                ],
+            ),
+            StepType::File => step(
                 Customizer::File {
                     name: f.name,
                     source: f.source.unwrap_or_default(),
                     destination: f.destination.unwrap_or_default(),
                     sha256: f.sha256,
-                }
-            }
-            StepType::Reboot => {
-                step(
-                    "reboot",
-                    &[
-                        ("inline", f.inline.is_some()),
-                        ("script", f.script.is_some()),
-                        ("sha256", f.sha256.is_some()),
-                        ("source", f.source.is_some()),
-                        ("destination", f.destination.is_some()),
-                    ],
-                )?;
+                },
+                &[
+                    ("inline", f.inline.is_some()),
+                    ("script", f.script.is_some()),
+                    ("timeout", f.timeout.is_some()),
+                ],
+            ),
+            StepType::Reboot => step(
                 Customizer::Reboot {
                     name: f.name,
                     timeout: f.timeout,
-                }
-            }
-        })
+                },
+                &[
+                    ("inline", f.inline.is_some()),
+                    ("script", f.script.is_some()),
+                    ("sha256", f.sha256.is_some()),
+                    ("source", f.source.is_some()),
+                    ("destination", f.destination.is_some()),
+                ],
+            ),
+        }
     }
 }
 
@@ -494,6 +491,35 @@ source = { image = "debian-12" }
         match &t.distribute[0] {
             Distribute::Export { overwrite, .. } => Ok(*overwrite),
             other => Err(format!("not an export: {other:?}")),
+        }
+    }
+
+    /// A step's `type` is its kind's name ([`StepKind::as_str`], the one table of those names),
+    /// read and written.
+    #[test]
+    fn step_types_are_their_kinds_names() {
+        let name = || "s".to_string();
+        for step in [
+            Customizer::Shell {
+                name: name(),
+                inline: Some(vec!["true".into()]),
+                script: None,
+                sha256: None,
+            },
+            Customizer::File {
+                name: name(),
+                source: "/srv/f".into(),
+                destination: "/tmp/f".into(),
+                sha256: None,
+            },
+            Customizer::Reboot {
+                name: name(),
+                timeout: None,
+            },
+        ] {
+            let json = serde_json::to_value(&step).unwrap();
+            assert_eq!(json["type"], step.kind().as_str(), "{json}");
+            assert_eq!(serde_json::from_value::<Customizer>(json).unwrap(), step);
         }
     }
 

@@ -10,77 +10,17 @@ use kiln_shared::template::{Customizer, Distribute, OnError};
 use kiln_shared::validate::validate;
 use kiln_shared::Template;
 
-/// The example of DESIGN.md's "Template format", with the `<hex>` placeholders filled in.
-const DESIGN_EXAMPLE: &str = r##"
-name = "web-base"                 # required; <= 255 bytes UTF-8 (255 ASCII or 85 Hangul), no control chars, no '/'
-description = "nginx on Debian 12" # optional
-os = "debian-12"                   # OS type-distribution-version; the base image must match
-applications = ["nginx"]           # from the application catalog; conflicting pairs are rejected
-min_disk_gb = 10                   # minimum block storage for instances of the image
-build_timeout_minutes = 240        # 0 = default 240; 1..=5 rejected; max 960
-user_script = """#!/bin/bash -e
-sudo apt-get install -y htop
-"""                                # optional; first line must be a shebang; runs as the default user, after applications and customize
-
-[source]                           # default base image; the build request may pick another compatible one
-image = "debian-12"                # a public image, or a private/shared image name
-version = "latest"                 # "latest" is resolved when the build starts, not when the template is saved
-
-[vm]
-cpus = 2
-memory_mb = 2048
-os_disk_gb = 0                     # 0 = size of the source; can only grow
-
-[[customize]]                      # run in order; names unique; the first failure fails the build
-type = "shell"                     # shell | file | reboot
-name = "tools"
-inline = ["sudo apt-get install -y jq"]   # exactly one of inline / script
-# script = "https://example.org/setup.sh" or a local path;  sha256 = "<hex>" verified before running
-
-[[customize]]
-type = "file"
-name = "motd"
-source = "files/motd"              # local path (relative to the template file) or https URL; <= 20 MB
-destination = "/tmp/motd"          # Linux: under /tmp only
-sha256 = "d55c1cde285a581fe2862356db807de952bca7eec937e27de5d06ea657ea1dfb"
-
-[generalize]
-skip = false                       # default deprovision; a /tmp/DeprovisioningScript.sh left by a step replaces it
-
-[error_handling]
-on_customizer_error = "cleanup"    # cleanup | abort (keep the VM running, print how to attach)
-on_validation_error = "cleanup"
-
-[validate]
-boot_test = true                   # boot the finished image in a fresh VM and run the checks below
-[[validate.in_vm]]
-type = "shell"
-name = "nginx-up"
-inline = ["systemctl is-active nginx"]
-
-[[distribute]]                     # at least one; run_output_name unique
-type = "image"                     # image | gallery | export
-run_output_name = "local"
-[[distribute]]
-type = "gallery"
-run_output_name = "prod"
-gallery = "prod"
-image = "web"
-version = "auto"                   # auto (next patch of latest) | "1.2.3"
-exclude_from_latest = false
-share_with = ["team-b"]
-[[distribute]]
-type = "export"
-run_output_name = "vhd"
-format = "vhd"                     # qcow2 | raw | vhd | vmdk
-path = "/srv/images/web.vhd"
-
-[tags]
-owner = "ops"
-"##;
-
+/// The example of DESIGN.md's "Template format" (the TOML block under that heading), read from
+/// the document itself so that the two cannot drift, with its `<hex>` placeholder filled in.
 fn design_example() -> Template {
-    Template::from_toml(DESIGN_EXAMPLE).unwrap()
+    let path = repo_dir().join("docs/DESIGN.md");
+    let design = std::fs::read_to_string(&path).unwrap();
+    let section = &design[design.find("## Template format").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let sha = "d55c1cde285a581fe2862356db807de952bca7eec937e27de5d06ea657ea1dfb";
+    let text = block.replace("\"<hex>\"", &format!("{sha:?}"));
+    Template::from_toml(&text).unwrap_or_else(|v| panic!("{}: {v}\n{text}", path.display()))
 }
 
 #[test]
@@ -263,8 +203,12 @@ fn as_sent(mut t: Template) -> Template {
     t
 }
 
+fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    repo_dir().join("examples")
 }
 
 fn web_base() -> Template {

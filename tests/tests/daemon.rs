@@ -1,5 +1,6 @@
 //! kilnd as a process: restart after kill -9, stale sockets, one daemon per data dir, clean
-//! shutdown, refusal of unusable data dirs and newer schemas.
+//! shutdown, refusal of unusable data dirs and newer schemas, a warning for a config key that
+//! does nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
@@ -65,6 +66,19 @@ fn sigterm_shuts_down_cleanly() {
         k.log_text()
     );
     assert!(!k.socket.exists(), "socket removed on shutdown");
+}
+
+/// A kilnd.toml written for the step cache (`cache_max_gb`, which nothing reads yet) still starts
+/// kilnd, which says the key has no effect.
+#[test]
+fn cache_max_gb_starts_kilnd_with_a_warning() {
+    let k = Kilnd::start_with_config(Some("cache_max_gb = 50\n"));
+    k.connect().call("daemon.status", json!({}));
+    let log = k.log_text();
+    assert!(
+        log.contains("cache_max_gb has no effect: kiln has no step cache yet"),
+        "{log}"
+    );
 }
 
 /// Runs another kilnd on `socket` and `data` to completion: (exited 0, its stderr).

@@ -76,7 +76,6 @@ pub async fn run(settings: &Settings, command: BuildCommand) -> CmdResult {
                 template,
                 image_name,
                 base_image,
-                no_cache: false,
             };
             let (value, reply) = call::<m::BuildStart>(&client, &params).await?;
             let b = reply.build;

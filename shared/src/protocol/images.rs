@@ -1,0 +1,173 @@
+//! Params and results of the `image.*` methods, and the image as a project sees it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How an image relates to the project that asks about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// A base image every project sees (bootstrapped or imported by an admin).
+    Public,
+    /// Owned by the asking project.
+    Private,
+    /// Owned by another project that shared it with the asking one.
+    Shared,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::Shared => "shared",
+        }
+    }
+}
+
+/// Where an image is in its life. Only `available` images can be built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    Creating,
+    Available,
+    Deleting,
+    Failed,
+}
+
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Creating => "creating",
+            ImageState::Available => "available",
+            ImageState::Deleting => "deleting",
+            ImageState::Failed => "failed",
+        }
+    }
+}
+
+/// One image of the catalog as a project sees it (`image.get`, `image.list`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub name: String,
+    pub os: String,
+    pub visibility: Visibility,
+    /// `None` for public images.
+    pub owner_project: Option<String>,
+    /// The template (and revision, build) the image was built from; `None` when bootstrapped or
+    /// imported.
+    pub template: Option<String>,
+    pub template_revision: Option<u64>,
+    pub build: Option<u64>,
+    /// The image file on the daemon's host.
+    pub path: String,
+    /// Always `qcow2` for catalog images.
+    pub format: String,
+    /// Size of the disk the image describes, in bytes.
+    pub virtual_size: u64,
+    /// Size of the image file, in bytes.
+    pub file_size: u64,
+    /// Hex SHA-256 of the image file; empty until the image is available.
+    pub sha256: String,
+    pub min_disk_gb: u64,
+    pub created_at: DateTime<Utc>,
+    pub state: ImageState,
+    /// Projects the owner shared the image with (shown to the owner only).
+    #[serde(default)]
+    pub shared_with: Vec<String>,
+    /// Why the image is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The saved, booted VM builds from this image resume from (warm start), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmInfo>,
+}
+
+/// A base image's saved VM: builds with the same vCPUs and memory start from it in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmInfo {
+    pub created_at: DateTime<Utc>,
+    /// `kvm` or `tcg`: the accelerator it was saved under (and can only be resumed under).
+    pub accel: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// The cold boot it was made from, and saving its memory.
+    pub boot_seconds: f64,
+    pub save_seconds: f64,
+    /// Size of the saved memory file.
+    pub state_bytes: u64,
+}
+
+/// Params of `image.warm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageWarmParams {
+    /// Id or name.
+    pub image: String,
+}
+
+/// Params of `image.list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageListParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+}
+
+/// Result of `image.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageList {
+    pub images: Vec<ImageInfo>,
+}
+
+/// Params of `image.get` and `image.delete`: an image id or name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageParams {
+    pub image: String,
+}
+
+/// Params of `image.share` and `image.unshare`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageShareParams {
+    pub image: String,
+    pub projects: Vec<String>,
+}
+
+/// Params of `image.bootstrap`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageBootstrapParams {
+    /// An OS kiln can bootstrap, such as `debian-12`.
+    pub os: String,
+    /// Save a booted VM of it afterwards (warm start); default: kilnd.toml's `warm_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
+}
+
+/// Params of `image.import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageImportParams {
+    /// Absolute path of a qcow2 or raw file on the daemon's host.
+    pub path: String,
+    pub name: String,
+    pub os: String,
+    /// Import as a public image (needs the admin group) instead of a private one.
+    #[serde(default)]
+    pub public: bool,
+    /// Save a booted VM of it afterwards (warm start); off by default, since an imported image
+    /// may not boot here the way kiln expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
+}
+
+/// Result of `image.get`, `image.share`, `image.unshare` and `image.import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageResult {
+    pub image: ImageInfo,
+}
+
+/// Result of `image.bootstrap` and `image.warm`: the image and the progress lines printed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageBootstrapResult {
+    pub image: ImageInfo,
+    #[serde(default)]
+    pub progress: Vec<String>,
+}
