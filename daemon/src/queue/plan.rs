@@ -2,16 +2,11 @@
 //! template when the build is submitted. The build's `steps` come from it and the pipeline runs
 //! exactly it; the step cache (a later issue) keys layers by it, hence `Serialize`.
 
-use std::time::Duration;
-
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::{Step, StepKind, StepState, SubState};
 use kiln_shared::template::Customizer;
 use kiln_shared::Template;
 use serde::{Deserialize, Serialize};
-
-/// How long a `reboot` step waits for the guest when the template names no `timeout`.
-const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// One step of a build's plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,12 +94,7 @@ pub fn plan(template: &Template, apps: &AppCatalog) -> Vec<PlannedStep> {
         steps.push(step(format!("app-{app}"), StepKind::Application, action));
     }
     for c in &template.customize {
-        let kind = match c {
-            Customizer::Shell { .. } => StepKind::Shell,
-            Customizer::File { .. } => StepKind::File,
-            Customizer::Reboot { .. } => StepKind::Reboot,
-        };
-        steps.push(step(c.name().to_string(), kind, customizer_action(c)));
+        steps.push(step(c.name().to_string(), c.kind(), customizer_action(c)));
     }
     if let Some(script) = &template.user_script {
         steps.push(step(
@@ -186,7 +176,7 @@ fn customizer_action(c: &Customizer) -> Action {
             timeout_secs: timeout
                 .as_deref()
                 .and_then(kiln_shared::validate::parse_duration)
-                .unwrap_or(DEFAULT_REBOOT_TIMEOUT)
+                .unwrap_or(kiln_shared::validate::DEFAULT_REBOOT_TIMEOUT)
                 .as_secs(),
         },
     }

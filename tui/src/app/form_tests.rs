@@ -423,7 +423,6 @@ fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
         template: "java-app".into(),
         image_name: "j1".into(),
         base_image: Some("ubuntu-24.04".into()),
-        no_cache: false,
     };
     assert_eq!(
         the_call(&fx, Name::BuildStart),

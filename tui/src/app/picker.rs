@@ -112,7 +112,6 @@ fn choose_image(app: &mut App) -> Vec<Effect> {
                 template,
                 image_name,
                 base_image: Some(image),
-                no_cache: false,
             };
             vec![call(0, Request::BuildStart(params))]
         }
