@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub cache_max_gb: Option<IgnoredAny>,
     /// Caps every build's timeout, in seconds (tests use it to reach `timed_out` quickly).
     pub build_timeout_cap_seconds: Option<u64>,
+    /// Instances a project may have at once (default 4).
+    pub max_instances: Option<u32>,
     /// Keep a saved, booted VM of each base image and start builds from it (default true).
     pub warm_start: Option<bool>,
     /// Group that owns the socket in system mode (default `kiln`).

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod config;
 pub mod driver;
 pub mod guest;
+pub mod instances;
 pub mod leftovers;
 pub mod logs;
 pub mod qemu_img;
@@ -196,6 +197,14 @@ pub async fn run_with(
         .map(|r| r.id)
         .collect();
     warm.sweep(&live);
+    let instances = instances::Instances::new(
+        store.clone(),
+        catalog.clone(),
+        driver.clone(),
+        config.data_dir.join("instances"),
+        config.file.max_instances.unwrap_or(4) as usize,
+    )
+    .map_err(data_err)?;
     let queue = queue::Queue::new(
         store.clone(),
         logs.clone(),
@@ -209,6 +218,10 @@ pub async fn run_with(
         },
     );
     queue.recover()?;
+    // Instances outlive kilnd: the running ones are re-adopted, the dead ones stopped.
+    if let Err(e) = instances.recover() {
+        tracing::error!("recovering instances: {e}");
+    }
     // Bound only now: a client that connects finds every build in a terminal state and no
     // half-made file left from a daemon that died (the store's lock keeps a second kilnd out
     // of this data dir before it touches anything).
@@ -228,6 +241,7 @@ pub async fn run_with(
         config,
         catalog,
         queue: queue.clone(),
+        instances,
         logs,
         warm,
         accel,

@@ -98,6 +98,17 @@ methods! {
     ImageImport = "image.import" (p::ImageImportParams) -> p::ImageResult;
     /// [`p::ImageProgress`] notifications while it runs.
     ImageWarm = "image.warm" (p::ImageWarmParams) -> p::ImageBootstrapResult;
+    /// [`p::ImageProgress`] notifications while it runs.
+    ImageCreateFromInstance = "image.create_from_instance" (p::ImageFromInstanceParams) -> p::ImageResult;
+    InstanceRun = "instance.run" (p::InstanceRunParams) -> p::InstanceReply;
+    InstanceList = "instance.list" (Empty) -> p::InstanceList;
+    InstanceGet = "instance.get" (p::InstanceParams) -> p::InstanceReply;
+    InstanceStop = "instance.stop" (p::InstanceParams) -> p::InstanceReply;
+    InstanceStart = "instance.start" (p::InstanceParams) -> p::InstanceReply;
+    InstanceRestart = "instance.restart" (p::InstanceParams) -> p::InstanceReply;
+    InstanceDelete = "instance.delete" (p::InstanceParams) -> Empty;
+    /// Then [`p::LogNote`]s of its serial console and one [`p::LogEnd`] on the subscription.
+    InstanceConsole = "instance.console" (p::InstanceConsoleParams) -> b::SubReply;
     ProjectList = "project.list" (Empty) -> p::ProjectList;
     DaemonStatus = "daemon.status" (Empty) -> p::DaemonStatus;
 }

@@ -224,16 +224,8 @@ async fn send_logs(
         }};
     }
     if p.serial {
-        loop {
-            let done = state_of(&queue, id).is_none_or(BuildState::is_terminal);
-            for line in crate::logs::read_text_lines(&queue.serial_path(id), *next) {
-                send!(&line);
-            }
-            if done || !p.follow {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let live = || state_of(&queue, id).is_some_and(|s| !s.is_terminal());
+        send_text(|| queue.serial_path(id), live, p.follow, sub, sink, next).await;
     } else if p.follow {
         let mut changes = queue.changes();
         loop {
@@ -274,4 +266,64 @@ async fn send_logs(
             send!(&line);
         }
     }
+}
+
+/// Sends the lines of the text file `path()` from `next` as `build.log` notes; with `follow`,
+/// also what is appended while `live()` holds (polled, for a console file another process
+/// writes).
+async fn send_text(
+    path: impl Fn() -> std::path::PathBuf,
+    live: impl Fn() -> bool,
+    follow: bool,
+    sub: u64,
+    sink: &Sink,
+    next: &mut u64,
+) {
+    loop {
+        let done = !live();
+        for line in crate::logs::read_text_lines(&path(), *next) {
+            if line.seq < *next {
+                continue;
+            }
+            let seq = line.seq;
+            if !sink.note(&LogNote { sub, line }).await {
+                return;
+            }
+            *next = seq + 1;
+        }
+        if done || !follow {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A subscription streaming the text file `path` (an instance's console): its lines as
+/// `build.log` notes, following while `live()` with `follow`, then `build.log.end`.
+pub fn stream_file(
+    path: std::path::PathBuf,
+    live: Arc<dyn Fn() -> bool + Send + Sync>,
+    follow: bool,
+    sink: &Sink,
+    follow_up: &mut Option<FollowUp>,
+) -> Result<SubReply, RpcError> {
+    let (sub, stop) = sink.open_sub()?;
+    let sink = sink.clone();
+    *follow_up = Some(Box::pin(async move {
+        let mut next = 0;
+        let streamed = send_text(|| path.clone(), || live(), follow, sub, &sink, &mut next);
+        let unsubscribed = tokio::select! {
+            () = streamed => false,
+            () = stop.cancelled() => true,
+        };
+        let end = LogEnd {
+            sub,
+            state: None,
+            lines: next,
+            unsubscribed,
+        };
+        let _ = sink.note(&end).await;
+        sink.closed(sub);
+    }));
+    Ok(SubReply { sub })
 }

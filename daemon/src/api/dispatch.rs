@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::builds::{self, FollowUp, Sink};
 use super::events;
 use super::images::{self, Progress};
+use super::instances;
 use crate::access::{Access, Peer};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -29,6 +30,7 @@ pub struct Daemon {
     pub store: Arc<Store>,
     pub catalog: Arc<crate::catalog::Catalog>,
     pub queue: Arc<crate::queue::Queue>,
+    pub instances: Arc<crate::instances::Instances>,
     pub logs: Arc<crate::logs::Logs>,
     /// Saved VMs of base images (QEMU's warm start), made by `image.warm`.
     pub warm: Arc<crate::driver::qemu::warm::WarmStates>,
@@ -289,6 +291,43 @@ impl Daemon {
                 .await;
                 progress.finish().await;
                 r
+            }
+            Name::ImageCreateFromInstance => {
+                let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
+                let r = serve::<m::ImageCreateFromInstance, _>(params, |i| {
+                    instances::capture(self, &who, i, &progress)
+                })
+                .await;
+                progress.finish().await;
+                r
+            }
+            Name::InstanceRun => {
+                let who = images::requester(self, peer, p);
+                serve::<m::InstanceRun, _>(params, |i| instances::run(self, &who, i)).await
+            }
+            Name::InstanceList => {
+                serve::<m::InstanceList, _>(params, |_| async { instances::list(self, p) }).await
+            }
+            Name::InstanceGet => {
+                serve::<m::InstanceGet, _>(params, |i| async { instances::get(self, p, i) }).await
+            }
+            Name::InstanceStop => {
+                serve::<m::InstanceStop, _>(params, |i| instances::stop(self, p, i)).await
+            }
+            Name::InstanceStart => {
+                serve::<m::InstanceStart, _>(params, |i| instances::start(self, p, i)).await
+            }
+            Name::InstanceRestart => {
+                serve::<m::InstanceRestart, _>(params, |i| instances::restart(self, p, i)).await
+            }
+            Name::InstanceDelete => {
+                serve::<m::InstanceDelete, _>(params, |i| instances::delete(self, p, i)).await
+            }
+            Name::InstanceConsole => {
+                serve::<m::InstanceConsole, _>(params, |i| async {
+                    instances::console(self, p, i, sink, follow_up)
+                })
+                .await
             }
             Name::ProjectList => {
                 serve::<m::ProjectList, _>(params, |_| self.project_list(peer)).await

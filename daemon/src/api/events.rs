@@ -1,5 +1,5 @@
-//! `events.subscribe` / `events.unsubscribe`: a connection asks to be told when a build or a
-//! template of its project changes, instead of listing everything again and again. Each change
+//! `events.subscribe` / `events.unsubscribe`: a connection asks to be told when a build, a
+//! template or an instance of its project changes, instead of listing everything again and again. Each change
 //! goes out as an `event` notification carrying the changed build or template summary; a
 //! subscriber that falls behind gets one `resync` event and lists again.
 
@@ -31,7 +31,9 @@ pub fn subscribe(
     // Subscribed now, before the reply: no change after it can be missed.
     let builds = daemon.queue.changes();
     let templates = daemon.template_changes.subscribe();
+    let instance_changes = daemon.instances.changes();
     let (queue, store) = (daemon.queue.clone(), daemon.store.clone());
+    let instances = daemon.instances.clone();
     let (project, sink) = (project.to_string(), sink.clone());
     *follow_up = Some(Box::pin(async move {
         let sources = Sources {
@@ -39,6 +41,8 @@ pub fn subscribe(
             store,
             builds,
             templates,
+            instances,
+            instance_changes,
         };
         stream(sources, &project, sub, &sink, token).await;
         sink.closed(sub);
@@ -52,6 +56,8 @@ struct Sources {
     store: Arc<crate::store::Store>,
     builds: tokio::sync::broadcast::Receiver<u64>,
     templates: tokio::sync::broadcast::Receiver<TemplateChanged>,
+    instances: Arc<crate::instances::Instances>,
+    instance_changes: tokio::sync::broadcast::Receiver<(String, String)>,
 }
 
 async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: CancellationToken) {
@@ -80,6 +86,15 @@ async fn stream(mut src: Sources, project: &str, sub: u64, sink: &Sink, stop: Ca
                         Ok(Ok(template)) => event(EventKind::Template { name, template }),
                         _ => event(EventKind::Resync),
                     }
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => event(EventKind::Resync),
+                Err(RecvError::Closed) => return,
+            },
+            i = src.instance_changes.recv() => match i {
+                Ok((p, name)) if p == project => {
+                    let instance = src.instances.get(&p, &name).ok().map(Box::new);
+                    event(EventKind::Instance { name, instance })
                 }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => event(EventKind::Resync),

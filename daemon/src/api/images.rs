@@ -42,6 +42,14 @@ impl Progress {
         let _ = self.tx.send(line);
     }
 
+    /// A function that sends lines through this progress (drop it before `finish`).
+    pub fn say(&self) -> crate::driver::Say {
+        let tx = self.tx.clone();
+        std::sync::Arc::new(move |line: String| {
+            let _ = tx.send(line);
+        })
+    }
+
     /// Waits until every line is sent, so all of them come before the reply.
     pub async fn finish(self) {
         drop(self.tx);

@@ -5,6 +5,7 @@ mod conn;
 mod dispatch;
 mod events;
 mod images;
+mod instances;
 mod socket;
 
 pub use conn::{serve_connection, Connections, PRIVILEGED_RESERVE};

@@ -159,6 +159,29 @@ impl Catalog {
             .await;
         let deleting = marked?;
         let users = self.leased(&r.id);
+        let store = self.store.clone();
+        let id = r.id.clone();
+        let instances: Vec<String> = blocking(move || Ok(store.list_instances()?))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.instance.image_id == id)
+            .map(|i| format!("{} (project {})", i.instance.name, i.instance.project))
+            .collect();
+        if !instances.is_empty() {
+            let state = r.state;
+            self.update(&r.id, move |x| {
+                x.state = state;
+                Ok(())
+            })
+            .await?;
+            return Err(CatalogError::Conflict(format!(
+                "image {} is in use by instance {}; delete {} first (`kiln instance delete`)",
+                r.name,
+                instances.join(", "),
+                if instances.len() == 1 { "it" } else { "them" }
+            )));
+        }
         if users > 0 {
             // Back to the state it had: the image stays as it was.
             let state = r.state;

@@ -179,6 +179,9 @@ async fn publish_and_export_are_atomic_and_hashed() {
         build: Some(7),
         min_disk_gb: 0,
         share_with: vec!["q".into(), "p".into()],
+        from_instance: None,
+        parent_image: None,
+        description: None,
     };
     let first = catalog.publish(&src, meta.clone()).await.unwrap();
     assert_eq!(first.state, kiln_shared::protocol::ImageState::Available);
@@ -194,6 +197,9 @@ async fn publish_and_export_are_atomic_and_hashed() {
             &src,
             PublishMeta {
                 share_with: vec![],
+                from_instance: None,
+                parent_image: None,
+                description: None,
                 ..meta
             },
         )

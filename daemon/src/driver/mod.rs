@@ -121,7 +121,28 @@ pub struct KilnKey {
     pub public: String,
 }
 
-/// Makes machines.
+/// What an instance runs: its machine (base = the image, work dir = the instance's own), the
+/// person's public key for the default user, its hostname, and the SSH port it had before.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub vm: VmSpec,
+    pub login_key: String,
+    pub hostname: String,
+    pub port: Option<u16>,
+}
+
+/// An instance's VM, started.
+#[derive(Debug, Clone)]
+pub struct InstanceStarted {
+    pub handle: VmHandle,
+    /// SSH, forwarded on 127.0.0.1.
+    pub port: u16,
+    pub host_public_key: String,
+    pub accel: &'static str,
+}
+
+/// Makes machines: build VMs (owned by kilnd, gone with it) and instances (which outlive it and
+/// are known by their handle alone).
 #[async_trait::async_trait]
 pub trait VmDriver: Send + Sync {
     /// What a cold boot of `spec` needs, made in its work directory; nothing runs yet.
@@ -143,6 +164,41 @@ pub trait VmDriver: Send + Sync {
     /// Ends the machine a dead kilnd left running, known by its handle and work directory;
     /// true when there was one to end. Never touches a process that is not that machine.
     fn reap(&self, handle: &VmHandle, work_dir: &Path) -> bool;
+
+    /// Starts an instance's VM (making its disk and seed in `spec.vm.work_dir` the first time);
+    /// it runs on when kilnd stops.
+    async fn start_instance(&self, spec: &InstanceSpec) -> Result<InstanceStarted, DriverError> {
+        let _ = spec;
+        Err(DriverError::Other(
+            "this VM driver cannot run instances".into(),
+        ))
+    }
+
+    /// Whether the instance VM of `handle` still runs (after a kilnd restart too).
+    fn instance_running(&self, handle: &VmHandle, work_dir: &Path) -> bool {
+        let _ = (handle, work_dir);
+        false
+    }
+
+    /// The handle of an instance VM running in `work_dir` that no record names.
+    fn instance_unrecorded(&self, work_dir: &Path) -> Option<VmHandle> {
+        let _ = work_dir;
+        None
+    }
+
+    /// Powers the instance off (ACPI), killing it after `timeout`; true when it was killed.
+    async fn stop_instance(&self, handle: &VmHandle, work_dir: &Path, timeout: Duration) -> bool {
+        let _ = timeout;
+        self.reap(handle, work_dir)
+    }
+
+    /// The disk an instance in `work_dir` writes, and its serial console.
+    fn instance_disk(&self, work_dir: &Path) -> PathBuf {
+        work_dir.join("disk")
+    }
+    fn instance_console(&self, work_dir: &Path) -> PathBuf {
+        work_dir.join("serial.log")
+    }
 }
 
 /// One VM, from prepared to gone. Dropping it ends the VM.

@@ -7,6 +7,7 @@
 //! stderr and cancellation).
 
 pub mod os;
+pub mod probe;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -67,6 +67,13 @@ pub struct ImageRecord {
     /// Why the image failed.
     #[serde(default)]
     pub message: Option<String>,
+    /// Captured from this instance, which ran the image `parent_image` (an id).
+    #[serde(default)]
+    pub from_instance: Option<String>,
+    #[serde(default)]
+    pub parent_image: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 impl ImageRecord {
@@ -90,6 +97,9 @@ impl ImageRecord {
             state: State::Creating,
             shared_with: Vec::new(),
             message: None,
+            from_instance: None,
+            parent_image: None,
+            description: None,
         }
     }
 
@@ -131,6 +141,9 @@ impl ImageRecord {
                 Vec::new()
             },
             message: self.message.clone(),
+            from_instance: self.from_instance.clone(),
+            parent_image: self.parent_image.clone(),
+            description: self.description.clone(),
             warm: None,
         })
     }

@@ -6,9 +6,11 @@
 mod builds;
 mod image_record;
 mod images;
+mod instances;
 
 pub use builds::BuildRecord;
 pub use image_record::{ImageRecord, State};
+pub use instances::{InstanceRecord, INSTANCES};
 
 use std::path::{Path, PathBuf};
 
@@ -167,6 +169,7 @@ impl Store {
             tx.open_table(PROJECTS).map_err(db_err)?;
             tx.open_table(BUILDS).map_err(db_err)?;
             tx.open_table(IMAGES).map_err(db_err)?;
+            tx.open_table(INSTANCES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }

@@ -79,6 +79,14 @@ pub struct ImageInfo {
     /// Why the image is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The instance it was captured from (`image.create_from_instance`), and that instance's
+    /// image: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The saved, booted VM builds from this image resume from (warm start), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmInfo>,

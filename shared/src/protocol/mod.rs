@@ -7,6 +7,7 @@ mod daemon;
 mod envelope;
 mod error;
 mod images;
+mod instances;
 mod notices;
 mod templates;
 
@@ -14,6 +15,7 @@ pub use daemon::*;
 pub use envelope::*;
 pub use error::*;
 pub use images::*;
+pub use instances::*;
 pub use notices::*;
 pub use templates::*;
 

@@ -60,6 +60,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template: Option<TemplateSummary>,
     },
+    /// The instance's name, and the instance as `instance.get` returns it (`None` once deleted).
+    Instance {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<Box<super::Instance>>,
+    },
     /// Events were lost (the subscriber fell behind): list everything again.
     Resync,
 }

@@ -262,6 +262,9 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
             Vec::new()
         },
         message: None,
+        from_instance: None,
+        parent_image: None,
+        description: None,
         warm: None,
     }
 }

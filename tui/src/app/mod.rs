@@ -303,6 +303,8 @@ fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
     match e.kind {
         EventKind::Build { build } => app.builds.on_event(*build),
         EventKind::Template { name, template } => app.templates.on_event(name, template),
+        // The dashboard has no Instances view yet.
+        EventKind::Instance { .. } => {}
         EventKind::Resync => {
             app.templates.list.loaded = false;
             app.builds.list.loaded = false;

@@ -237,8 +237,18 @@ async fn print_log(
         serial: o.serial,
     };
     let (_, reply) = call::<m::BuildLogs>(client, &params).await?;
+    print_notes(settings, &mut notes, reply.sub, o.timestamps).await
+}
+
+/// Prints the `build.log` lines of subscription `sub` until its `build.log.end`.
+pub async fn print_notes(
+    settings: &Settings,
+    notes: &mut tokio::sync::mpsc::UnboundedReceiver<kiln_shared::protocol::Notification>,
+    sub: u64,
+    timestamps: bool,
+) -> Result<(), Failure> {
     while let Some(n) = notes.recv().await {
-        if n.params.get("sub").and_then(Value::as_u64) != Some(reply.sub) {
+        if n.params.get("sub").and_then(Value::as_u64) != Some(sub) {
             continue;
         }
         if n.method == LogEnd::NAME {
@@ -250,7 +260,7 @@ async fn print_log(
         if settings.json {
             output::println(&n.params.to_string());
         } else if let Ok(line) = serde_json::from_value::<LogLine>(n.params) {
-            output::println(&log_text(&line, o.timestamps));
+            output::println(&log_text(&line, timestamps));
         }
     }
     Err(Failure::new(

@@ -81,6 +81,21 @@ pub enum ImageCommand {
         #[arg(long)]
         no_warm: bool,
     },
+    /// Make an image of a stopped instance (generalized like a build's, unless told not to)
+    Create {
+        /// The stopped instance
+        #[arg(long, value_name = "INSTANCE")]
+        from_instance: String,
+        /// The new image's name
+        #[arg(long)]
+        name: String,
+        /// Keep machine-id, cloud-init state and your login key (kiln's keys and the host
+        /// keys are removed anyway)
+        #[arg(long)]
+        no_generalize: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// Boot an image once and save the ready VM, so builds from it start in seconds
     ///
     /// Builds whose template asks for the default vCPUs and memory then resume this VM
@@ -127,6 +142,21 @@ pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
         } => import(settings, &file, &name, &os, public, warm).await,
         ImageCommand::Bootstrap { os, no_warm } => bootstrap(settings, &os, !no_warm).await,
         ImageCommand::Warm { image } => warm(settings, &image).await,
+        ImageCommand::Create {
+            from_instance,
+            name,
+            no_generalize,
+            description,
+        } => {
+            super::instance::create_image(
+                settings,
+                &from_instance,
+                &name,
+                !no_generalize,
+                description,
+            )
+            .await
+        }
     }
 }
 
@@ -404,7 +434,7 @@ async fn import(
 /// Calls `method`, printing its `image.progress` notifications to stderr as they arrive (not
 /// with --json, so that stderr holds nothing but a JSON error when there is one). Returns the
 /// result and how many progress lines were shown.
-async fn with_progress<M: Method>(
+pub(super) async fn with_progress<M: Method>(
     settings: &Settings,
     params: &M::Params,
 ) -> Result<(Value, M::Result, usize), Failure> {
@@ -519,6 +549,9 @@ mod tests {
             state: ImageState::Available,
             shared_with: vec![],
             message: None,
+            from_instance: None,
+            parent_image: None,
+            description: None,
             warm: None,
         }
     }

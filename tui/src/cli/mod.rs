@@ -5,6 +5,7 @@ pub mod build;
 pub mod daemon;
 pub mod editor;
 pub mod image;
+pub mod instance;
 pub mod output;
 pub mod project;
 pub mod template;
@@ -67,6 +68,9 @@ pub enum Command {
     /// List, show, share, delete, import and bootstrap images
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run images as VMs, log in, stop, start and delete them
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
     /// Ask kilnd about itself
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
@@ -215,6 +219,7 @@ pub fn run(settings: &Settings, command: Command) -> ExitCode {
         Command::Template(cmd) => block_on(template::run(settings, cmd)),
         Command::Image(cmd) => block_on(image::run(settings, cmd)),
         Command::Build(cmd) => block_on(build::run(settings, cmd)),
+        Command::Instance(cmd) => block_on(instance::run(settings, cmd)),
         Command::Daemon(cmd) => block_on(daemon::run(settings, cmd)),
         Command::Project(cmd) => block_on(project::run(settings, cmd)),
     });

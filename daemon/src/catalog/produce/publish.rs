@@ -22,6 +22,10 @@ pub struct PublishMeta {
     /// Raised to the image's virtual size (rounded up to whole GiB) when smaller.
     pub min_disk_gb: u64,
     pub share_with: Vec<String>,
+    /// Captured from this instance, which ran this image (an id).
+    pub from_instance: Option<String>,
+    pub parent_image: Option<String>,
+    pub description: Option<String>,
 }
 
 impl Catalog {
@@ -52,6 +56,9 @@ impl Catalog {
         record.build = meta.build;
         record.min_disk_gb = meta.min_disk_gb;
         record.shared_with = meta.share_with;
+        record.from_instance = meta.from_instance;
+        record.parent_image = meta.parent_image;
+        record.description = meta.description;
         record.shared_with.retain(|p| p != &meta.project);
         record.shared_with.sort();
         record.shared_with.dedup();
@@ -82,6 +89,9 @@ impl Catalog {
             build: Some(build.id),
             min_disk_gb: u64::from(template.min_disk_gb),
             share_with: Vec::new(),
+            from_instance: None,
+            parent_image: None,
+            description: None,
         };
         self.publish(source, meta).await
     }

@@ -4,10 +4,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
+use super::prepare::{create_overlay, io_err};
 use super::qmp;
 use super::serial::{file_contains, tail_lines};
 use super::vm::{status_text, SSH_POLL};
 use super::{Prepared, Vm};
+use crate::driver::DriverError;
+use crate::guest::os::GuestOs;
 use crate::sync::lock;
 
 /// How long a KVM boot may take to show the kernel banner before KVM counts as broken (under
@@ -117,6 +122,44 @@ impl AccelProbe {
             }
         }
     }
+}
+
+/// [`AccelProbe::settle`] for a caller that keeps no VM (a resume, an instance that runs
+/// detached): boots `base` under KVM on a throwaway overlay in `work_dir/kvm-probe`, with `seed`
+/// attached, until the verdict is in, then kills it.
+pub(super) async fn settle_on(
+    probe: &AccelProbe,
+    base: &Path,
+    seed: &Path,
+    work_dir: &Path,
+    os: &'static GuestOs,
+    (cpus, memory_mb): (u32, u32),
+) -> Result<Accel, DriverError> {
+    if let Some(accel) = probe.known() {
+        return Ok(accel);
+    }
+    let dir = work_dir.join("kvm-probe");
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let overlay = dir.join("probe.qcow2");
+    create_overlay(base, &overlay, None).await?;
+    let prepared = Prepared {
+        overlay,
+        seed: seed.to_owned(),
+        client_key: dir.join("unused"),
+        host_public_key: String::new(),
+        serial_log: dir.join("serial.log"),
+        qmp_socket: dir.join("qmp.sock"),
+        user: os.default_user.into(),
+        os,
+        cpus,
+        memory_mb,
+    };
+    let (accel, vm) = probe.settle(&prepared).await;
+    if let Some(mut vm) = vm {
+        vm.kill().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(accel)
 }
 
 impl Vm {

@@ -6,6 +6,7 @@
 //! `client_key{,.pub}`, `known_hosts`, `serial.log`, `qmp.sock`, `qemu.stderr`.
 
 mod accel;
+mod instance;
 mod prepare;
 mod qmp;
 mod ready;
@@ -15,7 +16,7 @@ mod stale;
 mod vm;
 pub mod warm;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ pub use prepare::{prepare, Prepared};
 pub use stale::kill_stale;
 pub use vm::Vm;
 
-use super::{DriverError, KilnKey, Machine, Say, VmDriver, VmHandle, VmSpec};
+use super::{
+    DriverError, InstanceSpec, InstanceStarted, KilnKey, Machine, Say, VmDriver, VmHandle, VmSpec,
+};
 use crate::guest::Shell;
 use warm::{WarmLease, WarmState, WarmStates};
 
@@ -119,6 +122,30 @@ impl VmDriver for QemuDriver {
             _lease: lease,
         });
         Ok(Box::new(machine))
+    }
+
+    async fn start_instance(&self, spec: &InstanceSpec) -> Result<InstanceStarted, DriverError> {
+        instance::start(spec, &self.accel).await
+    }
+
+    fn instance_running(&self, handle: &VmHandle, work_dir: &Path) -> bool {
+        instance::running(handle, work_dir)
+    }
+
+    fn instance_unrecorded(&self, work_dir: &Path) -> Option<VmHandle> {
+        instance::from_pidfile(work_dir)
+    }
+
+    async fn stop_instance(&self, handle: &VmHandle, work_dir: &Path, timeout: Duration) -> bool {
+        instance::stop(handle, work_dir, timeout).await
+    }
+
+    fn instance_disk(&self, work_dir: &Path) -> PathBuf {
+        instance::disk(work_dir)
+    }
+
+    fn instance_console(&self, work_dir: &Path) -> PathBuf {
+        work_dir.join("serial.log")
     }
 
     fn reap(&self, handle: &VmHandle, work_dir: &Path) -> bool {

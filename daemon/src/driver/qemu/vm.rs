@@ -56,7 +56,7 @@ fn qemu_path(prefix: &str, path: &Path, suffix: &str) -> OsString {
     s
 }
 
-fn free_port() -> Result<u16, DriverError> {
+pub(super) fn free_port() -> Result<u16, DriverError> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(DriverError::NoPort)?;
     Ok(listener.local_addr().map_err(DriverError::NoPort)?.port())
 }
@@ -429,7 +429,12 @@ impl Vm {
 
 /// The QEMU command line of a build VM. A VM resumed from saved memory (`incoming`) must get
 /// the same machine and devices as the one that was saved, so both come from here.
-fn command_line(prepared: &Prepared, accel: Accel, port: u16, incoming: bool) -> Vec<OsString> {
+pub(super) fn command_line(
+    prepared: &Prepared,
+    accel: Accel,
+    port: u16,
+    incoming: bool,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = accel.args().iter().map(OsString::from).collect();
     let plain = [
         "-machine".to_owned(),

@@ -112,10 +112,12 @@ impl WarmState {
         let saved = self.meta.accel;
         let current = match probe.known() {
             Some(a) => a,
-            None => self
-                .settle_accel(probe, base, work_dir, os)
-                .await
-                .map_err(|e| format!("trying KVM failed: {e}"))?,
+            None => {
+                let shape = (self.meta.cpus, self.meta.memory_mb);
+                super::accel::settle_on(probe, base, &self.seed(), work_dir, os, shape)
+                    .await
+                    .map_err(|e| format!("trying KVM failed: {e}"))?
+            }
         };
         if current == saved {
             Ok(current)
@@ -124,37 +126,6 @@ impl WarmState {
                 "the saved VM ran under {saved}, builds here run under {current}"
             ))
         }
-    }
-
-    async fn settle_accel(
-        &self,
-        probe: &AccelProbe,
-        base: &Path,
-        work_dir: &Path,
-        os: &'static GuestOs,
-    ) -> Result<Accel, DriverError> {
-        let dir = work_dir.join("kvm-probe");
-        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let overlay = dir.join("probe.qcow2");
-        create_overlay(base, &overlay, None).await?;
-        let prepared = Prepared {
-            overlay,
-            seed: self.seed(),
-            client_key: dir.join("unused"),
-            host_public_key: String::new(),
-            serial_log: dir.join("serial.log"),
-            qmp_socket: dir.join("qmp.sock"),
-            user: self.meta.user.clone(),
-            os,
-            cpus: self.meta.cpus,
-            memory_mb: self.meta.memory_mb,
-        };
-        let (accel, vm) = probe.settle(&prepared).await;
-        if let Some(mut vm) = vm {
-            vm.kill().await;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(accel)
     }
 }
 

@@ -1,0 +1,226 @@
+//! Instances with real VMs: run the bootstrapped base, log in with `kiln instance ssh` (the host
+//! key pinned), change it, survive a kilnd kill -9, stop it, capture it as an image, build from
+//! that image and boot the result; refusals (capture while running, deleting an image in use,
+//! another project); a VM that died while kilnd was down is listed `stopped`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{json_out, stderr, Conn, Kilnd};
+use serde_json::{json, Value};
+
+/// Kills every qemu whose command line names `dir`: instances outlive kilnd, so a test that
+/// fails midway must not leave them running.
+struct KillVms(PathBuf);
+
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        for pid in qemus_in(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn qemus_in(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
+        })
+        .collect()
+}
+
+fn instance(c: &mut Conn, name: &str) -> Value {
+    c.call("instance.get", json!({ "name": name }))["instance"].clone()
+}
+
+fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let i = instance(c, name);
+        if i["state"] == state {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline && !(i["state"] == "failed" && state != "failed"),
+            "instance {name} never got {state}: {i}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `kiln instance ssh NAME -i KEY -- CMD` with HOME in the test dir (for its known_hosts).
+fn ssh(k: &Kilnd, home: &Path, key: &Path, name: &str, cmd: &str) -> std::process::Output {
+    k.kiln_cmd(&["instance", "ssh", name, "-i", key.to_str().unwrap(), "--", cmd])
+        .env("HOME", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_ssh_survive_stop_capture_build_from_it() {
+    let Some(base) = kiln_tests::base_image::base_image() else {
+        return;
+    };
+    let mut k = Kilnd::start();
+    let _vms = KillVms(k.data_dir.clone());
+    k.import_base(&base, false);
+    let home = k.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let key = home.join("id");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let blob = public.split_whitespace().nth(1).unwrap().to_owned();
+
+    let out = k.kiln(&[
+        "--json",
+        "instance",
+        "run",
+        "debian-12",
+        "--name",
+        "box",
+        "--ssh-key",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    let started = json_out(&out);
+    assert_eq!(started["instance"]["state"], "starting", "{started}");
+    let mut c = k.connect();
+    let t0 = Instant::now();
+    let i = until_state(&mut c, "box", "running", Duration::from_secs(1200));
+    eprintln!("instance running after {:.1} s (cold, TCG)", t0.elapsed().as_secs_f64());
+    assert_eq!(i["ssh"]["user"], "debian");
+    assert_eq!(i["ssh"]["host"], "127.0.0.1");
+
+    let out = ssh(&k, &home, &key, "box", "sudo touch /etc/marker && hostname");
+    assert!(out.status.success(), "ssh: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "box");
+
+    // Refusals while it runs: no capture, no deleting its image, nothing for another project.
+    let (kind, err) = c.call_err(
+        "image.create_from_instance",
+        json!({"instance": "box", "name": "too-early"}),
+    );
+    assert_eq!(kind, "conflict");
+    assert!(err["message"].as_str().unwrap().contains("kiln instance stop box"), "{err}");
+    let (kind, err) = c.call_err("image.delete", json!({"image": "debian-12"}));
+    assert_eq!(kind, "conflict");
+    assert!(err["message"].as_str().unwrap().contains("instance box"), "{err}");
+    for method in ["instance.get", "instance.stop", "instance.delete"] {
+        let (kind, _) = c.call_err(method, json!({"name": "box", "project": "other"}));
+        assert_eq!(kind, "not_found", "{method} from another project");
+    }
+    let (kind, _) = c.call_err(
+        "image.create_from_instance",
+        json!({"instance": "box", "name": "theirs", "project": "other"}),
+    );
+    assert_eq!(kind, "not_found");
+    let out = k.kiln(&["--project", "other", "instance", "list"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("box"));
+
+    // kill -9 of kilnd: the instance runs on and is re-adopted.
+    let vms = qemus_in(&k.data_dir);
+    assert_eq!(vms.len(), 1, "{vms:?}");
+    drop(c);
+    k.kill9();
+    k.spawn();
+    assert_eq!(qemus_in(&k.data_dir), vms, "the instance's qemu must survive kilnd");
+    let mut c = k.connect();
+    assert_eq!(instance(&mut c, "box")["state"], "running");
+    let out = ssh(&k, &home, &key, "box", "test -f /etc/marker");
+    assert!(out.status.success(), "ssh after restart: {}", stderr(&out));
+
+    // Stop (ACPI), then capture.
+    let out = k.kiln(&["--json", "instance", "stop", "box"]);
+    let stopped = json_out(&out);
+    assert_eq!(stopped["instance"]["state"], "stopped");
+    assert_eq!(stopped["instance"]["message"], "powered off");
+    assert!(qemus_in(&k.data_dir).is_empty());
+    let out = k.kiln(&[
+        "--json",
+        "image",
+        "create",
+        "--from-instance",
+        "box",
+        "--name",
+        "captured",
+    ]);
+    let image = json_out(&out)["image"].clone();
+    assert_eq!(image["from_instance"], "box", "{image}");
+    assert_eq!(image["state"], "available");
+    assert_eq!(instance(&mut c, "box")["state"], "stopped", "capture leaves it as it was");
+
+    // A build from the captured image: its first step sees the marker and no key of the
+    // instance's user; the finished image boots in a fresh VM with the same checks.
+    let check = format!(
+        "test -f /etc/marker && ! sudo grep -rqs {blob} /home /root /etc/ssh"
+    );
+    c.create_template(json!({
+        "name": "from-box",
+        "os": "debian-12",
+        "source": {"image": "captured"},
+        "customize": [{"type": "shell", "name": "marker", "inline": [check.clone()]}],
+        "validate": {"boot_test": true, "in_vm": [{"type": "shell", "name": "again", "inline": [check]}]},
+        "distribute": [{"type": "image", "run_output_name": "local"}],
+    }));
+    let id = c.start_build("from-box", "from-box-1");
+    c.set_timeout(Duration::from_secs(3600));
+    let b = c.call("build.wait", json!({ "id": id }))["build"].clone();
+    assert_eq!(b["state"], "succeeded", "{b}\n{}", c.log_lines(id).join("\n"));
+
+    // Started again, then its qemu dies while kilnd is down: listed stopped after the restart.
+    let out = k.kiln(&["instance", "start", "box"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    until_state(&mut c, "box", "running", Duration::from_secs(1200));
+    drop(c);
+    k.kill9();
+    for pid in qemus_in(&k.data_dir) {
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    k.spawn();
+    let mut c = k.connect();
+    let i = instance(&mut c, "box");
+    assert_eq!(i["state"], "stopped", "{i}");
+
+    // Delete: every file goes, and its image may be deleted then.
+    let out = k.kiln(&["instance", "delete", "box", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!k.data_dir.join("instances").join("default.box").exists());
+    let (kind, _) = c.call_err("instance.get", json!({"name": "box"}));
+    assert_eq!(kind, "not_found");
+    c.call("image.delete", json!({"image": "captured"}));
+}
+
+/// Without a key kiln says where it looked.
+#[test]
+fn run_without_a_key_names_the_files_it_tried() {
+    let k = Kilnd::start();
+    let home = k.dir.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = k
+        .kiln_cmd(&["instance", "run", "debian-12", "--name", "x"])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("id_ed25519.pub") && err.contains("--ssh-key"), "{err}");
+}
