@@ -34,7 +34,10 @@ fn qemus_in(dir: &Path) -> Vec<u32> {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
             cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
         })
         .collect()
@@ -61,10 +64,18 @@ fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value 
 
 /// `kiln instance ssh NAME -i KEY -- CMD` with HOME in the test dir (for its known_hosts).
 fn ssh(k: &Kilnd, home: &Path, key: &Path, name: &str, cmd: &str) -> std::process::Output {
-    k.kiln_cmd(&["instance", "ssh", name, "-i", key.to_str().unwrap(), "--", cmd])
-        .env("HOME", home)
-        .output()
-        .unwrap()
+    k.kiln_cmd(&[
+        "instance",
+        "ssh",
+        name,
+        "-i",
+        key.to_str().unwrap(),
+        "--",
+        cmd,
+    ])
+    .env("HOME", home)
+    .output()
+    .unwrap()
 }
 
 #[test]
@@ -103,7 +114,10 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let mut c = k.connect();
     let t0 = Instant::now();
     let i = until_state(&mut c, "box", "running", Duration::from_secs(1200));
-    eprintln!("instance running after {:.1} s (cold, TCG)", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "instance running after {:.1} s (cold, TCG)",
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(i["ssh"]["user"], "debian");
     assert_eq!(i["ssh"]["host"], "127.0.0.1");
 
@@ -117,10 +131,19 @@ fn run_ssh_survive_stop_capture_build_from_it() {
         json!({"instance": "box", "name": "too-early"}),
     );
     assert_eq!(kind, "conflict");
-    assert!(err["message"].as_str().unwrap().contains("kiln instance stop box"), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("kiln instance stop box"),
+        "{err}"
+    );
     let (kind, err) = c.call_err("image.delete", json!({"image": "debian-12"}));
     assert_eq!(kind, "conflict");
-    assert!(err["message"].as_str().unwrap().contains("instance box"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("instance box"),
+        "{err}"
+    );
     for method in ["instance.get", "instance.stop", "instance.delete"] {
         let (kind, _) = c.call_err(method, json!({"name": "box", "project": "other"}));
         assert_eq!(kind, "not_found", "{method} from another project");
@@ -139,7 +162,11 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     drop(c);
     k.kill9();
     k.spawn();
-    assert_eq!(qemus_in(&k.data_dir), vms, "the instance's qemu must survive kilnd");
+    assert_eq!(
+        qemus_in(&k.data_dir),
+        vms,
+        "the instance's qemu must survive kilnd"
+    );
     let mut c = k.connect();
     assert_eq!(instance(&mut c, "box")["state"], "running");
     let out = ssh(&k, &home, &key, "box", "test -f /etc/marker");
@@ -163,13 +190,15 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let image = json_out(&out)["image"].clone();
     assert_eq!(image["from_instance"], "box", "{image}");
     assert_eq!(image["state"], "available");
-    assert_eq!(instance(&mut c, "box")["state"], "stopped", "capture leaves it as it was");
+    assert_eq!(
+        instance(&mut c, "box")["state"],
+        "stopped",
+        "capture leaves it as it was"
+    );
 
     // A build from the captured image: its first step sees the marker and no key of the
     // instance's user; the finished image boots in a fresh VM with the same checks.
-    let check = format!(
-        "test -f /etc/marker && ! sudo grep -rqs {blob} /home /root /etc/ssh"
-    );
+    let check = format!("test -f /etc/marker && ! sudo grep -rqs {blob} /home /root /etc/ssh");
     c.create_template(json!({
         "name": "from-box",
         "os": "debian-12",
@@ -181,7 +210,12 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let id = c.start_build("from-box", "from-box-1");
     c.set_timeout(Duration::from_secs(3600));
     let b = c.call("build.wait", json!({ "id": id }))["build"].clone();
-    assert_eq!(b["state"], "succeeded", "{b}\n{}", c.log_lines(id).join("\n"));
+    assert_eq!(
+        b["state"],
+        "succeeded",
+        "{b}\n{}",
+        c.log_lines(id).join("\n")
+    );
 
     // Started again, then its qemu dies while kilnd is down: listed stopped after the restart.
     let out = k.kiln(&["instance", "start", "box"]);
@@ -222,5 +256,8 @@ fn run_without_a_key_names_the_files_it_tried() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("id_ed25519.pub") && err.contains("--ssh-key"), "{err}");
+    assert!(
+        err.contains("id_ed25519.pub") && err.contains("--ssh-key"),
+        "{err}"
+    );
 }
