@@ -236,15 +236,21 @@ pub fn image_details(i: &ImageInfo) -> String {
             format!("{} ({b} bytes)", human_size(b))
         }
     };
-    let built_from = i.template.as_ref().map(|t| {
-        let mut s = t.clone();
-        if let Some(r) = i.template_revision {
-            s.push_str(&format!(" revision {r}"));
-        }
-        if let Some(b) = i.build {
-            s.push_str(&format!(", build {b}"));
-        }
-        s
+    let captured = i.from_instance.as_ref().map(|inst| match &i.parent_image {
+        Some(parent) => format!("instance {inst} (which ran image {parent})"),
+        None => format!("instance {inst}"),
+    });
+    let built_from = captured.or_else(|| {
+        i.template.as_ref().map(|t| {
+            let mut s = t.clone();
+            if let Some(r) = i.template_revision {
+                s.push_str(&format!(" revision {r}"));
+            }
+            if let Some(b) = i.build {
+                s.push_str(&format!(", build {b}"));
+            }
+            s
+        })
     });
     let mut rows = vec![
         ("id", i.id.clone()),
@@ -263,6 +269,9 @@ pub fn image_details(i: &ImageInfo) -> String {
         ("created", local_time_long(&i.created_at)),
         ("shared with", dash(Some(i.shared_with.join(", ")))),
     ];
+    if let Some(d) = &i.description {
+        rows.push(("description", d.clone()));
+    }
     if let Some(m) = &i.message {
         rows.push(("message", m.clone()));
     }
