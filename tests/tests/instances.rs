@@ -121,6 +121,11 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     assert_eq!(i["ssh"]["user"], "debian");
     assert_eq!(i["ssh"]["host"], "127.0.0.1");
 
+    let out = k.kiln(&["instance", "console", "box"]);
+    assert!(out.status.success(), "console: {}", stderr(&out));
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(console.contains("Linux version"), "console:\n{console}");
+
     let out = ssh(&k, &home, &key, "box", "sudo touch /etc/marker && hostname");
     assert!(out.status.success(), "ssh: {}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "box");

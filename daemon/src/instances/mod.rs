@@ -166,12 +166,14 @@ impl Instances {
                 }
                 (true, _) => {
                     tracing::info!(instance = %i.name, project = %i.project, "re-adopted a running instance");
-                    rec.vm = handle;
                     if i.state != InstanceState::Running {
+                        // Running but not known to be ready (or recorded as down): check again.
+                        i.state = InstanceState::Starting;
                         let instances = self.clone();
                         let (project, name) = (i.project.clone(), i.name.clone());
                         tokio::spawn(async move { instances.watch(project, name).await });
                     }
+                    rec.vm = handle;
                     self.save(&rec)?;
                 }
                 (
