@@ -240,6 +240,70 @@ fn check_isolation(w: &World) {
         status["templates"], 0,
         "alice's template counted for bob: {status}"
     );
+    check_instance_isolation(w, &home);
+}
+
+/// Alice runs an instance (of an empty disk: its VM runs, nothing answers SSH, which is all
+/// this needs); Bob can neither see, ssh into, stop, capture nor delete it, from her project
+/// or his own.
+fn check_instance_isolation(w: &World, home: &kiln_tests::Scratch) {
+    let (alice, bob) = (&w.alice, &w.bob);
+    let key = home.path.join("id");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let public = key.with_extension("pub");
+    std::os::unix::fs::chown(&public, Some(alice.uid), Some(alice.gid)).unwrap();
+    let run = w.ok(
+        alice,
+        "a",
+        &[
+            "instance",
+            "run",
+            "img-a",
+            "--name",
+            "box-a",
+            "--ssh-key",
+            public.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run["instance"]["owner"], alice.uid, "{run}");
+    let box_args: [&[&str]; 7] = [
+        &["instance", "show", "box-a"],
+        &["instance", "stop", "box-a"],
+        &["instance", "start", "box-a"],
+        &["instance", "delete", "box-a", "--yes"],
+        &["instance", "ssh", "box-a", "--", "true"],
+        &["instance", "console", "box-a"],
+        &[
+            "image",
+            "create",
+            "--from-instance",
+            "box-a",
+            "--name",
+            "stolen",
+        ],
+    ];
+    for args in box_args {
+        let msg = w.fails(bob, "a", args, "forbidden");
+        assert!(msg.contains("not a member of project"), "{args:?}: {msg}");
+    }
+    w.fails(bob, "a", &["instance", "list"], "forbidden");
+    for project in ["b", "default"] {
+        let list = w.ok(bob, project, &["instance", "list"]);
+        assert_eq!(list["instances"], serde_json::json!([]), "{list}");
+        for args in box_args {
+            w.fails(bob, project, args, "not_found");
+        }
+    }
+    // Still Alice's, untouched; then gone with every file.
+    let shown = w.ok(alice, "a", &["instance", "show", "box-a"]);
+    assert_ne!(shown["instance"]["state"], "stopped", "{shown}");
+    w.ok(alice, "a", &["instance", "delete", "box-a", "--yes"]);
 }
 
 /// Alice shares an image with `b`: Bob sees it as shared (and may not delete or re-share it);
