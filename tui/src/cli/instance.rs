@@ -36,6 +36,9 @@ pub enum InstanceCommand {
         /// ~/.ssh/id_rsa.pub]
         #[arg(long, value_name = "FILE")]
         ssh_key: Option<PathBuf>,
+        /// Return once it is running (sshd answers with its pinned host key), or failed
+        #[arg(long)]
+        wait: bool,
     },
     /// Log in with ssh (the instance's host key pinned, the right port and user)
     Ssh {
@@ -91,6 +94,7 @@ pub async fn run(settings: &Settings, command: InstanceCommand) -> CmdResult {
             memory_mb,
             disk_gb,
             ssh_key,
+            wait,
         } => {
             check_name("--name", &name)?;
             let key_file = match ssh_key {
@@ -108,8 +112,20 @@ pub async fn run(settings: &Settings, command: InstanceCommand) -> CmdResult {
                 ssh_public_key: ssh_public_key.trim().to_owned(),
             };
             let client = settings.connect().await?;
-            let (value, reply) = call::<m::InstanceRun>(&client, &params).await?;
+            let (mut value, mut reply) = call::<m::InstanceRun>(&client, &params).await?;
+            if wait {
+                (value, reply) = until_up(&client, &reply.instance.name).await?;
+            }
             print_one(settings, &value, &reply.instance, "started");
+            if reply.instance.state == kiln_shared::protocol::InstanceState::Failed {
+                return Err(Failure::new(
+                    "failed",
+                    format!(
+                        "instance {} failed: {}",
+                        reply.instance.name, reply.instance.message
+                    ),
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Ssh {
@@ -164,6 +180,20 @@ pub async fn run(settings: &Settings, command: InstanceCommand) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Delete { name, yes } => delete(settings, &name, yes).await,
+    }
+}
+
+/// Polls until the instance is no longer `starting`.
+async fn until_up(
+    client: &Client,
+    name: &str,
+) -> Result<(serde_json::Value, kiln_shared::protocol::InstanceReply), Failure> {
+    loop {
+        let got = call::<m::InstanceGet>(client, &named(name, false)).await?;
+        if got.1.instance.state != kiln_shared::protocol::InstanceState::Starting {
+            return Ok(got);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
