@@ -168,13 +168,16 @@ impl Catalog {
             .filter(|i| i.instance.image_id == id)
             .map(|i| format!("{} (project {})", i.instance.name, i.instance.project))
             .collect();
-        if !instances.is_empty() {
-            let state = r.state;
+        // In use: back to the state it had, the image stays as it was.
+        let state = r.state;
+        let restore = || {
             self.update(&r.id, move |x| {
                 x.state = state;
                 Ok(())
             })
-            .await?;
+        };
+        if !instances.is_empty() {
+            restore().await?;
             return Err(CatalogError::Conflict(format!(
                 "image {} is in use by instance {}; delete {} first (`kiln instance delete`)",
                 r.name,
@@ -183,13 +186,7 @@ impl Catalog {
             )));
         }
         if users > 0 {
-            // Back to the state it had: the image stays as it was.
-            let state = r.state;
-            self.update(&r.id, move |x| {
-                x.state = state;
-                Ok(())
-            })
-            .await?;
+            restore().await?;
             return Err(CatalogError::Conflict(format!(
                 "image {} is in use by {users} build{}; delete it once they have finished",
                 r.name,

@@ -10,7 +10,7 @@ pub mod os;
 pub mod probe;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -195,30 +195,7 @@ impl Guest {
         let user = user.to_owned();
         let client_key = client_key.to_owned();
         blocking(move || {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-                .map_err(|source| GuestError::Connect { port, source })?;
-            let socket = tcp
-                .try_clone()
-                .map_err(|source| GuestError::Connect { port, source })?;
-            let mut session =
-                Session::new().map_err(|source| GuestError::Handshake { port, source })?;
-            session.set_timeout(HANDSHAKE_TIMEOUT_MS);
-            session.set_tcp_stream(tcp);
-            session
-                .handshake()
-                .map_err(|source| GuestError::Handshake { port, source })?;
-            let got = match session.host_key() {
-                Some((blob, _)) => blob.to_vec(),
-                None => Vec::new(),
-            };
-            if got != pinned {
-                return Err(GuestError::HostKeyMismatch {
-                    port,
-                    expected: fingerprint(&pinned),
-                    got: fingerprint(&got),
-                });
-            }
+            let (session, socket) = probe::pinned_session(port, &pinned)?;
             session
                 .userauth_pubkey_file(&user, None, &client_key, None)
                 .map_err(|source| GuestError::Auth {
