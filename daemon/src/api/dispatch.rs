@@ -543,7 +543,8 @@ mod tests {
         check(
             "image.nope",
             "unknown method \"image.nope\"; the image methods are image.list, image.get, \
-             image.delete, image.share, image.unshare, image.bootstrap, image.import, image.warm",
+             image.delete, image.share, image.unshare, image.bootstrap, image.import, image.warm, \
+             image.create_from_instance",
         );
     }
 }
