@@ -76,6 +76,7 @@ calls! {
     EventsSubscribe,
     ImageList,
     ImageDelete,
+    InstanceList,
 }
 
 impl Request {

@@ -105,6 +105,7 @@ const T: Scope = Scope::In(View::Templates);
 const B: Scope = Scope::In(View::Builds);
 const D: Scope = Scope::In(View::Detail);
 const I: Scope = Scope::In(View::Images);
+const N: Scope = Scope::In(View::Instances);
 const L: Scope = Scope::In(View::Log);
 const F: Scope = Scope::In(View::Form);
 const P: Scope = Scope::Picker;
@@ -219,6 +220,7 @@ pub fn help_lines() -> Vec<String> {
         (P, "Base image picker (j/k or arrows move)"),
         (B, "Builds"),
         (I, "Images"),
+        (N, "Instances"),
         (D, "Build detail"),
         (L, "Log"),
     ];
