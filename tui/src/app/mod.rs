@@ -27,11 +27,12 @@ use kiln_shared::methods::{Empty, Name};
 use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListParams};
 use kiln_shared::Violation;
 
+use crate::ssh_key::KeyError;
 use builds::{Builds, Detail};
 pub use calls::{Note, Reply, Request};
 use form::{EditWhat, Form};
 use images::Images;
-use instances::Instances;
+use instances::{Instances, NewInstance};
 use keymap::{Cmd, Key};
 use log::LogView;
 use overlay::Overlay;
@@ -125,6 +126,11 @@ pub enum Action {
         what: EditWhat,
         result: Result<String, String>,
     },
+    /// The person's default public key, read for an `Effect::ReadPublicKey` (or why not).
+    PublicKey {
+        run: NewInstance,
+        key: Result<String, KeyError>,
+    },
 }
 
 /// What `update` asks the shell to do.
@@ -140,6 +146,9 @@ pub enum Effect {
         what: EditWhat,
         text: String,
     },
+    /// Read the person's default SSH public key (`crate::ssh_key`) for the instance `r` runs and
+    /// answer with `Action::PublicKey`.
+    ReadPublicKey(NewInstance),
     Quit,
 }
 
@@ -369,6 +378,12 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Reply { tag, reply } => on_reply(app, tag, *reply),
         Action::Notification(Note::Event(e)) => on_event(app, e),
+        Action::Notification(Note::Progress(p)) => {
+            if app.instances.capturing > 0 {
+                app.message = Some(format!("capture: {}", p.line));
+            }
+            Vec::new()
+        }
         Action::Notification(note) => {
             log::on_notification(app, note);
             Vec::new()
@@ -377,6 +392,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             form::on_edited(app, what, result);
             Vec::new()
         }
+        Action::PublicKey { run, key } => instances::on_public_key(app, run, key),
     }
 }
 
@@ -431,6 +447,29 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
                     app.instances.unsupported = true;
                 }
                 Err(e) => app.message = Some(format!("{}: {e}", method.as_str())),
+            }
+        }
+        Reply::InstanceRun(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_run(app, r.instance);
+            }
+        }
+        Reply::InstanceStop(r) | Reply::InstanceStart(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_power(app, r.instance);
+            }
+        }
+        Reply::InstanceDelete(r) => {
+            if ok_or_show(app, method, r).is_some() {
+                app.instances.list.loaded = false;
+                return deleted(app, method);
+            }
+        }
+        Reply::ImageCreateFromInstance(r) => {
+            app.instances.capturing = app.instances.capturing.saturating_sub(1);
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_captured(app, &r.image);
+                return app.refresh();
             }
         }
         Reply::TemplateDelete(r) => {

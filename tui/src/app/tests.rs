@@ -13,7 +13,7 @@ fn methods(fx: &[Effect]) -> Vec<Name> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Call { request, .. } => Some(request.method()),
-            Effect::Quit | Effect::Edit { .. } => None,
+            _ => None,
         })
         .collect()
 }

@@ -95,9 +95,11 @@ pub async fn run(settings: &Settings, command: InstanceCommand) -> CmdResult {
             check_name("--name", &name)?;
             let key_file = match ssh_key {
                 Some(f) => f,
-                None => crate::ssh_key::default_file().map_err(Failure::usage)?,
+                None => crate::ssh_key::default_file()
+                    .map_err(|e| Failure::usage(format!("{e} or pass --ssh-key FILE")))?,
             };
-            let ssh_public_key = crate::ssh_key::read(&key_file).map_err(Failure::io)?;
+            let ssh_public_key =
+                crate::ssh_key::read(&key_file).map_err(|e| Failure::io(e.to_string()))?;
             let params = InstanceRunParams {
                 image,
                 name,

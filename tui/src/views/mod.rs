@@ -171,6 +171,16 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
             format!("cancel build {id}? y/N"),
             t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ),
+        Some(Prompt::InstanceName {
+            image_name, input, ..
+        }) => Line::from(format!("name for an instance of {image_name}: {input}▏")),
+        Some(Prompt::CaptureName { instance, input }) => Line::from(format!(
+            "image name for a capture of instance {instance}: {input}▏"
+        )),
+        Some(Prompt::ConfirmPower { name, power }) => Line::styled(
+            format!("{} instance {name}? y/N", power.verb()),
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
         None if app.form.as_ref().is_some_and(|f| f.confirm_discard) => Line::styled(
             "discard your changes? y/N",
             t.fg(Color::Yellow).add_modifier(Modifier::BOLD),

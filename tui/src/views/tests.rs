@@ -226,6 +226,23 @@ fn instances() {
 }
 
 #[test]
+fn instance_prompts_in_the_message_line() {
+    let mut a = instances_app();
+    chars(&mut a, "s");
+    check("instances_confirm_stop", &a);
+    keys(&mut a, &[Key::Esc]);
+    chars(&mut a, "cweb-v2");
+    assert!(render(&a, 80, 24).contains("image name for a capture of instance box: web-v2▏"));
+    keys(&mut a, &[Key::Esc]);
+    chars(&mut a, "Dbo");
+    assert!(render(&a, 80, 24).contains("delete instance box? type its name: bo▏"));
+    let mut a = app();
+    keys(&mut a, &[Key::Tab, Key::Tab]);
+    chars(&mut a, "rbox");
+    assert!(render(&a, 80, 24).contains("name for an instance of debian-12: box▏"));
+}
+
+#[test]
 fn instances_loading_none_and_on_an_older_kilnd() {
     let mut a = instances_app();
     a.instances = Default::default();
@@ -341,6 +358,9 @@ fn help() {
     let mut a = app();
     chars(&mut a, "?");
     check("help", &a);
+    // Scrolled to its end: the Images, Instances, Build detail and Log keys.
+    chars(&mut a, &"j".repeat(80));
+    check("help_end", &a);
 }
 
 #[test]
@@ -424,6 +444,9 @@ fn no_size_makes_any_view_panic() {
     states.push(instances.clone());
     chars(&mut instances, "j");
     states.push(instances.clone());
+    let mut capture = instances.clone();
+    chars(&mut capture, "ca-long-image-name-for-a-capture");
+    states.push(capture);
     instances.instances = Default::default();
     states.push(instances);
     for s in &states {
