@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use kiln_shared::client::{Client, ClientError};
+use kiln_shared::methods::Name;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -22,7 +23,7 @@ use crate::app::keymap::Key;
 use crate::app::{update, Action, App, CallError, Effect, Note, Request};
 use crate::cli::{editor, Settings};
 
-/// How long a request may take before the dashboard gives up on its reply.
+/// How long a request may take before the dashboard gives up on its reply (but see `timeout`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The reconnect backoff: from the first to the longest wait between attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
@@ -164,6 +165,10 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
                     Effect::Edit { what, text } => {
                         let result = run_editor(terminal, &gate, what, &text)?;
                         let _ = tx.send(Action::Edited { what, result });
+                    }
+                    Effect::ReadPublicKey(run) => {
+                        let key = crate::ssh_key::default_key();
+                        let _ = tx.send(Action::PublicKey { run, key });
                     }
                 }
             }
@@ -312,12 +317,24 @@ async fn send(client: &Client, request: &Request) -> Result<serde_json::Value, C
     let params = request
         .params()
         .map_err(|e| CallError::from(format!("cannot encode the params: {e}")))?;
-    match tokio::time::timeout(CALL_TIMEOUT, client.call_value(method, params)).await {
+    let patience = timeout(request.method());
+    match tokio::time::timeout(patience, client.call_value(method, params)).await {
         Ok(result) => result.map_err(call_error),
         Err(_) => Err(CallError::from(format!(
             "kilnd did not answer within {} s",
-            CALL_TIMEOUT.as_secs()
+            patience.as_secs()
         ))),
+    }
+}
+
+/// How long a call to `method` may take. Most are answered at once; an instance's stop waits
+/// for its guest to power off (killed after 120 s), its start or run for its VM to start, and a
+/// capture boots a helper VM, generalizes the disk and compresses it (minutes per GiB).
+fn timeout(method: Name) -> Duration {
+    match method {
+        Name::InstanceStop | Name::InstanceStart | Name::InstanceRun => Duration::from_secs(300),
+        Name::ImageCreateFromInstance => Duration::from_secs(4 * 3600),
+        _ => CALL_TIMEOUT,
     }
 }
 

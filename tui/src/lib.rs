@@ -10,6 +10,7 @@ use std::process::ExitCode;
 pub mod app;
 pub mod cli;
 pub mod dashboard;
+pub mod ssh_key;
 pub mod stats;
 pub mod views;
 

@@ -5,7 +5,7 @@
 //! reads into a `Note` by the table's notification names; `update` only ever sees the types.
 
 use kiln_shared::methods::{self, Method, Name, Notice};
-use kiln_shared::protocol::{Event, LogEnd, LogNote, NameParams, TemplateGetParams};
+use kiln_shared::protocol::{Event, ImageProgress, LogEnd, LogNote, NameParams, TemplateGetParams};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -76,6 +76,12 @@ calls! {
     EventsSubscribe,
     ImageList,
     ImageDelete,
+    ImageCreateFromInstance,
+    InstanceRun,
+    InstanceList,
+    InstanceStop,
+    InstanceStart,
+    InstanceDelete,
 }
 
 impl Request {
@@ -110,11 +116,13 @@ pub enum Note {
     Log(LogNote),
     /// The end of a `build.logs` stream.
     LogEnd(LogEnd),
+    /// A line about an image being made (here: captured from an instance).
+    Progress(ImageProgress),
 }
 
 impl Note {
     /// The notification `method` with `params`; `None` for one the dashboard does not read
-    /// (`hello`, `image.progress`) or whose params do not decode.
+    /// (`hello`) or whose params do not decode.
     pub fn decode(method: &str, params: Value) -> Option<Note> {
         fn params_of<T: Notice>(params: Value) -> Option<T> {
             serde_json::from_value(params).ok()
@@ -125,6 +133,8 @@ impl Note {
             params_of(params).map(Note::Log)
         } else if method == LogEnd::NAME {
             params_of(params).map(Note::LogEnd)
+        } else if method == ImageProgress::NAME {
+            params_of(params).map(Note::Progress)
         } else {
             None
         }
@@ -140,7 +150,7 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CallError> {
 mod tests {
     use kiln_shared::build::{BuildIdParams, SubReply};
     use kiln_shared::methods::Empty;
-    use kiln_shared::protocol::ImageProgress;
+    use kiln_shared::protocol::Hello;
     use serde_json::json;
 
     use super::*;
@@ -187,7 +197,11 @@ mod tests {
             Note::decode(Event::NAME, resync),
             Some(Note::Event(Event { sub: 3, .. }))
         ));
-        assert!(Note::decode(ImageProgress::NAME, line.clone()).is_none());
+        assert!(matches!(
+            Note::decode(ImageProgress::NAME, json!({"line": "==> publishing"})),
+            Some(Note::Progress(ImageProgress { .. }))
+        ));
+        assert!(Note::decode(Hello::NAME, line.clone()).is_none());
         assert!(
             Note::decode(Event::NAME, line).is_none(),
             "params that do not decode"

@@ -7,8 +7,8 @@ use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
 use kiln_shared::protocol::{
-    ErrorKind, ImageInfo, ImageList, ImageState, TemplateList, TemplateRecord, TemplateSummary,
-    Visibility,
+    ErrorKind, ImageInfo, ImageList, ImageState, Instance, InstanceList, InstanceState, SshInfo,
+    TemplateList, TemplateRecord, TemplateSummary, Visibility,
 };
 use kiln_shared::Violation;
 
@@ -146,7 +146,41 @@ pub fn log_line(seq: u64, text: &str) -> LogLine {
     }
 }
 
-/// A connected dashboard at 10:02:00 holding three templates and four builds.
+/// Instance `name` of debian-12 in `state` (up since 09:58:30 unless stopped or failed).
+pub fn instance(name: &str, state: InstanceState) -> Instance {
+    let up = matches!(
+        state,
+        InstanceState::Starting | InstanceState::Running | InstanceState::Stopping
+    );
+    Instance {
+        name: name.into(),
+        project: "default".into(),
+        image: "debian-12".into(),
+        image_id: "img-debian-12".into(),
+        os: "debian-12".into(),
+        state,
+        cpus: 2,
+        memory_mb: 2048,
+        disk_gb: 10,
+        ssh: SshInfo {
+            host: "127.0.0.1".into(),
+            port: if up { 40123 } else { 0 },
+            user: "debian".into(),
+            host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln".into(),
+        },
+        created_at: at(9, 58, 0),
+        started_at: up.then(|| at(9, 58, 30)),
+        owner: 1000,
+        message: match state {
+            InstanceState::Failed => "its VM exited while starting; see `kiln instance console`",
+            InstanceState::Stopped => "powered off",
+            _ => "started under kvm",
+        }
+        .into(),
+    }
+}
+
+/// A connected dashboard at 10:02:00 holding three templates, four builds and three instances.
 pub fn app() -> App {
     let mut app = App::new("default", at(10, 2, 0), true);
     connect(&mut app);
@@ -180,6 +214,13 @@ pub fn app() -> App {
     ];
     reply(&mut app, 0, Reply::ImageList(Ok(ImageList { images })));
     reply(&mut app, 0, Reply::BuildList(Ok(BuildList { builds })));
+    let instances = vec![
+        instance("box", InstanceState::Running),
+        instance("broken", InstanceState::Failed),
+        instance("web-test", InstanceState::Stopped),
+    ];
+    let list = InstanceList { instances };
+    reply(&mut app, 0, Reply::InstanceList(Ok(list)));
     app
 }
 

@@ -65,6 +65,11 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
     match cmd {
         Cmd::Back => app.view = View::Templates,
         Cmd::Open if app.images.selected().is_some() => app.overlay = Some(Overlay::ImageWindow),
+        Cmd::RunInstance => {
+            if let Some(image) = app.images.selected().cloned() {
+                super::instances::ask_run(app, &image);
+            }
+        }
         Cmd::Delete => {
             if let Some(name) = app.images.selected().map(|i| i.name.clone()) {
                 app.prompt = Some(Prompt::ConfirmDelete {

@@ -63,6 +63,10 @@ pub enum Cmd {
     NextChoice,
     EditToml,
     Describe,
+    RunInstance,
+    Stop,
+    Start,
+    Capture,
 }
 
 /// Where a binding applies: everywhere, in one view, or in the base-image picker (a window over
@@ -105,6 +109,7 @@ const T: Scope = Scope::In(View::Templates);
 const B: Scope = Scope::In(View::Builds);
 const D: Scope = Scope::In(View::Detail);
 const I: Scope = Scope::In(View::Images);
+const N: Scope = Scope::In(View::Instances);
 const L: Scope = Scope::In(View::Log);
 const F: Scope = Scope::In(View::Form);
 const P: Scope = Scope::Picker;
@@ -133,7 +138,12 @@ pub const BINDINGS: &[Binding] = &[
     bind(I, &[Char('2')], Cmd::ShowPrivate, "private", "private images (built by this project)"),
     bind(I, &[Char('3')], Cmd::ShowShared, "shared", "images other projects shared with this one"),
     bind(I, &[Enter], Cmd::Open, "details", "all details of the image (any key closes)"),
+    bind(I, &[Char('r')], Cmd::RunInstance, "run", "run the image as an instance (asks its name)"),
     bind(I, &[Char('D')], Cmd::Delete, "delete", "delete the image (type its name to confirm)"),
+    bind(N, &[Char('s')], Cmd::Stop, "stop", "stop the instance: ACPI power off (asks first)"),
+    bind(N, &[Char('S')], Cmd::Start, "start", "start the stopped instance again (asks first)"),
+    bind(N, &[Char('c')], Cmd::Capture, "capture", "make an image of the stopped instance (asks its name)"),
+    bind(N, &[Char('D')], Cmd::Delete, "delete", "delete the instance and its disk (type its name)"),
     bind(L, &[Char('G'), End], Cmd::Bottom, "follow", "go to the end and follow again"),
     bind(L, &[Char('w')], Cmd::Wrap, "wrap", "wrap long lines on/off"),
     bind(L, &[Char('t')], Cmd::Timestamps, "time", "timestamps (UTC) on/off"),
@@ -219,6 +229,7 @@ pub fn help_lines() -> Vec<String> {
         (P, "Base image picker (j/k or arrows move)"),
         (B, "Builds"),
         (I, "Images"),
+        (N, "Instances"),
         (D, "Build detail"),
         (L, "Log"),
     ];
@@ -261,6 +272,23 @@ mod tests {
             assert!(help.contains(b.help), "help lacks {:?}", b.help);
         }
         assert!(help.contains("ctrl-c"));
+    }
+
+    #[test]
+    fn the_instances_heading_lists_its_keys() {
+        let help = help_lines();
+        let at = help.iter().position(|l| l == "Instances");
+        let keys: Vec<&str> = at
+            .map(|at| &help[at + 1..])
+            .unwrap_or_default()
+            .iter()
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(keys, ["s", "S", "c", "D"]);
+        assert!(help
+            .iter()
+            .any(|l| l.contains("run the image as an instance")));
     }
 
     #[test]

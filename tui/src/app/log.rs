@@ -217,7 +217,7 @@ pub(super) fn on_notification(app: &mut App, note: Note) {
     let sub = match &note {
         Note::Log(n) => n.sub,
         Note::LogEnd(e) => e.sub,
-        Note::Event(_) => return,
+        Note::Event(_) | Note::Progress(_) => return,
     };
     let Some(log) = app.log.as_mut() else {
         return;
@@ -236,7 +236,7 @@ pub(super) fn on_notification(app: &mut App, note: Note) {
     match note {
         Note::Log(n) => log.push(n.line),
         Note::LogEnd(_) => log.ended = true,
-        Note::Event(_) => {}
+        Note::Event(_) | Note::Progress(_) => {}
     }
 }
 

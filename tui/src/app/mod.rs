@@ -9,6 +9,7 @@ pub mod calls;
 pub mod fixtures;
 pub mod form;
 pub mod images;
+pub mod instances;
 pub mod keymap;
 pub mod listed;
 pub mod log;
@@ -26,10 +27,12 @@ use kiln_shared::methods::{Empty, Name};
 use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListParams};
 use kiln_shared::Violation;
 
+use crate::ssh_key::KeyError;
 use builds::{Builds, Detail};
 pub use calls::{Note, Reply, Request};
 use form::{EditWhat, Form};
 use images::Images;
+use instances::{Instances, NewInstance};
 use keymap::{Cmd, Key};
 use log::LogView;
 use overlay::Overlay;
@@ -45,6 +48,7 @@ pub enum View {
     Templates,
     Builds,
     Images,
+    Instances,
     Detail,
     Log,
     /// The template editor form (new or edit); it takes the keyboard until saved or closed.
@@ -122,6 +126,11 @@ pub enum Action {
         what: EditWhat,
         result: Result<String, String>,
     },
+    /// The person's default public key, read for an `Effect::ReadPublicKey` (or why not).
+    PublicKey {
+        run: NewInstance,
+        key: Result<String, KeyError>,
+    },
 }
 
 /// What `update` asks the shell to do.
@@ -137,6 +146,9 @@ pub enum Effect {
         what: EditWhat,
         text: String,
     },
+    /// Read the person's default SSH public key (`crate::ssh_key`) for the instance `r` runs and
+    /// answer with `Action::PublicKey`.
+    ReadPublicKey(NewInstance),
     Quit,
 }
 
@@ -163,6 +175,7 @@ pub struct App {
     pub templates: Templates,
     pub builds: Builds,
     pub images: Images,
+    pub instances: Instances,
     pub detail: Detail,
     pub log: Option<LogView>,
     /// The template editor, while open.
@@ -205,6 +218,7 @@ impl App {
             templates: Templates::default(),
             builds: Builds::default(),
             images: Images::default(),
+            instances: Instances::default(),
             detail: Detail::default(),
             log: None,
             form: None,
@@ -277,6 +291,10 @@ impl App {
         if builds.request(poll || !builds.loaded) {
             fx.push(call(0, Request::BuildList(BuildListParams::default())));
         }
+        let instances = &mut self.instances.list;
+        if !self.instances.unsupported && instances.request(poll || !instances.loaded) {
+            fx.push(call(0, Request::InstanceList(Empty {})));
+        }
         // The catalog changes rarely: refreshed while on screen, and once after connecting.
         let images = &mut self.images.list;
         if images.request(self.view == View::Images || !images.loaded) {
@@ -290,12 +308,13 @@ impl App {
         self.templates.list.pending = false;
         self.builds.list.pending = false;
         self.images.list.pending = false;
+        self.instances.list.pending = false;
         self.events_sub = None;
     }
 }
 
-/// An `event` from the events subscription: one build or template changed (or the events were
-/// lost and everything is listed again).
+/// An `event` from the events subscription: one build, template or instance changed (or the
+/// events were lost and everything is listed again).
 fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
     if app.events_sub != Some(e.sub) {
         return Vec::new();
@@ -303,11 +322,13 @@ fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
     match e.kind {
         EventKind::Build { build } => app.builds.on_event(*build),
         EventKind::Template { name, template } => app.templates.on_event(name, template),
-        // The dashboard has no Instances view yet.
-        EventKind::Instance { .. } => {}
+        EventKind::Instance { name, instance } => {
+            app.instances.on_change(&name, instance.map(|i| *i))
+        }
         EventKind::Resync => {
             app.templates.list.loaded = false;
             app.builds.list.loaded = false;
+            app.instances.list.loaded = false;
             return app.refresh();
         }
     }
@@ -336,6 +357,8 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Connected { version } => {
             app.connection = Connection::Connected { version };
             app.forget_calls();
+            // This kilnd may be another one than the last.
+            app.instances.unsupported = false;
             let mut fx = vec![call(0, Request::EventsSubscribe(Empty {}))];
             fx.extend(app.refresh());
             if app.log.as_ref().is_some_and(|l| !l.ended) {
@@ -355,6 +378,12 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Reply { tag, reply } => on_reply(app, tag, *reply),
         Action::Notification(Note::Event(e)) => on_event(app, e),
+        Action::Notification(Note::Progress(p)) => {
+            if app.instances.capturing > 0 {
+                app.message = Some(format!("capture: {}", p.line));
+            }
+            Vec::new()
+        }
         Action::Notification(note) => {
             log::on_notification(app, note);
             Vec::new()
@@ -363,6 +392,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             form::on_edited(app, what, result);
             Vec::new()
         }
+        Action::PublicKey { run, key } => instances::on_public_key(app, run, key),
     }
 }
 
@@ -408,6 +438,40 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
                 }
             }
         }
+        Reply::InstanceList(r) => {
+            app.instances.list.pending = false;
+            match r {
+                Ok(list) => app.instances.on_list(list.instances),
+                // An older kilnd, without instances: not asked again on this connection.
+                Err(e) if e.kind == Some(ErrorKind::MethodNotFound) => {
+                    app.instances.unsupported = true;
+                }
+                Err(e) => app.message = Some(format!("{}: {e}", method.as_str())),
+            }
+        }
+        Reply::InstanceRun(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_run(app, r.instance);
+            }
+        }
+        Reply::InstanceStop(r) | Reply::InstanceStart(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_power(app, r.instance);
+            }
+        }
+        Reply::InstanceDelete(r) => {
+            if ok_or_show(app, method, r).is_some() {
+                app.instances.list.loaded = false;
+                return deleted(app, method);
+            }
+        }
+        Reply::ImageCreateFromInstance(r) => {
+            app.instances.capturing = app.instances.capturing.saturating_sub(1);
+            if let Some(r) = ok_or_show(app, method, r) {
+                instances::on_captured(app, &r.image);
+                return app.refresh();
+            }
+        }
         Reply::TemplateDelete(r) => {
             if ok_or_show(app, method, r).is_some() {
                 return deleted(app, method);
@@ -451,6 +515,7 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
             // Listed again now that no change can slip between a list and the events.
             app.templates.list.loaded = false;
             app.builds.list.loaded = false;
+            app.instances.list.loaded = false;
             return app.refresh();
         }
         // An older kilnd without events: the lists are polled instead.
@@ -537,7 +602,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             Vec::new()
         }
         Cmd::NextView | Cmd::PrevView => {
-            let mut views = vec![View::Templates, View::Builds, View::Images];
+            let mut views = vec![View::Templates, View::Builds, View::Images, View::Instances];
             if app.detail.build.is_some() {
                 views.push(View::Detail);
             }
@@ -557,6 +622,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             View::Templates => templates::on_command(app, cmd),
             View::Builds => builds::on_list_command(app, cmd),
             View::Images => images::on_command(app, cmd),
+            View::Instances => instances::on_command(app, cmd),
             View::Detail => builds::on_detail_command(app, cmd),
             View::Log => log::on_command(app, cmd),
             // The form's own commands are handled by its key handler.
@@ -567,5 +633,7 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
 
 #[cfg(test)]
 mod form_tests;
+#[cfg(test)]
+mod instance_tests;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,11 @@
 //! The question in the message line that takes the keyboard until answered: the templates
-//! filter, a log search, a new build's image name, and the confirmations of cancel and delete.
+//! filter, a log search, a new build's image name, a new instance's name, the name of an image
+//! captured from an instance, and the confirmations of cancel, stop, start and delete.
 
 use kiln_shared::build::BuildIdParams;
-use kiln_shared::protocol::{ImageParams, NameParams};
+use kiln_shared::protocol::{ImageParams, InstanceParams, NameParams};
 
+use super::instances::{self, NewInstance, Power};
 use super::keymap::Key;
 use super::overlay::Overlay;
 use super::picker::{self, PickFor, Picker};
@@ -18,9 +20,19 @@ pub enum Prompt {
     Search { input: String },
     /// The image name for a new build of `template`.
     ImageName { template: String, input: String },
+    /// The name of a new instance of image `image` (an id; `image_name` is shown).
+    InstanceName {
+        image: String,
+        image_name: String,
+        input: String,
+    },
+    /// The name of the image made of (stopped) instance `instance`.
+    CaptureName { instance: String, input: String },
     /// Cancel build `id`? Only `y` says yes.
     ConfirmCancel { id: u64 },
-    /// Delete a template or an image: only typing its name exactly says yes.
+    /// Stop or start instance `name`? Only `y` says yes.
+    ConfirmPower { name: String, power: Power },
+    /// Delete a template, an image or an instance: only typing its name exactly says yes.
     ConfirmDelete {
         what: Deletable,
         name: String,
@@ -33,6 +45,7 @@ pub enum Prompt {
 pub enum Deletable {
     Template,
     Image,
+    Instance,
 }
 
 impl Deletable {
@@ -40,8 +53,22 @@ impl Deletable {
         match self {
             Deletable::Template => "template",
             Deletable::Image => "image",
+            Deletable::Instance => "instance",
         }
     }
+}
+
+/// `key` typed into `input`: a character added or the last one taken back. False for any other
+/// key.
+fn typed(input: &mut String, key: Key) -> bool {
+    match key {
+        Key::Char(c) => input.push(c),
+        Key::Backspace => {
+            input.pop();
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// A key while `prompt` (taken from `app`) is asked.
@@ -55,6 +82,59 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
             app.message = Some(format!("build {id} not canceled"));
             Vec::new()
         }
+        Prompt::ConfirmPower { name, power } => {
+            if key == Key::Char('y') || key == Key::Char('Y') {
+                return instances::power(app, name, power);
+            }
+            app.message = Some(format!("instance {name} not {}", power.done()));
+            Vec::new()
+        }
+        Prompt::InstanceName {
+            image,
+            image_name,
+            mut input,
+        } => {
+            match key {
+                Key::Enter => {
+                    if let Some(name) = instances::checked_name(app, &input, "instance started") {
+                        let run = NewInstance {
+                            image,
+                            image_name,
+                            name,
+                        };
+                        return vec![Effect::ReadPublicKey(run)];
+                    }
+                }
+                Key::Esc => {}
+                _ => {
+                    typed(&mut input, key);
+                    app.prompt = Some(Prompt::InstanceName {
+                        image,
+                        image_name,
+                        input,
+                    });
+                }
+            }
+            Vec::new()
+        }
+        Prompt::CaptureName {
+            instance,
+            mut input,
+        } => {
+            match key {
+                Key::Enter => {
+                    if let Some(name) = instances::checked_name(app, &input, "image captured") {
+                        return instances::capture(app, instance, name);
+                    }
+                }
+                Key::Esc => {}
+                _ => {
+                    typed(&mut input, key);
+                    app.prompt = Some(Prompt::CaptureName { instance, input });
+                }
+            }
+            Vec::new()
+        }
         Prompt::ConfirmDelete {
             what,
             name,
@@ -65,6 +145,10 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 let request = match what {
                     Deletable::Template => Request::TemplateDelete(NameParams { name }),
                     Deletable::Image => Request::ImageDelete(ImageParams { image: name }),
+                    // Typing the name was the question: its VM is killed, not powered off.
+                    Deletable::Instance => {
+                        Request::InstanceDelete(InstanceParams { name, force: true })
+                    }
                 };
                 vec![call(0, request)]
             }

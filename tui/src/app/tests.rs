@@ -4,14 +4,16 @@ use super::fixtures::{app, connect, disconnect, key, log_line, press, reply, tic
 use super::keymap::Key;
 use super::*;
 use kiln_shared::build::{Build, BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
-use kiln_shared::protocol::{LogNote, NameParams, RevisionInfo, RevisionList, TemplateList};
+use kiln_shared::protocol::{
+    InstanceList, LogNote, NameParams, RevisionInfo, RevisionList, TemplateList,
+};
 
 /// The methods `fx` calls, in order.
 fn methods(fx: &[Effect]) -> Vec<Name> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Call { request, .. } => Some(request.method()),
-            Effect::Quit | Effect::Edit { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -45,12 +47,15 @@ fn open_log(app: &mut App) {
     logs_reply(app, tag, 9);
 }
 
-/// kilnd answers the `template.list` and `build.list` calls with the lists `app` holds.
+/// kilnd answers the `template.list`, `build.list` and `instance.list` calls with the lists
+/// `app` holds.
 fn relist(app: &mut App) {
     let templates = app.templates.list.items.clone();
     reply(app, 0, Reply::TemplateList(Ok(TemplateList { templates })));
     let builds = app.builds.list.items.clone();
     reply(app, 0, Reply::BuildList(Ok(BuildList { builds })));
+    let instances = app.instances.list.items.clone();
+    reply(app, 0, Reply::InstanceList(Ok(InstanceList { instances })));
 }
 
 /// The text of the lines the log view holds.
@@ -68,7 +73,7 @@ fn note(app: &mut App, sub: u64, seq: u64, text: &str) {
 }
 
 #[test]
-fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
+fn connecting_asks_for_every_list_and_polling_never_piles_up() {
     let mut app = App::new("default", fixtures::at(10, 0, 0), true);
     let fx = tick(&mut app, fixtures::at(10, 0, 1));
     assert!(fx.is_empty(), "no calls while not connected");
@@ -79,6 +84,7 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
             Name::EventsSubscribe,
             Name::TemplateList,
             Name::BuildList,
+            Name::InstanceList,
             Name::ImageList
         ]
     );
@@ -95,19 +101,25 @@ fn connecting_asks_for_both_lists_and_polling_never_piles_up() {
 fn tab_cycles_through_the_views_that_exist() {
     let mut app = app();
     let mut seen = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         key(&mut app, Key::Tab);
         seen.push(app.view);
     }
     assert_eq!(
         seen,
-        [View::Builds, View::Images, View::Templates, View::Builds]
+        [
+            View::Builds,
+            View::Images,
+            View::Instances,
+            View::Templates,
+            View::Builds
+        ]
     );
     key(&mut app, Key::Enter);
     key(&mut app, Key::BackTab);
     assert_eq!(
         app.view,
-        View::Images,
+        View::Instances,
         "the detail joins the cycle once opened"
     );
 }
@@ -116,14 +128,22 @@ fn tab_cycles_through_the_views_that_exist() {
 fn images_are_polled_only_while_on_screen() {
     let mut app = app();
     let fx = tick(&mut app, fixtures::at(10, 2, 1));
-    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
+    assert_eq!(
+        methods(&fx),
+        [Name::TemplateList, Name::BuildList, Name::InstanceList]
+    );
     key(&mut app, Key::Tab);
     key(&mut app, Key::Tab);
     relist(&mut app);
     let fx = tick(&mut app, fixtures::at(10, 2, 2));
     assert_eq!(
         methods(&fx),
-        [Name::TemplateList, Name::BuildList, Name::ImageList]
+        [
+            Name::TemplateList,
+            Name::BuildList,
+            Name::InstanceList,
+            Name::ImageList
+        ]
     );
 }
 
@@ -136,7 +156,12 @@ fn a_disconnect_is_shown_and_a_reconnect_refreshes() {
     let fx = connect(&mut app);
     assert_eq!(
         methods(&fx),
-        [Name::EventsSubscribe, Name::TemplateList, Name::BuildList]
+        [
+            Name::EventsSubscribe,
+            Name::TemplateList,
+            Name::BuildList,
+            Name::InstanceList
+        ]
     );
 }
 
@@ -504,7 +529,10 @@ fn events_keep_the_lists_current_without_polling() {
     let mut app = app();
     // Subscribed: listed once more, then ticks poll nothing.
     let fx = subscribed(&mut app);
-    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
+    assert_eq!(
+        methods(&fx),
+        [Name::TemplateList, Name::BuildList, Name::InstanceList]
+    );
     relist(&mut app);
     let fx = tick(&mut app, fixtures::at(10, 0, 5));
     assert!(methods(&fx).is_empty(), "{fx:?}");
@@ -551,7 +579,10 @@ fn events_keep_the_lists_current_without_polling() {
 
     // Lost events: everything is listed again.
     let fx = event(&mut app, 3, EventKind::Resync);
-    assert_eq!(methods(&fx), [Name::TemplateList, Name::BuildList]);
+    assert_eq!(
+        methods(&fx),
+        [Name::TemplateList, Name::BuildList, Name::InstanceList]
+    );
 }
 
 #[test]

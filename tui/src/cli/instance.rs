@@ -99,17 +99,18 @@ pub async fn run(settings: &Settings, command: InstanceCommand) -> CmdResult {
             check_name("--name", &name)?;
             let key_file = match ssh_key {
                 Some(f) => f,
-                None => default_key()?,
+                None => crate::ssh_key::default_file()
+                    .map_err(|e| Failure::usage(format!("{e} or pass --ssh-key FILE")))?,
             };
-            let ssh_public_key = std::fs::read_to_string(&key_file)
-                .map_err(|e| Failure::io(format!("cannot read {}: {e}", key_file.display())))?;
+            let ssh_public_key =
+                crate::ssh_key::read(&key_file).map_err(|e| Failure::io(e.to_string()))?;
             let params = InstanceRunParams {
                 image,
                 name,
                 cpus,
                 memory_mb,
                 disk_gb,
-                ssh_public_key: ssh_public_key.trim().to_owned(),
+                ssh_public_key,
             };
             let client = settings.connect().await?;
             let (mut value, mut reply) = call::<m::InstanceRun>(&client, &params).await?;
@@ -202,22 +203,6 @@ fn named(name: &str, force: bool) -> InstanceParams {
         name: name.to_owned(),
         force,
     }
-}
-
-/// The caller's default public key: ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub.
-fn default_key() -> Result<PathBuf, Failure> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let tried = ["id_ed25519.pub", "id_rsa.pub"].map(|f| home.join(".ssh").join(f));
-    tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Failure::usage(format!(
-            "no SSH public key to give the instance: neither {} nor {} exists; make one with \
-             `ssh-keygen -t ed25519` or pass --ssh-key FILE",
-            tried[0].display(),
-            tried[1].display()
-        ))
-    })
 }
 
 /// The one-line answer of run/stop/start/restart, or the instance as JSON.

@@ -4,6 +4,7 @@
 mod builds;
 mod form;
 mod images;
+mod instances;
 mod log;
 mod picker;
 pub(crate) mod templates;
@@ -18,6 +19,7 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use crate::app::overlay::Overlay;
 use crate::app::{keymap, App, Connection, Prompt, View};
 use kiln_shared::build::{Build, BuildState};
+use kiln_shared::protocol::InstanceState;
 
 /// Draws the whole dashboard. Never panics, whatever the frame's size.
 pub fn draw(f: &mut Frame, app: &App) {
@@ -37,6 +39,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Templates => templates::draw(f, app, body),
         View::Builds => builds::draw_list(f, app, body),
         View::Images => images::draw(f, app, body),
+        View::Instances => instances::draw(f, app, body),
         View::Detail => builds::draw_detail(f, app, body),
         View::Log => log::draw(f, app, body),
         View::Form => form::draw(f, app, body),
@@ -110,6 +113,14 @@ impl Theme {
             BuildState::Queued => Style::new(),
         }
     }
+    fn instance_state(&self, s: InstanceState) -> Style {
+        match s {
+            InstanceState::Running => self.fg(Color::Green),
+            InstanceState::Starting | InstanceState::Stopping => self.fg(Color::Cyan),
+            InstanceState::Failed => self.fg(Color::Red),
+            InstanceState::Stopped => Style::new(),
+        }
+    }
 }
 
 fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
@@ -130,6 +141,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         None => tab("Builds".into(), View::Builds),
     }
     tab("Images".into(), View::Images);
+    tab("Instances".into(), View::Instances);
     if let Some(id) = app.detail.build {
         tab(format!("Build {id}"), View::Detail);
     }
@@ -157,6 +169,16 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
         ),
         Some(Prompt::ConfirmCancel { id }) => Line::styled(
             format!("cancel build {id}? y/N"),
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
+        Some(Prompt::InstanceName {
+            image_name, input, ..
+        }) => Line::from(format!("name for an instance of {image_name}: {input}▏")),
+        Some(Prompt::CaptureName { instance, input }) => Line::from(format!(
+            "image name for a capture of instance {instance}: {input}▏"
+        )),
+        Some(Prompt::ConfirmPower { name, power }) => Line::styled(
+            format!("{} instance {name}? y/N", power.verb()),
             t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ),
         None if app.form.as_ref().is_some_and(|f| f.confirm_discard) => Line::styled(

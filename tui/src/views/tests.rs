@@ -210,6 +210,52 @@ fn images_private_and_shared_tabs_and_details() {
     check("images_shared_details", &a);
 }
 
+/// The dashboard on the Instances tab (box running, broken failed, web-test stopped).
+fn instances_app() -> App {
+    let mut a = app();
+    keys(&mut a, &[Key::Tab, Key::Tab, Key::Tab]);
+    a
+}
+
+#[test]
+fn instances() {
+    let mut a = instances_app();
+    check("instances", &a);
+    chars(&mut a, "j");
+    check("instances_failed", &a);
+}
+
+#[test]
+fn instance_prompts_in_the_message_line() {
+    let mut a = instances_app();
+    chars(&mut a, "s");
+    check("instances_confirm_stop", &a);
+    keys(&mut a, &[Key::Esc]);
+    chars(&mut a, "cweb-v2");
+    assert!(render(&a, 80, 24).contains("image name for a capture of instance box: web-v2▏"));
+    keys(&mut a, &[Key::Esc]);
+    chars(&mut a, "Dbo");
+    assert!(render(&a, 80, 24).contains("delete instance box? type its name: bo▏"));
+    let mut a = app();
+    keys(&mut a, &[Key::Tab, Key::Tab]);
+    chars(&mut a, "rbox");
+    assert!(render(&a, 80, 24).contains("name for an instance of debian-12: box▏"));
+}
+
+#[test]
+fn instances_loading_none_and_on_an_older_kilnd() {
+    let mut a = instances_app();
+    a.instances = Default::default();
+    assert!(render(&a, 80, 24).contains("loading instances…"));
+    a.instances.list.loaded = true;
+    check("instances_none", &a);
+    a.instances.unsupported = true;
+    assert!(render(&a, 80, 24).contains("kilnd 0.1.0 has no instances: upgrade kilnd"));
+    disconnect(&mut a, "gone");
+    a.instances.list.loaded = false;
+    assert!(render(&a, 80, 24).contains("not connected to kilnd"));
+}
+
 /// The tag of the one `method` call in `fx`.
 fn tag_of(fx: &[Effect], method: Name) -> u64 {
     fx.iter()
@@ -312,11 +358,20 @@ fn help() {
     let mut a = app();
     chars(&mut a, "?");
     check("help", &a);
+    // Scrolled to its end: the Images, Instances, Build detail and Log keys.
+    chars(&mut a, &"j".repeat(80));
+    check("help_end", &a);
 }
 
 #[test]
 fn no_color_leaves_every_cell_in_the_terminal_colors() {
-    let mut states = vec![app(), log_app(20), new_form_app(), edit_form_app()];
+    let mut states = vec![
+        app(),
+        log_app(20),
+        new_form_app(),
+        edit_form_app(),
+        instances_app(),
+    ];
     let mut picker = app();
     chars(&mut picker, "bx");
     keys(&mut picker, &[Key::Enter]);
@@ -385,6 +440,15 @@ fn no_size_makes_any_view_panic() {
     states.push(tabs.clone());
     keys(&mut tabs, &[Key::Enter]);
     states.push(tabs);
+    let mut instances = instances_app();
+    states.push(instances.clone());
+    chars(&mut instances, "j");
+    states.push(instances.clone());
+    let mut capture = instances.clone();
+    chars(&mut capture, "ca-long-image-name-for-a-capture");
+    states.push(capture);
+    instances.instances = Default::default();
+    states.push(instances);
     for s in &states {
         for w in (1..=20).chain((24..=130).step_by(7)).chain([80, 120]) {
             for h in (1..=12).chain((14..=45).step_by(4)).chain([24, 40]) {
