@@ -2,7 +2,8 @@
 //! kilnd, driven with send-keys and read with capture-pane, with the daemon's state checked
 //! through the protocol. The template is made in the dashboard's form (its user script in an
 //! `$EDITOR` that is a small script); the base image is an empty qcow2, so the build boots
-//! nothing and stays in `booting` until the dashboard cancels it.
+//! nothing and stays in `booting` until the dashboard cancels it. No instance is run (that needs
+//! a VM): the Instances tab is only seen empty, with its keys in `?`.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -132,6 +133,18 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     pane.expect("ELAPSED");
     let s = pane.expect("img1");
     assert!(s.contains("web"), "{s}");
+
+    // `r` on an image asks the new instance's name (esc: none is run; an instance needs a VM,
+    // tests/instances.rs runs them); the Instances tab lists none and `?` names its keys.
+    pane.keys(&["Tab", "r"]);
+    pane.expect("name for an instance of debian-12:");
+    pane.keys(&["Escape", "Tab"]);
+    pane.expect("no instances yet: r on an image");
+    pane.keys(&["?", &"j".repeat(60)]);
+    pane.expect("log in here (kiln instance ssh)");
+    let list = c.call("instance.list", json!({}));
+    assert_eq!(list["instances"], json!([]), "{list}");
+    pane.keys(&["Escape"]);
 
     pane.keys(&["q"]);
 }

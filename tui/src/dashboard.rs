@@ -1,8 +1,9 @@
 //! The dashboard's imperative shell: the terminal (raw mode, alternate screen, restored on exit and
 //! on panic), the connection to kilnd (kept up with backoff), and one loop that turns key presses,
 //! replies, notifications and a 1 s tick into `app::update` calls and performs their effects,
-//! including handing the terminal to `$EDITOR` and taking it back. All state and decisions live
-//! in `crate::app`; all drawing in `crate::views`.
+//! including handing the terminal to `$EDITOR` or to a login to a VM (`kiln instance ssh`, a kept
+//! build VM's attach command) and taking it back. All state and decisions live in `crate::app`;
+//! all drawing in `crate::views`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
+use crate::app::attach::Attach;
 use crate::app::form::EditWhat;
 use crate::app::keymap::Key;
 use crate::app::{update, Action, App, CallError, Effect, Note, Request};
@@ -163,8 +165,12 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
                     }
                     Effect::Call { tag, request } => perform_call(&slot, &tx, tag, request),
                     Effect::Edit { what, text } => {
-                        let result = run_editor(terminal, &gate, what, &text)?;
+                        let result = run_editor(terminal, &gate, what, &text).await?;
                         let _ = tx.send(Action::Edited { what, result });
+                    }
+                    Effect::Attach(what) => {
+                        let result = run_attached(terminal, &gate, settings, &what).await?;
+                        let _ = tx.send(Action::Attached { what, result });
                     }
                     Effect::ReadPublicKey(run) => {
                         let key = crate::ssh_key::default_key();
@@ -176,8 +182,9 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
     }
 }
 
-/// Lets the shell take the terminal's input away from the input thread while `$EDITOR` runs:
-/// the thread reads only while holding `reading`, and stops taking it while `paused` is set.
+/// Lets the shell take the terminal's input away from the input thread while `$EDITOR` or a login
+/// runs: the thread reads only while holding `reading`, and stops taking it while `paused` is
+/// set.
 #[derive(Clone, Default)]
 struct InputGate {
     paused: Arc<AtomicBool>,
@@ -215,10 +222,37 @@ fn spawn_input(gate: InputGate) -> UnboundedReceiver<Event> {
     rx
 }
 
-/// Hands the terminal to the person's editor on a temp file holding `text`, then takes it back
-/// (alternate screen, raw mode, a full redraw). The editor's failure is the result's error; only
-/// a terminal that cannot be restored ends the dashboard.
-fn run_editor(
+/// Leaves the terminal to `work` and takes it back: the input thread paused, raw mode and the
+/// alternate screen left and the cursor shown while `work` runs (on a blocking thread, so that
+/// kilnd's lines are still read meanwhile), then all re-entered and the screen redrawn whole.
+/// Only a terminal that cannot be restored is an error.
+async fn suspended<T: Send + 'static>(
+    terminal: &mut Term,
+    gate: &InputGate,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    gate.paused.store(true, Ordering::SeqCst);
+    let input = gate.clone();
+    let handed = tokio::task::spawn_blocking(move || {
+        // Waits for the input thread's current poll to end, so that `work` gets every key.
+        let _input = lock(&input.reading);
+        ratatui::restore();
+        crossterm::execute!(std::io::stdout(), crossterm::cursor::Show)?;
+        let out = work();
+        crossterm::terminal::enable_raw_mode()?;
+        crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
+        Ok::<T, std::io::Error>(out)
+    })
+    .await;
+    gate.paused.store(false, Ordering::SeqCst);
+    let out = handed.map_err(std::io::Error::other)??;
+    terminal.clear()?;
+    Ok(out)
+}
+
+/// Hands the terminal to the person's editor on a temp file holding `text`, then takes it back.
+/// The editor's failure is the result's error.
+async fn run_editor(
     terminal: &mut Term,
     gate: &InputGate,
     what: EditWhat,
@@ -241,23 +275,63 @@ fn run_editor(
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot write a temporary file: {e}"))),
     };
-    gate.paused.store(true, Ordering::SeqCst);
-    let outcome = {
-        // Waits for the input thread's current poll to end, so the editor gets every key.
-        let _input = lock(&gate.reading);
-        ratatui::restore();
-        let ran = editor::open(&command, file.path());
-        crossterm::terminal::enable_raw_mode()?;
-        crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
-        terminal.clear()?;
-        ran
-    };
-    gate.paused.store(false, Ordering::SeqCst);
+    let path = file.path().to_owned();
+    let outcome = suspended(terminal, gate, move || editor::open(&command, &path)).await?;
     Ok(match outcome {
         Ok(()) => std::fs::read_to_string(file.path())
             .map_err(|e| format!("cannot read back {}: {e}", file.path().display())),
         Err(f) => Err(f.message),
     })
+}
+
+/// Hands the terminal to `what` (`kiln instance ssh NAME` as this dashboard's socket and project,
+/// or a kept build VM's attach command through `sh -c`) until it exits, then takes it back. When
+/// it fails, enter is awaited first, so that what it printed can be read. The result is its exit
+/// status (`None`: killed by a signal), or why it did not run.
+async fn run_attached(
+    terminal: &mut Term,
+    gate: &InputGate,
+    settings: &Settings,
+    what: &Attach,
+) -> std::io::Result<Result<Option<i32>, String>> {
+    let mut command = match what {
+        Attach::Instance { name } => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => return Ok(Err(format!("cannot find the kiln program: {e}"))),
+            };
+            let mut c = std::process::Command::new(exe);
+            c.args(["instance", "ssh", name])
+                .env("KILN_SOCKET", &settings.socket)
+                .env("KILN_PROJECT", &settings.project);
+            c
+        }
+        Attach::Build { command, .. } => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(command);
+            c
+        }
+    };
+    // A ctrl-c typed in the terminal meanwhile is the program's: the dashboard waits for it.
+    // (The handler stays for the process's life; in raw mode ctrl-c is a key, never a signal.)
+    let _interrupts =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let shown = what.command_line();
+    suspended(terminal, gate, move || {
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        if !status.success() {
+            let how = match status.code() {
+                Some(code) => format!("exited with status {code}"),
+                None => "was killed by a signal".into(),
+            };
+            println!("\n[kiln: `{shown}` {how}; press enter to return to the dashboard]");
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+        Ok(status.code())
+    })
+    .await
 }
 
 fn action_of(ev: Event) -> Option<Action> {

@@ -155,6 +155,11 @@ pub(super) fn on_list_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                 confirm_cancel(app, id);
             }
         }
+        Cmd::Attach => {
+            if let Some(id) = app.builds.selected().map(|b| b.id) {
+                return super::attach::build(app, id);
+            }
+        }
         Cmd::Logs => {
             if let Some(id) = app.builds.selected().map(|b| b.id) {
                 if app.detail.build != Some(id) {
@@ -186,6 +191,11 @@ pub(super) fn on_detail_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
         Cmd::Cancel => {
             if let Some(id) = app.detail.build {
                 confirm_cancel(app, id);
+            }
+        }
+        Cmd::Attach => {
+            if let Some(id) = app.detail.build {
+                return super::attach::build(app, id);
             }
         }
         Cmd::Logs => {

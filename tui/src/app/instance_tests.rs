@@ -1,5 +1,6 @@
 //! `update` tests of the Instances view: its list and events, its keys and kilnd's answers.
 
+use super::attach::Attach;
 use super::fixtures::{app, connect, instance, key, press, reply, tick};
 use super::instances::{NewInstance, Power};
 use super::keymap::Key;
@@ -443,4 +444,41 @@ fn instance_keys_do_nothing_without_an_instance() {
         assert!(press(&mut app, k).is_empty());
         assert_eq!(app.prompt, None, "{k}");
     }
+}
+
+#[test]
+fn a_attaches_to_a_running_instance_and_says_how_it_ended() {
+    let mut app = on_instances();
+    let box_ = Attach::Instance { name: "box".into() };
+    assert_eq!(press(&mut app, "a"), [Effect::Attach(box_.clone())]);
+    let back = |app: &mut App, result| {
+        let what = box_.clone();
+        update(app, Action::Attached { what, result })
+    };
+    back(&mut app, Ok(Some(0)));
+    assert_eq!(app.message.as_deref(), Some("back from instance box"));
+    back(&mut app, Ok(Some(255)));
+    assert_eq!(
+        app.message.as_deref(),
+        Some("back from instance box: `kiln instance ssh box` exited with status 255")
+    );
+    back(&mut app, Err("cannot find the kiln program: gone".into()));
+    assert_eq!(
+        app.message.as_deref(),
+        Some("cannot attach to instance box: cannot find the kiln program: gone")
+    );
+    // Not running: said what to do instead.
+    assert!(press(&mut app, "ja").is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("instance broken is failed: S starts it")
+    );
+    let starting = instance("box", InstanceState::Starting);
+    app.instances.on_change("box", Some(starting));
+    press(&mut app, "k");
+    assert!(press(&mut app, "a").is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("instance box is starting: a attaches once sshd answers")
+    );
 }

@@ -130,6 +130,7 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                 input: String::new(),
             })
         }
+        Cmd::Attach => return super::attach::instance(app, &name),
         _ => {}
     }
     Vec::new()

@@ -67,6 +67,7 @@ pub enum Cmd {
     Stop,
     Start,
     Capture,
+    Attach,
 }
 
 /// Where a binding applies: everywhere, in one view, or in the base-image picker (a window over
@@ -130,8 +131,10 @@ pub const BINDINGS: &[Binding] = &[
     bind(B, &[Enter], Cmd::Open, "open", "open the build's details"),
     bind(B, &[Char('l')], Cmd::Logs, "log", "follow the build's log"),
     bind(B, &[Char('x')], Cmd::Cancel, "cancel", "cancel the build (asks first)"),
+    bind(B, &[Char('a')], Cmd::Attach, "attach", "log in to the VM a failed build kept (its attach command)"),
     bind(D, &[Char('l'), Enter], Cmd::Logs, "log", "follow the build's log"),
     bind(D, &[Char('x')], Cmd::Cancel, "cancel", "cancel the build (asks first)"),
+    bind(D, &[Char('a')], Cmd::Attach, "attach", "log in to the VM a failed build kept (its attach command)"),
     bind(I, &[Char('['), Left], Cmd::PrevTab, "", "previous tab: public, private, shared"),
     bind(I, &[Char(']'), Right], Cmd::NextTab, "", "next tab: public, private, shared"),
     bind(I, &[Char('1')], Cmd::ShowPublic, "public", "public images (base images every project sees)"),
@@ -143,6 +146,7 @@ pub const BINDINGS: &[Binding] = &[
     bind(N, &[Char('s')], Cmd::Stop, "stop", "stop the instance: ACPI power off (asks first)"),
     bind(N, &[Char('S')], Cmd::Start, "start", "start the stopped instance again (asks first)"),
     bind(N, &[Char('c')], Cmd::Capture, "capture", "make an image of the stopped instance (asks its name)"),
+    bind(N, &[Char('a')], Cmd::Attach, "attach", "log in here (kiln instance ssh); back when it exits"),
     bind(N, &[Char('D')], Cmd::Delete, "delete", "delete the instance and its disk (type its name)"),
     bind(L, &[Char('G'), End], Cmd::Bottom, "follow", "go to the end and follow again"),
     bind(L, &[Char('w')], Cmd::Wrap, "wrap", "wrap long lines on/off"),
@@ -285,7 +289,7 @@ mod tests {
             .take_while(|l| !l.is_empty())
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        assert_eq!(keys, ["s", "S", "c", "D"]);
+        assert_eq!(keys, ["s", "S", "c", "a", "D"]);
         assert!(help
             .iter()
             .any(|l| l.contains("run the image as an instance")));

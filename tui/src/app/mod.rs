@@ -3,6 +3,7 @@
 //! Nothing here touches the terminal, the socket or the clock. Each view's state and handlers
 //! live in its own module; this one routes actions to them.
 
+pub mod attach;
 pub mod builds;
 pub mod calls;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListPar
 use kiln_shared::Violation;
 
 use crate::ssh_key::KeyError;
+use attach::Attach;
 use builds::{Builds, Detail};
 pub use calls::{Note, Reply, Request};
 use form::{EditWhat, Form};
@@ -131,6 +133,12 @@ pub enum Action {
         run: NewInstance,
         key: Result<String, KeyError>,
     },
+    /// The program run for an `Effect::Attach` exited with this status (`None`: by a signal),
+    /// or could not run.
+    Attached {
+        what: Attach,
+        result: Result<Option<i32>, String>,
+    },
 }
 
 /// What `update` asks the shell to do.
@@ -149,6 +157,9 @@ pub enum Effect {
     /// Read the person's default SSH public key (`crate::ssh_key`) for the instance `r` runs and
     /// answer with `Action::PublicKey`.
     ReadPublicKey(NewInstance),
+    /// Suspend the dashboard, run `Attach` in its terminal, resume when it exits and answer with
+    /// `Action::Attached`.
+    Attach(Attach),
     Quit,
 }
 
@@ -393,6 +404,10 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::PublicKey { run, key } => instances::on_public_key(app, run, key),
+        Action::Attached { what, result } => {
+            attach::on_attached(app, &what, result);
+            Vec::new()
+        }
     }
 }
 

@@ -58,17 +58,16 @@ impl Deletable {
     }
 }
 
-/// `key` typed into `input`: a character added or the last one taken back. False for any other
-/// key.
-fn typed(input: &mut String, key: Key) -> bool {
+/// `key` typed into `input`: a character added or the last one taken back (any other key
+/// changes nothing).
+fn typed(input: &mut String, key: Key) {
     match key {
         Key::Char(c) => input.push(c),
         Key::Backspace => {
             input.pop();
         }
-        _ => return false,
+        _ => {}
     }
-    true
 }
 
 /// A key while `prompt` (taken from `app`) is asked.

@@ -616,3 +616,26 @@ fn the_selected_template_s_details_are_fetched_once_per_revision() {
     let fx = tick(&mut app, fixtures::at(10, 0, 9));
     assert!(!methods(&fx).contains(&Name::TemplateGet), "{fx:?}");
 }
+
+#[test]
+fn a_attaches_to_the_vm_a_failed_build_kept() {
+    let mut app = app();
+    key(&mut app, Key::Tab);
+    press(&mut app, "jj");
+    assert_eq!(app.builds.selected().map(|b| b.id), Some(2));
+    assert!(press(&mut app, "a").is_empty());
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.starts_with("build 2 has no VM to attach to")));
+    let command = "ssh -i /var/lib/kiln/builds/2/key -p 40111 debian@127.0.0.1".to_string();
+    if let Some(b) = app.builds.list.items.iter_mut().find(|b| b.id == 2) {
+        b.attach_command = Some(command.clone());
+    }
+    let kept = Effect::Attach(attach::Attach::Build { id: 2, command });
+    assert_eq!(press(&mut app, "a"), std::slice::from_ref(&kept));
+    // The same from the build's details.
+    key(&mut app, Key::Enter);
+    assert_eq!(app.view, View::Detail);
+    assert_eq!(press(&mut app, "a"), [kept]);
+}

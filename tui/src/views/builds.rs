@@ -140,7 +140,9 @@ fn detail_lines<'a>(app: &App, b: &'a Build) -> Vec<Line<'a>> {
         lines.push(Line::styled(b.message.clone(), t.error()));
     }
     if let Some(a) = &b.attach_command {
-        lines.push(Line::from(format!("the VM is kept; attach with: {a}")));
+        lines.push(Line::from(format!(
+            "the VM is kept; a attaches, or run: {a}"
+        )));
     }
     lines.push(Line::default());
     lines.push(Line::styled(

@@ -69,7 +69,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             rev.map(|r| format!(" rev {r}")).unwrap_or_default(),
             build.map(|b| format!(" build {b}")).unwrap_or_default()
         ),
-        (None, _, _) => "bootstrapped or imported".to_string(),
+        (None, _, _) => captured(i).unwrap_or_else(|| "bootstrapped or imported".into()),
     };
     let sha: String = i.sha256.chars().take(16).collect();
     let mut lines = vec![
@@ -138,6 +138,15 @@ pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// `captured from instance box (of debian-12)`, for an image made of an instance.
+fn captured(i: &ImageInfo) -> Option<String> {
+    let instance = i.from_instance.as_ref()?;
+    Some(match &i.parent_image {
+        Some(parent) => format!("captured from instance {instance} (of {parent})"),
+        None => format!("captured from instance {instance}"),
+    })
+}
+
 fn detail_lines(i: &ImageInfo) -> Vec<String> {
     let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
     let mut lines = vec![
@@ -158,7 +167,7 @@ fn detail_lines(i: &ImageInfo) -> Vec<String> {
                     or_dash(i.template_revision.map(|r| r.to_string())),
                     or_dash(i.build.map(|b| b.to_string()))
                 ),
-                None => "bootstrapped or imported".into(),
+                None => captured(i).unwrap_or_else(|| "bootstrapped or imported".into()),
             }
         ),
         format!(

@@ -66,12 +66,18 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// The port SSH is forwarded on, `-` while it has none.
+/// The port SSH is forwarded on while its VM runs, else `-`.
 fn port_text(i: &Instance) -> String {
-    match i.ssh.port {
-        0 => "-".into(),
-        port => port.to_string(),
+    match ssh_port(i) {
+        Some(port) => port.to_string(),
+        None => "-".into(),
     }
+}
+
+/// The port a login goes to now: none unless its VM is starting or running.
+fn ssh_port(i: &Instance) -> Option<u16> {
+    let up = matches!(i.state, InstanceState::Starting | InstanceState::Running);
+    (up && i.ssh.port != 0).then_some(i.ssh.port)
 }
 
 /// How long its VM has been up (since it last started), `-` while stopped.
@@ -97,10 +103,9 @@ fn pane_lines<'a>(app: &App, i: &'a Instance) -> Vec<Line<'a>> {
             "{} CPUs · {} MB · disk {} GiB · {}",
             i.cpus, i.memory_mb, i.disk_gb, i.os
         )),
-        Line::from(if i.ssh.port == 0 {
-            format!("ssh as {} once it runs", i.ssh.user)
-        } else {
-            format!("ssh {}@{} port {}", i.ssh.user, i.ssh.host, i.ssh.port)
+        Line::from(match ssh_port(i) {
+            Some(port) => format!("ssh {}@{} port {port}", i.ssh.user, i.ssh.host),
+            None => format!("ssh as {} once it runs", i.ssh.user),
         }),
         Line::from(format!(
             "created {}",

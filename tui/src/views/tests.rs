@@ -243,6 +243,21 @@ fn instance_prompts_in_the_message_line() {
 }
 
 #[test]
+fn an_image_captured_from_an_instance_says_so() {
+    let mut a = app();
+    if let Some(i) = a.images.list.items.iter_mut().find(|i| i.name == "web1") {
+        (i.template, i.build, i.template_revision) = (None, None, None);
+        i.from_instance = Some("box".into());
+        i.parent_image = Some("debian-12".into());
+    }
+    keys(&mut a, &[Key::Tab, Key::Tab]);
+    chars(&mut a, "2");
+    assert!(render(&a, 80, 24).contains("captured from instance box (of debian-12)"));
+    keys(&mut a, &[Key::Enter]);
+    assert!(render(&a, 120, 40).contains("from        captured from instance box (of debian-12)"));
+}
+
+#[test]
 fn instances_loading_none_and_on_an_older_kilnd() {
     let mut a = instances_app();
     a.instances = Default::default();
