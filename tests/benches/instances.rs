@@ -19,12 +19,7 @@ fn main() {
     let home = k.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let key = home.join("id");
-    assert!(std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
+    kiln_tests::ssh_keypair(&key);
     for (i, name) in ["cold-1", "cold-2"].iter().enumerate() {
         let t0 = Instant::now();
         let out = k.kiln(&[

@@ -212,6 +212,22 @@ impl Kilnd {
         self.kiln_cmd(args).output().unwrap()
     }
 
+    /// `kiln instance ssh NAME -i KEY -- CMD` with `HOME` at `home` (where it keeps known_hosts).
+    pub fn instance_ssh(&self, home: &Path, key: &Path, name: &str, cmd: &str) -> Output {
+        self.kiln_cmd(&[
+            "instance",
+            "ssh",
+            name,
+            "-i",
+            key.to_str().unwrap(),
+            "--",
+            cmd,
+        ])
+        .env("HOME", home)
+        .output()
+        .unwrap()
+    }
+
     pub fn kiln_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("kiln"));
         cmd.args(args)
@@ -360,6 +376,17 @@ impl Conn {
             .unwrap_or_else(|| panic!("{method} should fail: {r}"));
         (kind.to_string(), r["error"].clone())
     }
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`), without a passphrase.
+pub fn ssh_keypair(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen {}", path.display());
 }
 
 /// A valid template in its wire form, named `name`.

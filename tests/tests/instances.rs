@@ -62,20 +62,8 @@ fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value 
     }
 }
 
-/// `kiln instance ssh NAME -i KEY -- CMD` with HOME in the test dir (for its known_hosts).
 fn ssh(k: &Kilnd, home: &Path, key: &Path, name: &str, cmd: &str) -> std::process::Output {
-    k.kiln_cmd(&[
-        "instance",
-        "ssh",
-        name,
-        "-i",
-        key.to_str().unwrap(),
-        "--",
-        cmd,
-    ])
-    .env("HOME", home)
-    .output()
-    .unwrap()
+    k.instance_ssh(home, key, name, cmd)
 }
 
 #[test]
@@ -89,13 +77,7 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let home = k.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let key = home.join("id");
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@test", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    kiln_tests::ssh_keypair(&key);
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let blob = public.split_whitespace().nth(1).unwrap().to_owned();
 

@@ -249,13 +249,7 @@ fn check_isolation(w: &World) {
 fn check_instance_isolation(w: &World, home: &kiln_tests::Scratch) {
     let (alice, bob) = (&w.alice, &w.bob);
     let key = home.path.join("id");
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    ssh_keypair(&key);
     let public = key.with_extension("pub");
     std::os::unix::fs::chown(&public, Some(alice.uid), Some(alice.gid)).unwrap();
     let run = w.ok(
