@@ -1,7 +1,9 @@
-//! Instances with real VMs: run the bootstrapped base, log in with `kiln instance ssh` (the host
-//! key pinned), change it, survive a kilnd kill -9, stop it, capture it as an image, build from
-//! that image and boot the result; refusals (capture while running, deleting an image in use,
-//! another project); a VM that died while kilnd was down is listed `stopped`.
+//! Instances with real VMs: run the bootstrapped base (resuming its saved VM, then checked to be
+//! nobody's twin; another shape boots cold and says why), log in with `kiln instance ssh` (the
+//! host key pinned), change it, survive a kilnd kill -9, stop it, capture it as an image, build
+//! from that image and boot the result, start it again cold on its own disk; refusals (capture
+//! while running, deleting an image in use, another project); a VM that died while kilnd was
+//! down is listed `stopped`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -73,7 +75,8 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     };
     let mut k = Kilnd::start();
     let _vms = KillVms(k.data_dir.clone());
-    k.import_base(&base, false);
+    // With a saved VM: the first start of an instance resumes it.
+    k.import_base(&base, true);
     let home = k.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let key = home.join("id");
@@ -97,16 +100,79 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let t0 = Instant::now();
     let i = until_state(&mut c, "box", "running", Duration::from_secs(1200));
     eprintln!(
-        "instance running after {:.1} s (cold, TCG)",
-        t0.elapsed().as_secs_f64()
+        "instance running after {:.1} s (resumed, TCG): {}",
+        t0.elapsed().as_secs_f64(),
+        i["message"]
+    );
+    assert!(
+        i["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("resumed the saved VM of debian-12"),
+        "{i}"
     );
     assert_eq!(i["ssh"]["user"], "debian");
     assert_eq!(i["ssh"]["host"], "127.0.0.1");
+    check_own_identity(&k, &home, &key, "box", &public);
 
+    // A second resumed instance is not the first one's twin; another shape boots cold and
+    // says why.
+    let run = |name: &str, extra: &[&str]| {
+        let pubkey = key.with_extension("pub");
+        let mut args = vec![
+            "--json",
+            "instance",
+            "run",
+            "debian-12",
+            "--name",
+            name,
+            "--ssh-key",
+            pubkey.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        json_out(&k.kiln(&args))["instance"].clone()
+    };
+    run("twin", &[]);
+    let twin = until_state(&mut c, "twin", "running", Duration::from_secs(1200));
+    assert_ne!(twin["ssh"]["host_key"], i["ssh"]["host_key"]);
+    check_own_identity(&k, &home, &key, "twin", &public);
+    let ids: Vec<String> = ["box", "twin"]
+        .iter()
+        .map(|n| {
+            let out = ssh(&k, &home, &key, n, "cat /etc/machine-id");
+            assert!(out.status.success(), "{}", stderr(&out));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    assert_eq!(ids[0].len(), 32, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "two resumed instances share a machine-id");
+    let out = k.kiln(&["instance", "delete", "twin", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let other = run("other-shape", &["--memory-mb", "1024"]);
+    let why = other["message"].as_str().unwrap();
+    assert!(
+        why.starts_with("booted cold: the saved VM does not fit") && why.contains("1024 MB"),
+        "{other}"
+    );
+    let out = k.kiln(&["instance", "delete", "other-shape", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A resumed VM's console starts after its boot: what the guest writes to it shows.
+    let out = ssh(
+        &k,
+        &home,
+        &key,
+        "box",
+        "echo kiln-console-check | sudo tee /dev/ttyS0",
+    );
+    assert!(out.status.success(), "ssh: {}", stderr(&out));
     let out = k.kiln(&["instance", "console", "box"]);
     assert!(out.status.success(), "console: {}", stderr(&out));
     let console = String::from_utf8_lossy(&out.stdout);
-    assert!(console.contains("Linux version"), "console:\n{console}");
+    assert!(
+        console.contains("kiln-console-check"),
+        "console:\n{console}"
+    );
 
     let out = ssh(&k, &home, &key, "box", "sudo touch /etc/marker && hostname");
     assert!(out.status.success(), "ssh: {}", stderr(&out));
@@ -205,9 +271,20 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     );
 
     // Started again, then its qemu dies while kilnd is down: listed stopped after the restart.
+    // Its own disk boots cold with its own seed: the same host key, name and key.
     let out = k.kiln(&["instance", "start", "box"]);
     assert!(out.status.success(), "{}", stderr(&out));
     until_state(&mut c, "box", "running", Duration::from_secs(1200));
+    check_own_identity(&k, &home, &key, "box", &public);
+    let out = ssh(&k, &home, &key, "box", "test -f /etc/marker");
+    assert!(
+        out.status.success(),
+        "marker after a cold boot: {}",
+        stderr(&out)
+    );
+    let out = k.kiln(&["instance", "console", "box"]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(console.contains("Linux version"), "console:\n{console}");
     drop(c);
     k.kill9();
     for pid in qemus_in(&k.data_dir) {
@@ -228,6 +305,53 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     let (kind, _) = c.call_err("instance.get", json!({"name": "box"}));
     assert_eq!(kind, "not_found");
     c.call("image.delete", json!({"image": "captured"}));
+}
+
+/// What an instance resumed from a saved VM must be: its own hostname, only its pinned host key
+/// (no other type), the person's key as the default user's only key, nothing of the saved VM's
+/// key or seed (root's authorized_keys, cloud-init's cache), and the clock of now.
+fn check_own_identity(k: &Kilnd, home: &Path, key: &Path, name: &str, public: &str) {
+    let warm = k.data_dir.join("warm");
+    // The saved VM's client key and host key (the host private key is only in its seed).
+    let saved = std::fs::read_dir(&warm)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let client = std::fs::read_to_string(saved.join("client_key.pub")).unwrap();
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(saved.join("meta.json")).unwrap()).unwrap();
+    let blob = |line: &str| line.split_whitespace().nth(1).unwrap().to_owned();
+    let cmd = format!(
+        "hostname; echo ---; cat ~/.ssh/authorized_keys; echo ---; \
+         sudo cat /etc/ssh/ssh_host_*.pub; echo ---; \
+         sudo grep -rlaF -e {} -e {} /var/lib/cloud /root/.ssh /etc/ssh || true; \
+         echo ---; date +%s",
+        blob(&client),
+        blob(meta["host_public_key"].as_str().unwrap()),
+    );
+    let out = ssh(k, home, key, name, &cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parts: Vec<&str> = text.split("---\n").map(str::trim).collect();
+    assert_eq!(parts[0], name, "{text}");
+    assert_eq!(parts[1], public.trim(), "{text}");
+    let i = json_out(&k.kiln(&["--json", "instance", "show", name]))["instance"].clone();
+    let pinned = i["ssh"]["host_key"].as_str().unwrap();
+    let host_keys: Vec<&str> = parts[2].lines().collect();
+    assert_eq!(host_keys.len(), 1, "{text}");
+    assert!(host_keys[0].starts_with(pinned), "{text}");
+    assert_eq!(parts[3], "", "the saved VM's key or seed is left: {text}");
+    let guest_now: i64 = parts[4].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_now - now).abs() < 120,
+        "guest clock {guest_now}, host {now}"
+    );
 }
 
 /// Without a key kiln says where it looked.

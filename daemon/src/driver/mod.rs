@@ -126,6 +126,9 @@ pub struct KilnKey {
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {
     pub vm: VmSpec,
+    /// The image's id (a saved VM of it lets the first start resume) and name (for messages).
+    pub image_id: String,
+    pub image: String,
     pub login_key: String,
     pub hostname: String,
     pub port: Option<u16>,
@@ -139,6 +142,9 @@ pub struct InstanceStarted {
     pub port: u16,
     pub host_public_key: String,
     pub accel: &'static str,
+    /// For the instance's message: how it started ("resumed the saved VM ...", "booted cold:
+    /// WHY").
+    pub how: String,
 }
 
 /// Makes machines: build VMs (owned by kilnd, gone with it) and instances (which outlive it and
@@ -165,8 +171,8 @@ pub trait VmDriver: Send + Sync {
     /// true when there was one to end. Never touches a process that is not that machine.
     fn reap(&self, handle: &VmHandle, work_dir: &Path) -> bool;
 
-    /// Starts an instance's VM (making its disk and seed in `spec.vm.work_dir` the first time);
-    /// it runs on when kilnd stops.
+    /// Starts an instance's VM (making its disk and seed in `spec.vm.work_dir` the first time,
+    /// resuming a saved VM of the image then when the driver can); it runs on when kilnd stops.
     async fn start_instance(&self, spec: &InstanceSpec) -> Result<InstanceStarted, DriverError> {
         let _ = spec;
         Err(DriverError::Other(

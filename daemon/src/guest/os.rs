@@ -34,6 +34,25 @@ pub struct GuestOs {
     /// user's only key, reload sshd, and grow the root fs to `grow_to` bytes when given.
     pub rotate_keys:
         fn(now: i64, host_public: &str, client_public: &str, grow_to: Option<u64>) -> String,
+    /// After a resume into an instance: what [`rotate_keys`](Self::rotate_keys) does, and also
+    /// remove every other host key, the saved VM's key (`saved_public`) wherever it is
+    /// authorized, cloud-init's cached copies of the saved VM's seed, set a new machine-id and
+    /// the hostname. Nothing of the saved VM's identity is left.
+    pub take_identity: fn(&Identity) -> String,
+}
+
+/// Who a resumed instance becomes ([`GuestOs::take_identity`]).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub now: i64,
+    pub hostname: String,
+    /// "ssh-ed25519 AAAA...": the instance's pinned host key, uploaded to [`UPLOADED_HOST_KEY`].
+    pub host_public: String,
+    /// The person's key: the default user's only one.
+    pub user_public: String,
+    /// The key the saved VM authorized at its first boot.
+    pub saved_public: String,
+    pub grow_to: Option<u64>,
 }
 
 /// Where a resumed guest's new host private key is uploaded before `rotate_keys` installs it.
@@ -64,6 +83,7 @@ pub static DEBIAN: GuestOs = GuestOs {
     fetch: curl_fetch,
     remove_kiln_keys: bash_remove_kiln_keys,
     rotate_keys: debian_rotate_keys,
+    take_identity: debian_take_identity,
 };
 
 const DEBIAN_DEPROVISION: &str = r#"set -e
@@ -129,6 +149,43 @@ fn debian_rotate_keys(
          {grow}",
         host_pub = shell_quote(host_public),
         client_pub = shell_quote(client_public.trim()),
+    )
+}
+
+fn debian_take_identity(who: &Identity) -> String {
+    let blob = who
+        .saved_public
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("no-saved-key");
+    let grow = who
+        .grow_to
+        .map_or(String::new(), |want| format!("want={want}\n{GROW_ROOT}"));
+    format!(
+        r#"set -e
+sudo date -u -s @{now} >/dev/null
+sudo rm -f /etc/ssh/ssh_host_*
+sudo install -m 600 -o root -g root {UPLOADED_HOST_KEY} /etc/ssh/ssh_host_ed25519_key
+rm -f {UPLOADED_HOST_KEY}
+echo {host_pub} | sudo tee /etc/ssh/ssh_host_ed25519_key.pub >/dev/null
+umask 077; mkdir -p ~/.ssh; echo {user_pub} > ~/.ssh/authorized_keys
+for f in /root/.ssh/authorized_keys /root/.ssh/authorized_keys2; do
+  if sudo test -f "$f"; then sudo sed -i "\|{blob}|d" "$f"; fi
+done
+sudo grep -rlaF -e 'OPENSSH PRIVATE KEY' -e {blob_q} /var/lib/cloud 2>/dev/null | sudo xargs -r rm -f
+sudo rm -f /etc/machine-id /var/lib/dbus/machine-id
+sudo systemd-machine-id-setup >/dev/null 2>&1
+old=$(hostname)
+echo {host} | sudo tee /etc/hostname >/dev/null
+sudo hostname {host}
+sudo sed -i "s/\b$old\b/"{host}/g /etc/hosts
+sudo systemctl reload ssh
+{grow}"#,
+        now = who.now,
+        host_pub = shell_quote(&who.host_public),
+        user_pub = shell_quote(who.user_public.trim()),
+        blob_q = shell_quote(blob),
+        host = shell_quote(&who.hostname),
     )
 }
 

@@ -154,8 +154,22 @@ impl Instances {
             let alive = handle
                 .as_ref()
                 .is_some_and(|h| self.driver.instance_running(h, &rec.work_dir));
+            let unrecorded = rec.vm.is_none();
             let i = &mut rec.instance;
             match (alive, i.state) {
+                (_, InstanceState::Starting) if unrecorded => {
+                    // kilnd died before it recorded the VM it was starting (a resume may be
+                    // half done): end that VM; a start begins again.
+                    if let Some(h) = &handle {
+                        self.driver.reap(h, &rec.work_dir);
+                    }
+                    i.state = InstanceState::Failed;
+                    i.message = format!(
+                        "kilnd stopped while starting it; `kiln instance start {}` starts it again",
+                        i.name
+                    );
+                    self.save(&rec)?;
+                }
                 (true, InstanceState::Stopping) => {
                     // kilnd died during the stop: finish it.
                     let instances = self.clone();
@@ -302,6 +316,8 @@ impl Instances {
                 user: i.ssh.user.clone(),
                 os,
             },
+            image_id: i.image_id.clone(),
+            image: i.image.clone(),
             login_key: rec.ssh_public_key.clone(),
             hostname: i.name.clone(),
             port: (i.ssh.port != 0).then_some(i.ssh.port),
@@ -316,7 +332,7 @@ impl Instances {
         i.ssh.host_key = started.host_public_key;
         i.state = InstanceState::Starting;
         i.started_at = Some(Utc::now());
-        i.message = format!("started under {}", started.accel);
+        i.message = started.how;
         let (project, name) = (i.project.clone(), i.name.clone());
         rec.vm = Some(started.handle);
         self.save(rec)?;

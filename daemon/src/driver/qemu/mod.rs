@@ -10,6 +10,7 @@ mod instance;
 mod prepare;
 mod qmp;
 mod ready;
+mod resume;
 pub mod seed;
 mod serial;
 mod stale;
@@ -125,7 +126,7 @@ impl VmDriver for QemuDriver {
     }
 
     async fn start_instance(&self, spec: &InstanceSpec) -> Result<InstanceStarted, DriverError> {
-        instance::start(spec, &self.accel).await
+        instance::start(spec, &self.accel, &self.warm).await
     }
 
     fn instance_running(&self, handle: &VmHandle, work_dir: &Path) -> bool {

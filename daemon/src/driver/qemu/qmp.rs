@@ -69,6 +69,19 @@ async fn execute_inner(socket: &Path, command: &str, arguments: Value) -> Result
     Err("no reply".into())
 }
 
+/// Whether a `query-migrate` reply says the migration is done: `Ok(false)` while it runs,
+/// `Err` with QEMU's reason when it failed.
+pub(crate) fn migration_done(reply: &Value) -> Result<bool, String> {
+    match reply["status"].as_str().unwrap_or("none") {
+        "completed" => Ok(true),
+        "failed" | "cancelled" => Err(reply["error-desc"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_owned()),
+        _ => Ok(false),
+    }
+}
+
 async fn next_message(
     lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
 ) -> Result<Value, String> {

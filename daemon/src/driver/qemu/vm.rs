@@ -143,16 +143,15 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         loop {
             let reply = self.qmp("query-migrate", Value::Null).await?;
-            match reply["status"].as_str().unwrap_or("none") {
-                "completed" => return Ok(()),
-                "failed" | "cancelled" => {
+            match qmp::migration_done(&reply) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(why) => {
                     return Err(self.qmp_error(format!(
-                        "{doing} failed: {} (qemu stderr: {})",
-                        reply["error-desc"].as_str().unwrap_or("no reason given"),
+                        "{doing} failed: {why} (qemu stderr: {})",
                         tail_lines(&self.stderr_file, 5)
                     )))
                 }
-                _ => {}
             }
             if Instant::now() >= deadline {
                 return Err(self.qmp_error(format!(

@@ -91,7 +91,7 @@ impl WarmState {
     pub fn misfit(&self, cpus: u32, memory_mb: u32) -> Option<String> {
         if (cpus, memory_mb) != (self.meta.cpus, self.meta.memory_mb) {
             return Some(format!(
-                "the template asks for {cpus} vCPUs and {memory_mb} MB, the saved VM has {} and {}",
+                "{cpus} vCPUs and {memory_mb} MB asked for, the saved VM has {} and {}",
                 self.meta.cpus, self.meta.memory_mb
             ));
         }
