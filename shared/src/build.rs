@@ -140,6 +140,10 @@ pub struct Build {
     pub revision: u64,
     pub image_name: String,
     pub base_image: String,
+    /// The base image's name when the build was queued; for a gallery source, the version
+    /// `latest` (or the pinned version) resolved to: `GALLERY/IMAGE:1.0.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image_name: Option<String>,
     pub state: BuildState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_state: Option<SubState>,

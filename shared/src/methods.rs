@@ -109,6 +109,13 @@ methods! {
     InstanceDelete = "instance.delete" (p::InstanceParams) -> Empty;
     /// Then [`p::LogNote`]s of its serial console and one [`p::LogEnd`] on the subscription.
     InstanceConsole = "instance.console" (p::InstanceConsoleParams) -> b::SubReply;
+    GalleryCreate = "gallery.create" (p::GalleryCreateParams) -> p::GalleryReply;
+    GalleryList = "gallery.list" (Empty) -> p::GalleryList;
+    GalleryGet = "gallery.get" (p::GalleryParams) -> p::GalleryReply;
+    /// Refused while it holds versions, unless `recursive`.
+    GalleryDelete = "gallery.delete" (p::GalleryDeleteParams) -> Empty;
+    GalleryImageCreate = "gallery.image.create" (p::GalleryImageCreateParams) -> p::GalleryReply;
+    GalleryImageList = "gallery.image.list" (p::GalleryParams) -> p::GalleryImageList;
     ProjectList = "project.list" (Empty) -> p::ProjectList;
     DaemonStatus = "daemon.status" (Empty) -> p::DaemonStatus;
 }

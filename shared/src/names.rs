@@ -138,3 +138,54 @@ mod tests {
         assert!(e.len() < 200 && e.contains("300 bytes"), "{e}");
     }
 }
+
+/// A gallery image version, `MAJOR.MINOR.PATCH`: digits only, no leading zeros (one spelling
+/// per version), each part fitting in 32 bits. Ordered as numbers.
+pub fn gallery_version(s: &str) -> Option<[u32; 3]> {
+    let mut out = [0u32; 3];
+    let mut parts = s.split('.');
+    for slot in &mut out {
+        let p = parts.next()?;
+        if p.is_empty()
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || (p.len() > 1 && p.starts_with('0'))
+        {
+            return None;
+        }
+        *slot = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// `GALLERY/IMAGE` split in two, when `s` is one (a template source or `--base-image` naming a
+/// gallery image; a version may follow as `:1.2.3`).
+pub fn gallery_image(s: &str) -> Option<(&str, &str)> {
+    let (gallery, image) = s.split_once('/')?;
+    Some((gallery, image.split_once(':').map_or(image, |(i, _)| i)))
+}
+
+#[cfg(test)]
+mod gallery_tests {
+    use super::*;
+
+    #[test]
+    fn versions_have_one_spelling_and_order_as_numbers() {
+        assert_eq!(gallery_version("1.2.3"), Some([1, 2, 3]));
+        assert!(gallery_version("1.10.0") > gallery_version("1.9.9"));
+        for bad in [
+            "",
+            "1.2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.-2.3",
+            "a.b.c",
+            "1.2.4294967296",
+            "1..3",
+        ] {
+            assert_eq!(gallery_version(bad), None, "{bad}");
+        }
+        assert_eq!(gallery_image("web/app"), Some(("web", "app")));
+        assert_eq!(gallery_image("web/app:1.0.0"), Some(("web", "app")));
+        assert_eq!(gallery_image("debian-12"), None);
+    }
+}

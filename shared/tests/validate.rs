@@ -165,12 +165,32 @@ fn every_rule() {
     check(r#"source.image = """#, &["source.image"]);
     check(r#"source.image = "   ""#, &["source.image"]);
     check("-source", &["source.image"]);
-    check(r#"source.image = "team/web-base-2024""#, &["source.image"]);
+    // GALLERY/IMAGE names a gallery image; both parts follow the name rule.
+    check(r#"source.image = "team/web-base-2024""#, &[]);
+    check(r#"source.image = "team/-x""#, &["source.image"]);
+    check(r#"source.image = "team/a/b""#, &["source.image"]);
+    check(
+        "source.image = \"team/web\"\nsource.version = \"1.2\"",
+        &["source.version"],
+    );
+    check(
+        "source.image = \"team/web\"\nsource.version = \"1.2.0\"",
+        &[],
+    );
     check(r#"source.image = "img-0123456789abcdef""#, &[]);
     check(r#"source.image = "web-base\u200B""#, &["source.image"]);
     check(r#"source.image = "-x""#, &["source.image"]);
     check(r#"source.version = """#, &["source.version"]);
-    check(r#"source.version = "2024.06.1""#, &[]);
+    // A plain image has one version: pinning one would be ignored, so it is refused.
+    check(r#"source.version = "2024.06.1""#, &["source.version"]);
+    check(
+        "source.image = \"team/web\"\nsource.version = \"2024.6.1\"",
+        &[],
+    );
+    check(
+        "source.image = \"team/web\"\nsource.version = \"2024.06.1\"",
+        &["source.version"],
+    );
     check(r#"source.version = "1.0 beta""#, &["source.version"]);
 
     // vm
@@ -633,7 +653,15 @@ fn every_rule() {
         &["applications[0]", "applications[1]"],
     );
     check(&format!("os = \"debian-{}\"", "1".repeat(58)), &["os"]);
-    check(&format!("source.version = {:?}", a(64)), &[]);
+    // A gallery version's parts fit in 32 bits; one long bad version is one violation.
+    check(
+        "source.image = \"g/i\"\nsource.version = \"4294967295.4294967295.4294967295\"",
+        &[],
+    );
+    check(
+        "source.image = \"g/i\"\nsource.version = \"4294967296.0.0\"",
+        &["source.version"],
+    );
     check(
         &format!("source.version = {:?}", a(65)),
         &["source.version"],

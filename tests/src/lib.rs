@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 pub mod base_image;
 pub mod fake_driver;
 pub mod image_scan;
+pub mod in_process;
 
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::builds::{self, FollowUp, Sink};
 use super::events;
+use super::galleries;
 use super::images::{self, Progress};
 use super::instances;
 use crate::access::{Access, Peer};
@@ -328,6 +329,34 @@ impl Daemon {
                     instances::console(self, p, i, sink, follow_up)
                 })
                 .await
+            }
+            Name::GalleryCreate => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryCreate, _>(params, |i| galleries::create(self, &who, i)).await
+            }
+            Name::GalleryList => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryList, _>(params, |_| galleries::list(self, &who)).await
+            }
+            Name::GalleryGet => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryGet, _>(params, |i| galleries::get(self, &who, i)).await
+            }
+            Name::GalleryDelete => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryDelete, _>(params, |i| galleries::delete(self, &who, i)).await
+            }
+            Name::GalleryImageCreate => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryImageCreate, _>(params, |i| {
+                    galleries::image_create(self, &who, i)
+                })
+                .await
+            }
+            Name::GalleryImageList => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryImageList, _>(params, |i| galleries::image_list(self, &who, i))
+                    .await
             }
             Name::ProjectList => {
                 serve::<m::ProjectList, _>(params, |_| self.project_list(peer)).await

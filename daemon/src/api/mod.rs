@@ -4,6 +4,7 @@ mod builds;
 mod conn;
 mod dispatch;
 mod events;
+mod galleries;
 mod images;
 mod instances;
 mod socket;

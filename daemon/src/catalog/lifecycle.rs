@@ -268,11 +268,14 @@ impl Catalog {
             .ok_or_else(|| CatalogError::Conflict("image changed owner meanwhile".into()))
     }
 
-    /// Stores the row of a new image (state `creating`) after `check` accepted the rows there.
+    /// Stores the row of a new image (state `creating`) after `check` accepted the rows there
+    /// (it may complete the record from them: a gallery version's number; never its id or path).
     pub(super) async fn begin(
         &self,
         record: ImageRecord,
-        check: impl FnOnce(&[ImageRecord]) -> Result<(), CatalogError> + Send + 'static,
+        check: impl FnOnce(&[ImageRecord], &mut ImageRecord) -> Result<(), CatalogError>
+            + Send
+            + 'static,
     ) -> Result<Creation<'_>, CatalogError> {
         let store = self.store.clone();
         let row = record.clone();
@@ -285,18 +288,21 @@ impl Catalog {
         };
         let abandoned = creation.abandoned.clone();
         let inserted = blocking(move || {
-            store.insert_image_checked(&row, check)?;
+            let stored = store.insert_image_checked(&row, check)?;
             if abandoned.load(Ordering::SeqCst) {
                 let _ = store.delete_image(&row.id);
             }
-            Ok(())
+            Ok(stored)
         })
         .await;
         let mut creation = creation;
-        if let Err(e) = inserted {
-            // Nothing was stored: no row or file to remove.
-            creation.done = true;
-            return Err(e);
+        match inserted {
+            Ok(stored) => creation.record = stored,
+            Err(e) => {
+                // Nothing was stored: no row or file to remove.
+                creation.done = true;
+                return Err(e);
+            }
         }
         tracing::info!(image = %creation.record.id, name = %creation.record.name, "creating image");
         Ok(creation)

@@ -15,6 +15,7 @@
 
 mod access;
 pub(crate) mod files;
+mod galleries;
 mod lease;
 mod lifecycle;
 mod names;
@@ -36,6 +37,7 @@ use crate::tool::ToolError;
 pub use crate::store::{ImageRecord, State};
 pub use access::{is_admin, Requester};
 pub use files::sha256_file;
+pub use galleries::VersionTarget;
 pub use lease::ImageLease;
 pub use produce::publish::PublishMeta;
 
@@ -220,16 +222,28 @@ impl Catalog {
         self.dir.join(format!("{id}.qcow2"))
     }
 
-    /// The id of the available image `key` names for `project`, checked to be of `os`: what a
-    /// build pins as its base when it is queued. (Blocking: it reads the store.)
-    pub fn resolve_base(&self, project: &str, key: &str, os: &str) -> Result<String, CatalogError> {
-        let r = self
-            .store
-            .find_image(project, key)?
-            .ok_or_else(|| CatalogError::NotFound {
-                project: project.to_string(),
-                image: key.to_string(),
-            })?;
+    /// The available image `key` names for `project`, checked to be of `os`: what a build pins
+    /// as its base when it is queued. `key` is an image's id or name, a gallery version
+    /// `GALLERY/IMAGE:1.2.3`, or a gallery image `GALLERY/IMAGE` at `version` ("latest": the
+    /// highest available version not excluded from latest, resolved now). (Blocking: it reads
+    /// the store.)
+    pub fn resolve_base(
+        &self,
+        project: &str,
+        key: &str,
+        version: &str,
+        os: &str,
+    ) -> Result<ImageRecord, CatalogError> {
+        let found = match key.split_once('/') {
+            Some((_, rest)) if !rest.contains(':') => {
+                Some(self.resolve_version(project, key, version)?)
+            }
+            _ => self.store.find_image(project, key)?,
+        };
+        let r = found.ok_or_else(|| CatalogError::NotFound {
+            project: project.to_string(),
+            image: key.to_string(),
+        })?;
         if r.state != State::Available {
             return Err(CatalogError::Conflict(format!(
                 "base image {} ({}) is {}; only available images can be built from",
@@ -244,6 +258,6 @@ impl Catalog {
                 r.name, r.id, r.os
             )));
         }
-        Ok(r.id)
+        Ok(r)
     }
 }

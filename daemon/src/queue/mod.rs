@@ -208,14 +208,19 @@ impl Queue {
             .get_template(project, &params.template, None)
             .map_err(QueueError::Template)?;
         let template = record.template;
-        let base_name = params
-            .base_image
-            .clone()
-            .unwrap_or_else(|| template.source.image.clone());
+        // `--base-image` names one image (a gallery image without a version is its latest);
+        // the template's source may pin a gallery version.
+        let (base_name, version) = match &params.base_image {
+            Some(b) => (b.clone(), "latest"),
+            None => (
+                template.source.image.clone(),
+                template.source.version.as_str(),
+            ),
+        };
         // The base image must exist, be visible to the project and match the template's OS.
         let base = self
             .catalog
-            .resolve_base(project, &base_name, &template.os)
+            .resolve_base(project, &base_name, version, &template.os)
             .map_err(QueueError::Base)?;
         let id = self.store.next_build_id()?;
         let plan = plan::plan(&template, &AppCatalog::builtin());
@@ -225,7 +230,8 @@ impl Queue {
             template: template.name.clone(),
             revision: record.revision,
             image_name: params.image_name,
-            base_image: base,
+            base_image: base.id,
+            base_image_name: Some(base.name),
             state: BuildState::Queued,
             sub_state: None,
             step: None,

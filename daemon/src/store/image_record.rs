@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use kiln_shared::protocol::{ImageInfo, ImageState, Visibility};
+use kiln_shared::protocol::{GalleryRef, ImageInfo, ImageState, Visibility};
 use serde::{Deserialize, Serialize};
 
 /// Where a stored image is in its life.
@@ -74,6 +74,9 @@ pub struct ImageRecord {
     pub parent_image: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// A gallery version: where it sits (its name is then `GALLERY/IMAGE:VERSION`).
+    #[serde(default)]
+    pub gallery: Option<GalleryRef>,
 }
 
 impl ImageRecord {
@@ -100,6 +103,7 @@ impl ImageRecord {
             from_instance: None,
             parent_image: None,
             description: None,
+            gallery: None,
         }
     }
 
@@ -145,6 +149,7 @@ impl ImageRecord {
             parent_image: self.parent_image.clone(),
             description: self.description.clone(),
             warm: None,
+            gallery: self.gallery.clone(),
         })
     }
 

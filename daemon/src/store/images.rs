@@ -18,25 +18,27 @@ impl Store {
         tx.commit().map_err(db_err)
     }
 
-    /// Inserts `record` after `check` accepted the images stored so far, in one transaction, so
-    /// two concurrent inserts cannot both pass a uniqueness check. An error from `check` stores
-    /// nothing.
+    /// Inserts `record` after `check` accepted the images stored so far (and perhaps completed
+    /// the record from them, as a gallery version takes its number), in one transaction, so two
+    /// concurrent inserts cannot both pass a uniqueness check. An error from `check` stores
+    /// nothing. Returns the record as stored.
     pub fn insert_image_checked<E: From<StoreError>>(
         &self,
         record: &ImageRecord,
-        check: impl FnOnce(&[ImageRecord]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        check: impl FnOnce(&[ImageRecord], &mut ImageRecord) -> Result<(), E>,
+    ) -> Result<ImageRecord, E> {
         let tx = self.db.begin_write().map_err(db_err)?;
+        let mut record = record.clone();
         {
             let mut table = tx.open_table(IMAGES).map_err(db_err)?;
             let existing = all_images(&table)?;
-            check(&existing)?;
+            check(&existing, &mut record)?;
             table
-                .insert(record.id.as_str(), encode(record).as_slice())
+                .insert(record.id.as_str(), encode(&record).as_slice())
                 .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(())
+        Ok(record)
     }
 
     pub fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, StoreError> {
@@ -215,7 +217,7 @@ mod tests {
         let (_d, s) = store();
         s.put_image(&image("a", "web", Some("p"))).unwrap();
         let dup = image("b", "web", Some("p"));
-        let r: Result<(), StoreError> = s.insert_image_checked(&dup, |existing| {
+        let r: Result<ImageRecord, StoreError> = s.insert_image_checked(&dup, |existing, _| {
             if existing.iter().any(|e| e.name == dup.name) {
                 Err(StoreError::Corrupt {
                     what: "dup".into(),

@@ -1,14 +1,17 @@
-//! The redb store: templates with their revisions, projects, builds and images; the schema version.
+//! The redb store: templates with their revisions, projects, builds, images, instances and
+//! galleries; the schema version.
 //!
 //! Values are JSON documents of the records below (internal types, not wire types). Every write is
 //! one redb transaction, so a daemon killed at any moment leaves either the old or the new state.
 
 mod builds;
+mod galleries;
 mod image_record;
 mod images;
 mod instances;
 
 pub use builds::BuildRecord;
+pub use galleries::{DefinitionRecord, GalleryRecord, GALLERIES};
 pub use image_record::{ImageRecord, State};
 pub use instances::{InstanceRecord, INSTANCES};
 
@@ -170,6 +173,7 @@ impl Store {
             tx.open_table(BUILDS).map_err(db_err)?;
             tx.open_table(IMAGES).map_err(db_err)?;
             tx.open_table(INSTANCES).map_err(db_err)?;
+            tx.open_table(GALLERIES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }

@@ -90,6 +90,9 @@ pub struct ImageInfo {
     /// The saved, booted VM builds from this image resume from (warm start), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmInfo>,
+    /// A gallery version (`name` is then `GALLERY/IMAGE:VERSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gallery: Option<super::GalleryRef>,
 }
 
 /// A base image's saved VM: builds with the same vCPUs and memory start from it in seconds.

@@ -6,6 +6,7 @@
 mod daemon;
 mod envelope;
 mod error;
+mod galleries;
 mod images;
 mod instances;
 mod notices;
@@ -14,6 +15,7 @@ mod templates;
 pub use daemon::*;
 pub use envelope::*;
 pub use error::*;
+pub use galleries::*;
 pub use images::*;
 pub use instances::*;
 pub use notices::*;

@@ -10,17 +10,8 @@ use super::{
 };
 use crate::template::Distribute;
 
-/// A gallery image version: `MAJOR.MINOR.PATCH`, digits only, no leading zeros (so that each
-/// version has one spelling), each part fitting in 32 bits.
 fn is_semver(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && (p.len() == 1 || !p.starts_with('0'))
-                && p.parse::<u32>().is_ok()
-        })
+    crate::names::gallery_version(s).is_some()
 }
 
 pub(super) fn check_distribute(targets: &[Distribute], r: &mut Report) {

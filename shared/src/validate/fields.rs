@@ -219,8 +219,36 @@ pub(super) fn check_source(template: &Template, r: &mut Report) {
             "source.image",
             "required: a public image such as \"debian-12\", or a private or shared image name",
         );
+    } else if let Some((gallery, image)) = source.image.split_once('/') {
+        for (part, what) in [(gallery, "its gallery"), (image, "its gallery image")] {
+            if let Err(e) = crate::names::check(part) {
+                r.add("source.image", format!("{what}: {e}"));
+            }
+        }
+        if source.version != "latest" && crate::names::gallery_version(&source.version).is_none() {
+            r.add(
+                "source.version",
+                format!(
+                    "{} is not a gallery version: use \"latest\" or MAJOR.MINOR.PATCH such as \"1.0.2\"",
+                    excerpt(&source.version)
+                ),
+            );
+        }
+        return;
     } else {
         check_name_at(&source.image, "source.image", r);
+        if source.version != "latest" && !source.version.is_empty() {
+            r.add(
+                "source.version",
+                format!(
+                    "{} pins a version, but {} is a plain image (one version); versions belong to \
+                     gallery images: image = \"GALLERY/IMAGE\"",
+                    excerpt(&source.version),
+                    excerpt(&source.image)
+                ),
+            );
+            return;
+        }
     }
     if source.version.len() > MAX_VERSION_BYTES {
         r.add(

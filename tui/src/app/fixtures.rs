@@ -60,6 +60,7 @@ pub fn build(id: u64, template: &str, state: BuildState) -> Build {
         revision: 2,
         image_name: format!("{template}-{id}"),
         base_image: "debian-12".into(),
+        base_image_name: None,
         state,
         sub_state: running.then_some(SubState::Customizing),
         step: (running || state == BuildState::Failed).then_some(1),
@@ -307,6 +308,7 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         parent_image: None,
         description: None,
         warm: None,
+        gallery: None,
     }
 }
 

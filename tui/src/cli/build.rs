@@ -354,7 +354,13 @@ pub fn show_text(b: &Build) -> String {
         format!("{} revision {}", b.template, b.revision),
     );
     row("image", b.image_name.clone());
-    row("base", b.base_image.clone());
+    row(
+        "base",
+        match &b.base_image_name {
+            Some(name) => format!("{name} ({})", b.base_image),
+            None => b.base_image.clone(),
+        },
+    );
     row("state", state_text(b));
     if !b.message.is_empty() {
         row("message", b.message.clone());

@@ -562,6 +562,7 @@ mod tests {
             parent_image: None,
             description: None,
             warm: None,
+            gallery: None,
         }
     }
 

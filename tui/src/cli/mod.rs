@@ -4,6 +4,7 @@
 pub mod build;
 pub mod daemon;
 pub mod editor;
+pub mod gallery;
 pub mod image;
 pub mod instance;
 pub mod output;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Run images as VMs, log in, stop, start and delete them
     #[command(subcommand)]
     Instance(instance::InstanceCommand),
+    /// Galleries: image definitions (GALLERY/IMAGE) and their numbered versions
+    #[command(subcommand)]
+    Gallery(gallery::GalleryCommand),
     /// Ask kilnd about itself
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
@@ -220,6 +224,7 @@ pub fn run(settings: &Settings, command: Command) -> ExitCode {
         Command::Image(cmd) => block_on(image::run(settings, cmd)),
         Command::Build(cmd) => block_on(build::run(settings, cmd)),
         Command::Instance(cmd) => block_on(instance::run(settings, cmd)),
+        Command::Gallery(cmd) => block_on(gallery::run(settings, cmd)),
         Command::Daemon(cmd) => block_on(daemon::run(settings, cmd)),
         Command::Project(cmd) => block_on(project::run(settings, cmd)),
     });

@@ -113,7 +113,10 @@ fn detail_lines<'a>(app: &App, b: &'a Build) -> Vec<Line<'a>> {
             Span::styled(format!("Build {} ", b.id), t.header()),
             Span::raw(format!(
                 "{} rev {} → image {} (base {})",
-                b.template, b.revision, b.image_name, b.base_image
+                b.template,
+                b.revision,
+                b.image_name,
+                b.base_image_name.as_deref().unwrap_or(&b.base_image)
             )),
         ]),
         Line::from(vec![

@@ -140,7 +140,7 @@ impl Catalog {
 
         let id = new_id();
         let record = ImageRecord::new(&id, os, os, None, self.image_path(&id));
-        let creation = self.begin(record, |_| Ok(())).await?;
+        let creation = self.begin(record, |_, _| Ok(())).await?;
         let script = self.dir.join(format!("{}{id}.sh", files::SCRIPT_PREFIX));
         let written = self.dir.join(format!("{id}.bootstrap{}", files::PARTIAL));
         let script_text = recipe.script;

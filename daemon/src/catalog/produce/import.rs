@@ -59,7 +59,7 @@ impl Catalog {
         let record = ImageRecord::new(&id, name, os, owner.as_deref(), self.image_path(&id));
         let check_record = record.clone();
         let creation = self
-            .begin(record, move |existing| {
+            .begin(record, move |existing, _| {
                 match existing.iter().find(|e| {
                     e.is_live() && e.name == check_record.name && e.same_scope(&check_record)
                 }) {

@@ -62,7 +62,7 @@ impl Catalog {
         record.shared_with.retain(|p| p != &meta.project);
         record.shared_with.sort();
         record.shared_with.dedup();
-        let creation = self.begin(record, |_| Ok(())).await?;
+        let creation = self.begin(record, |_, _| Ok(())).await?;
         let written = files::partial_of(&creation.record.path);
         qemu_img::convert(source, "qcow2", qemu_img::Format::Qcow2Zstd, &written).await?;
         let record = creation.finish(&written).await?;
@@ -90,7 +90,7 @@ impl Catalog {
             min_disk_gb: u64::from(template.min_disk_gb),
             share_with: Vec::new(),
             from_instance: None,
-            parent_image: None,
+            parent_image: Some(build.base_image.clone()),
             description: None,
         };
         self.publish(source, meta).await

@@ -66,8 +66,42 @@ impl Run {
                         })
                         .map_err(|e| e.to_string())
                 }
-                Distribute::Gallery { .. } => {
-                    Err("gallery targets are not supported yet".to_string())
+                Distribute::Gallery {
+                    gallery,
+                    image,
+                    version,
+                    exclude_from_latest,
+                    share_with,
+                    ..
+                } => {
+                    self.log.kiln(&format!(
+                        "distribute {name}: version {version} of gallery image {gallery}/{image} (zstd qcow2)"
+                    ));
+                    let target = crate::catalog::VersionTarget {
+                        gallery: gallery.clone(),
+                        image: image.clone(),
+                        version: version.clone(),
+                        exclude_from_latest: *exclude_from_latest,
+                        share_with: share_with.clone(),
+                    };
+                    self.queue
+                        .catalog
+                        .publish_version(&overlay, &self.rec.build, template, target)
+                        .await
+                        .map(|img| {
+                            self.log
+                                .kiln(&format!("distribute {name}: published {}", img.name));
+                            RunOutput {
+                                run_output_name: name.clone(),
+                                kind: "gallery".into(),
+                                artifact_id: img.id,
+                                path: img.path,
+                                size: img.file_size,
+                                sha256: img.sha256,
+                                error: None,
+                            }
+                        })
+                        .map_err(|e| e.to_string())
                 }
             };
             let output = match result {

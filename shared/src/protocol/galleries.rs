@@ -1,0 +1,103 @@
+//! Galleries on the wire (`gallery.*`): a project's galleries, the image definitions in them
+//! (`GALLERY/IMAGE`, with an OS) and their numbered versions (`GALLERY/IMAGE:1.2.3`), each
+//! version an image of the catalog.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ImageState;
+
+/// A gallery as `gallery.get` returns it: its definitions, each with its versions (highest
+/// first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gallery {
+    pub name: String,
+    pub project: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub images: Vec<GalleryImage>,
+}
+
+/// An image definition: `GALLERY/IMAGE`, the OS its versions are of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryImage {
+    pub name: String,
+    pub os: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub versions: Vec<GalleryVersion>,
+    /// The version `latest` resolves to now (the highest one available and not excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
+}
+
+/// One version: an image of the catalog named `GALLERY/IMAGE:VERSION`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryVersion {
+    pub version: String,
+    pub image_id: String,
+    pub state: ImageState,
+    #[serde(default)]
+    pub exclude_from_latest: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
+    #[serde(default)]
+    pub file_size: u64,
+    #[serde(default)]
+    pub sha256: String,
+}
+
+/// Where an image sits in a gallery (`ImageInfo::gallery`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GalleryRef {
+    pub gallery: String,
+    pub image: String,
+    pub version: String,
+    #[serde(default)]
+    pub exclude_from_latest: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryCreateParams {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryParams {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryDeleteParams {
+    pub name: String,
+    /// Also delete every version in it (without it, a gallery holding versions is refused).
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+/// `gallery.image.create`: `image` is `GALLERY/IMAGE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryImageCreateParams {
+    pub image: String,
+    pub os: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryReply {
+    pub gallery: Gallery,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryList {
+    pub galleries: Vec<Gallery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryImageList {
+    pub images: Vec<GalleryImage>,
+}

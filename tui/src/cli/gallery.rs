@@ -1,0 +1,219 @@
+//! `kiln gallery ...`: a project's galleries, their image definitions (`GALLERY/IMAGE`) and
+//! versions (`GALLERY/IMAGE:1.2.3`, published by builds with a `gallery` target).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use kiln_shared::methods as m;
+use kiln_shared::protocol::{
+    Gallery, GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams, GalleryParams,
+};
+
+use super::output::{self, local_time, Align, Column, Table};
+use super::{call, check_name, CmdResult, Failure, Settings};
+
+#[derive(Debug, Subcommand)]
+pub enum GalleryCommand {
+    /// Create a gallery in the project
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the project's galleries
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show a gallery: its image definitions and every version (highest first)
+    Show { name: String },
+    /// Delete a gallery (one holding versions only with --recursive, which deletes them)
+    #[command(visible_alias = "rm")]
+    Delete {
+        name: String,
+        #[arg(long)]
+        recursive: bool,
+        /// Do not ask for confirmation (needed with --recursive when stdin is not a terminal)
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Image definitions: `GALLERY/IMAGE`, of one OS
+    #[command(subcommand)]
+    Image(GalleryImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GalleryImageCommand {
+    /// Define GALLERY/IMAGE for images of OS (a build targeting it defines it too)
+    Create {
+        /// GALLERY/IMAGE
+        image: String,
+        #[arg(long)]
+        os: String,
+    },
+    /// List a gallery's image definitions with their latest version
+    #[command(visible_alias = "ls")]
+    List { gallery: String },
+}
+
+pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
+    let client = settings.connect().await?;
+    match command {
+        GalleryCommand::Create { name, description } => {
+            check_name("the gallery name", &name)?;
+            let params = GalleryCreateParams { name, description };
+            let (value, reply) = call::<m::GalleryCreate>(&client, &params).await?;
+            print_or(settings, &value, || {
+                format!("created gallery {}", reply.gallery.name)
+            });
+        }
+        GalleryCommand::List => {
+            let (value, list) = call::<m::GalleryList>(&client, &m::Empty {}).await?;
+            if settings.json {
+                output::print_json(&value);
+            } else {
+                output::print_table(&table(&list.galleries));
+            }
+        }
+        GalleryCommand::Show { name } => {
+            let (value, reply) = call::<m::GalleryGet>(&client, &GalleryParams { name }).await?;
+            if settings.json {
+                output::print_json(&value);
+            } else {
+                output::print(&details(&reply.gallery));
+            }
+        }
+        GalleryCommand::Delete {
+            name,
+            recursive,
+            yes,
+        } => {
+            if recursive && !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Failure::usage(format!(
+                        "not deleting gallery {name} with its versions: stdin is not a terminal \
+                         to confirm on; pass --yes"
+                    )));
+                }
+                let question = format!("Delete gallery {name} and every version in it? [y/N] ");
+                if !output::confirm(&question)? {
+                    return Err(Failure::new(
+                        "declined",
+                        format!("gallery {name} not deleted"),
+                    ));
+                }
+            }
+            let params = GalleryDeleteParams {
+                name: name.clone(),
+                recursive,
+            };
+            let (value, _) = call::<m::GalleryDelete>(&client, &params).await?;
+            print_or(settings, &value, || format!("deleted gallery {name}"));
+        }
+        GalleryCommand::Image(GalleryImageCommand::Create { image, os }) => {
+            let params = GalleryImageCreateParams {
+                image: image.clone(),
+                os,
+            };
+            let (value, _) = call::<m::GalleryImageCreate>(&client, &params).await?;
+            print_or(settings, &value, || {
+                format!("created gallery image {image}")
+            });
+        }
+        GalleryCommand::Image(GalleryImageCommand::List { gallery }) => {
+            let params = GalleryParams { name: gallery };
+            let (value, reply) = call::<m::GalleryImageList>(&client, &params).await?;
+            if settings.json {
+                output::print_json(&value);
+            } else {
+                let mut t = Table::new(vec![
+                    Column::flexible("IMAGE", 8),
+                    Column::fixed("OS", Align::Left),
+                    Column::fixed("VERSIONS", Align::Right),
+                    Column::fixed("LATEST", Align::Left),
+                ]);
+                for i in &reply.images {
+                    t.push(vec![
+                        i.name.clone(),
+                        i.os.clone(),
+                        i.versions.len().to_string(),
+                        i.latest.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                output::print_table(&t);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_or(settings: &Settings, value: &serde_json::Value, line: impl FnOnce() -> String) {
+    if settings.json {
+        output::print_json(value);
+    } else {
+        output::println(&line());
+    }
+}
+
+fn table(galleries: &[Gallery]) -> Table {
+    let mut t = Table::new(vec![
+        Column::flexible("NAME", 8),
+        Column::fixed("IMAGES", Align::Right),
+        Column::fixed("VERSIONS", Align::Right),
+        Column::fixed("CREATED", Align::Left),
+        Column::flexible("DESCRIPTION", 8),
+    ]);
+    for g in galleries {
+        t.push(vec![
+            g.name.clone(),
+            g.images.len().to_string(),
+            g.images
+                .iter()
+                .map(|i| i.versions.len())
+                .sum::<usize>()
+                .to_string(),
+            local_time(&g.created_at),
+            g.description.clone(),
+        ]);
+    }
+    t
+}
+
+/// A gallery in full: each definition, then its versions.
+pub fn details(g: &Gallery) -> String {
+    let mut out = format!("gallery {} (project {})", g.name, g.project);
+    if !g.description.is_empty() {
+        out.push_str(&format!(": {}", g.description));
+    }
+    out.push('\n');
+    if g.images.is_empty() {
+        out.push_str("no image definitions yet: `kiln gallery image create GALLERY/IMAGE --os OS`, or a build with a gallery target\n");
+    }
+    for i in &g.images {
+        out.push_str(&format!(
+            "\n{}/{} ({}), latest: {}\n",
+            g.name,
+            i.name,
+            i.os,
+            i.latest.as_deref().unwrap_or("none")
+        ));
+        if i.versions.is_empty() {
+            out.push_str("  no versions yet\n");
+        }
+        for v in &i.versions {
+            out.push_str(&format!(
+                "  {:<10} {:<10} {}  {}{}{}\n",
+                v.version,
+                v.state.as_str(),
+                local_time(&v.created_at),
+                v.image_id,
+                v.build.map_or(String::new(), |b| format!("  build {b}")),
+                if v.exclude_from_latest {
+                    "  excluded from latest"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    out
+}
