@@ -116,6 +116,9 @@ methods! {
     GalleryDelete = "gallery.delete" (p::GalleryDeleteParams) -> Empty;
     GalleryImageCreate = "gallery.image.create" (p::GalleryImageCreateParams) -> p::GalleryReply;
     GalleryImageList = "gallery.image.list" (p::GalleryParams) -> p::GalleryImageList;
+    GalleryImageUpdate = "gallery.image.update" (p::GalleryImageUpdateParams) -> p::GalleryReply;
+    /// Deprecates, then deletes, versions past each definition's retention.
+    GalleryPrune = "gallery.prune" (p::GalleryPruneParams) -> p::GalleryPruneResult;
     ProjectList = "project.list" (Empty) -> p::ProjectList;
     DaemonStatus = "daemon.status" (Empty) -> p::DaemonStatus;
 }

@@ -240,3 +240,123 @@ fn definitions_and_sources_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn retention_deprecates_then_deletes_keeps_the_newest_and_spares_what_is_in_use() {
+    let d = Daemon::start("max_concurrent_builds = 2");
+    let mut c = d.conn();
+    c.call("gallery.create", json!({"name": "web"}));
+    c.call(
+        "gallery.image.create",
+        json!({"image": "web/nginx", "os": "debian-12", "retention": {"keep_latest": 2}}),
+    );
+    c.create_template(gallery_template("nightly", "auto", false));
+    for i in 0..3 {
+        assert_eq!(
+            build(&mut c, "nightly", &format!("n{i}"))["state"],
+            "succeeded"
+        );
+    }
+    // The third publish applied the retention: 1.0.0 is deprecated, no longer latest-able,
+    // still there for pinned builds.
+    let g = c.call("gallery.get", json!({"name": "web"}))["gallery"].clone();
+    let v = &g["images"][0]["versions"];
+    assert_eq!(v.as_array().unwrap().len(), 3, "{g}");
+    assert!(v[2]["deprecated_at"].is_string(), "1.0.0 deprecated: {g}");
+    assert!(v[1]["deprecated_at"].is_null(), "{g}");
+
+    // A build pinned to the deprecated 1.0.0 holds it while it runs (its step, "hold", waits
+    // in the fake VM until the build is canceled).
+    c.create_template(json!({
+        "name": "old", "os": "debian-12",
+        "source": {"image": "web/nginx", "version": "1.0.0"},
+        "customize": [{"type": "shell", "name": "wait", "inline": ["hold"]}],
+        "distribute": [{"type": "image", "run_output_name": "local"}],
+    }));
+    let held = c.start_build("old", "old-1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.call("build.get", json!({"id": held}))["build"]["sub_state"] != "customizing" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pinned build never booted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A dry run says what a prune would do and does nothing.
+    let dry = c.call("gallery.prune", json!({"name": "web", "dry_run": true}));
+    let actions: Vec<(String, String)> = dry["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["version"].as_str().unwrap().into(),
+                a["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("web/nginx:1.0.0".to_owned(), "keep".to_owned())],
+        "in use by the pinned build: {dry}"
+    );
+    assert!(
+        dry["actions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 build"),
+        "{dry}"
+    );
+
+    // The fourth publish deprecates 1.0.1; 1.0.0 stays while the build holds it.
+    assert_eq!(build(&mut c, "nightly", "n3")["state"], "succeeded");
+    let names = |c: &mut Conn| -> Vec<String> {
+        let g = c.call("gallery.get", json!({"name": "web"}))["gallery"].clone();
+        g["images"][0]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}{}",
+                    v["version"].as_str().unwrap(),
+                    if v["deprecated_at"].is_string() {
+                        " deprecated"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(&mut c),
+        ["1.0.3", "1.0.2", "1.0.1 deprecated", "1.0.0 deprecated"]
+    );
+    let b = c.call("build.get", json!({"id": held}))["build"].clone();
+    assert_eq!(b["base_image_name"], "web/nginx:1.0.0", "{b}");
+    c.call("build.cancel", json!({"id": held}));
+
+    // Now a prune deletes both deprecated versions; the two newest stay.
+    let done = c.call("gallery.prune", json!({"name": "web"}));
+    assert_eq!(done["actions"].as_array().unwrap().len(), 2, "{done}");
+    assert_eq!(names(&mut c), ["1.0.3", "1.0.2"]);
+    let (kind, _) = c.call_err("image.get", json!({"image": "web/nginx:1.0.0"}));
+    assert_eq!(kind, "not_found");
+
+    // Retention is checked and can be changed.
+    let (kind, _) = c.call_err(
+        "gallery.image.update",
+        json!({"image": "web/nginx", "retention": {"keep_latest": 0}}),
+    );
+    assert_eq!(kind, "invalid_params");
+    let g = c.call(
+        "gallery.image.update",
+        json!({"image": "web/nginx", "retention": {"max_age_days": 30}}),
+    )["gallery"]
+        .clone();
+    assert_eq!(g["images"][0]["retention"], json!({"max_age_days": 30}));
+    let done = c.call("gallery.prune", json!({"name": "web"}));
+    assert_eq!(done["actions"], json!([]), "nothing is 30 days old");
+}

@@ -358,6 +358,17 @@ impl Daemon {
                 serve::<m::GalleryImageList, _>(params, |i| galleries::image_list(self, &who, i))
                     .await
             }
+            Name::GalleryImageUpdate => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryImageUpdate, _>(params, |i| {
+                    galleries::image_update(self, &who, i)
+                })
+                .await
+            }
+            Name::GalleryPrune => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryPrune, _>(params, |i| galleries::prune(self, &who, i)).await
+            }
             Name::ProjectList => {
                 serve::<m::ProjectList, _>(params, |_| self.project_list(peer)).await
             }

@@ -3,7 +3,8 @@
 use kiln_shared::methods::Empty;
 use kiln_shared::protocol::{
     GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams, GalleryImageList,
-    GalleryList, GalleryParams, GalleryReply, RpcError,
+    GalleryImageUpdateParams, GalleryList, GalleryParams, GalleryPruneParams, GalleryPruneResult,
+    GalleryReply, RpcError,
 };
 
 use super::dispatch::Daemon;
@@ -49,7 +50,10 @@ pub async fn image_create(
     p: GalleryImageCreateParams,
 ) -> Result<GalleryReply, RpcError> {
     Ok(GalleryReply {
-        gallery: d.catalog.gallery_image_create(who, &p.image, &p.os).await?,
+        gallery: d
+            .catalog
+            .gallery_image_create(who, &p.image, &p.os, p.retention)
+            .await?,
     })
 }
 
@@ -60,5 +64,32 @@ pub async fn image_list(
 ) -> Result<GalleryImageList, RpcError> {
     Ok(GalleryImageList {
         images: d.catalog.gallery_get(who, &p.name).await?.images,
+    })
+}
+
+pub async fn image_update(
+    d: &Daemon,
+    who: &Requester,
+    p: GalleryImageUpdateParams,
+) -> Result<GalleryReply, RpcError> {
+    Ok(GalleryReply {
+        gallery: d
+            .catalog
+            .gallery_image_update(who, &p.image, p.retention)
+            .await?,
+    })
+}
+
+pub async fn prune(
+    d: &Daemon,
+    who: &Requester,
+    p: GalleryPruneParams,
+) -> Result<GalleryPruneResult, RpcError> {
+    Ok(GalleryPruneResult {
+        dry_run: p.dry_run,
+        actions: d
+            .catalog
+            .gallery_prune(&who.project, &p.name, None, p.dry_run)
+            .await?,
     })
 }

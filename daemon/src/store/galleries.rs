@@ -3,6 +3,7 @@
 //! shared and deleted as any image is.
 
 use chrono::{DateTime, Utc};
+use kiln_shared::protocol::Retention;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,8 @@ pub struct DefinitionRecord {
     pub name: String,
     pub os: String,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 impl GalleryRecord {

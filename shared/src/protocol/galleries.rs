@@ -20,17 +20,30 @@ pub struct Gallery {
     pub images: Vec<GalleryImage>,
 }
 
-/// An image definition: `GALLERY/IMAGE`, the OS its versions are of.
+/// An image definition: `GALLERY/IMAGE`, the OS its versions are of, and its retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GalleryImage {
     pub name: String,
     pub os: String,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
     pub versions: Vec<GalleryVersion>,
     /// The version `latest` resolves to now (the highest one available and not excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<String>,
+}
+
+/// Which versions of a definition a prune keeps: the `keep_latest` highest and those at most
+/// `max_age_days` old (either alone, or both: a version must pass both to stay). The highest
+/// version always stays. Others are deprecated, and deleted by the next prune.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_latest: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<u32>,
 }
 
 /// One version: an image of the catalog named `GALLERY/IMAGE:VERSION`.
@@ -41,6 +54,9 @@ pub struct GalleryVersion {
     pub state: ImageState,
     #[serde(default)]
     pub exclude_from_latest: bool,
+    /// Set when a prune deprecated it: never `latest` again, still buildable when pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<u64>,
@@ -58,6 +74,8 @@ pub struct GalleryRef {
     pub version: String,
     #[serde(default)]
     pub exclude_from_latest: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +103,40 @@ pub struct GalleryDeleteParams {
 pub struct GalleryImageCreateParams {
     pub image: String,
     pub os: String,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// `gallery.image.update`: a definition's new retention (both fields replace the old ones).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryImageUpdateParams {
+    pub image: String,
+    pub retention: Retention,
+}
+
+/// `gallery.prune`: applies the retention of every definition in the gallery (or says what it
+/// would do, with `dry_run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryPruneParams {
+    pub name: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a prune did (or would do) to one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneAction {
+    /// `GALLERY/IMAGE:VERSION`.
+    pub version: String,
+    /// "deprecate", "delete" or "keep" (a version the rules let go that is still in use).
+    pub action: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryPruneResult {
+    pub dry_run: bool,
+    pub actions: Vec<PruneAction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

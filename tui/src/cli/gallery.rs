@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use kiln_shared::methods as m;
 use kiln_shared::protocol::{
-    Gallery, GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams, GalleryParams,
+    Gallery, GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams,
+    GalleryImageUpdateParams, GalleryParams, GalleryPruneParams, Retention,
 };
 
 use super::output::{self, local_time, Align, Column, Table};
@@ -39,6 +40,33 @@ pub enum GalleryCommand {
     /// Image definitions: `GALLERY/IMAGE`, of one OS
     #[command(subcommand)]
     Image(GalleryImageCommand),
+    /// Apply retention: deprecate versions past it, delete those an earlier prune deprecated
+    Prune {
+        name: String,
+        /// Only say what it would do
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A definition's retention on the command line.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Keep the N highest versions (older ones are deprecated, then deleted)
+    #[arg(long, value_name = "N")]
+    keep_latest: Option<u32>,
+    /// Keep versions at most D days old (the highest one always stays)
+    #[arg(long, value_name = "D")]
+    max_age_days: Option<u32>,
+}
+
+impl RetentionArgs {
+    fn retention(&self) -> Retention {
+        Retention {
+            keep_latest: self.keep_latest,
+            max_age_days: self.max_age_days,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +77,15 @@ pub enum GalleryImageCommand {
         image: String,
         #[arg(long)]
         os: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
+    },
+    /// Set a definition's retention (what is not given is no limit)
+    Update {
+        /// GALLERY/IMAGE
+        image: String,
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
     /// List a gallery's image definitions with their latest version
     #[command(visible_alias = "ls")]
@@ -109,15 +146,53 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
             let (value, _) = call::<m::GalleryDelete>(&client, &params).await?;
             print_or(settings, &value, || format!("deleted gallery {name}"));
         }
-        GalleryCommand::Image(GalleryImageCommand::Create { image, os }) => {
+        GalleryCommand::Image(GalleryImageCommand::Create {
+            image,
+            os,
+            retention,
+        }) => {
             let params = GalleryImageCreateParams {
                 image: image.clone(),
                 os,
+                retention: retention.retention(),
             };
             let (value, _) = call::<m::GalleryImageCreate>(&client, &params).await?;
             print_or(settings, &value, || {
                 format!("created gallery image {image}")
             });
+        }
+        GalleryCommand::Image(GalleryImageCommand::Update { image, retention }) => {
+            let params = GalleryImageUpdateParams {
+                image: image.clone(),
+                retention: retention.retention(),
+            };
+            let (value, _) = call::<m::GalleryImageUpdate>(&client, &params).await?;
+            print_or(settings, &value, || {
+                format!(
+                    "gallery image {image}: {}",
+                    retention_text(&params.retention)
+                )
+            });
+        }
+        GalleryCommand::Prune { name, dry_run } => {
+            let params = GalleryPruneParams { name, dry_run };
+            let (value, reply) = call::<m::GalleryPrune>(&client, &params).await?;
+            if settings.json {
+                output::print_json(&value);
+            } else if reply.actions.is_empty() {
+                output::println("nothing to prune");
+            } else {
+                for a in &reply.actions {
+                    let verb = match (dry_run, a.action.as_str()) {
+                        (_, "keep") => "keeps",
+                        (true, "deprecate") => "would deprecate",
+                        (true, _) => "would delete",
+                        (false, "deprecate") => "deprecated",
+                        (false, _) => "deleted",
+                    };
+                    output::println(&format!("{verb} {} ({})", a.version, a.reason));
+                }
+            }
         }
         GalleryCommand::Image(GalleryImageCommand::List { gallery }) => {
             let params = GalleryParams { name: gallery };
@@ -130,6 +205,7 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
                     Column::fixed("OS", Align::Left),
                     Column::fixed("VERSIONS", Align::Right),
                     Column::fixed("LATEST", Align::Left),
+                    Column::flexible("RETENTION", 8),
                 ]);
                 for i in &reply.images {
                     t.push(vec![
@@ -137,6 +213,7 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
                         i.os.clone(),
                         i.versions.len().to_string(),
                         i.latest.clone().unwrap_or_else(|| "-".into()),
+                        retention_text(&i.retention),
                     ]);
                 }
                 output::print_table(&t);
@@ -144,6 +221,15 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn retention_text(r: &Retention) -> String {
+    match (r.keep_latest, r.max_age_days) {
+        (None, None) => "keep all".into(),
+        (Some(n), None) => format!("keep the latest {n}"),
+        (None, Some(d)) => format!("keep {d} days"),
+        (Some(n), Some(d)) => format!("keep the latest {n}, at most {d} days old"),
+    }
 }
 
 fn print_or(settings: &Settings, value: &serde_json::Value, line: impl FnOnce() -> String) {
@@ -190,18 +276,19 @@ pub fn details(g: &Gallery) -> String {
     }
     for i in &g.images {
         out.push_str(&format!(
-            "\n{}/{} ({}), latest: {}\n",
+            "\n{}/{} ({}), latest: {}, {}\n",
             g.name,
             i.name,
             i.os,
-            i.latest.as_deref().unwrap_or("none")
+            i.latest.as_deref().unwrap_or("none"),
+            retention_text(&i.retention)
         ));
         if i.versions.is_empty() {
             out.push_str("  no versions yet\n");
         }
         for v in &i.versions {
             out.push_str(&format!(
-                "  {:<10} {:<10} {}  {}{}{}\n",
+                "  {:<10} {:<10} {}  {}{}{}{}\n",
                 v.version,
                 v.state.as_str(),
                 local_time(&v.created_at),
@@ -209,6 +296,11 @@ pub fn details(g: &Gallery) -> String {
                 v.build.map_or(String::new(), |b| format!("  build {b}")),
                 if v.exclude_from_latest {
                     "  excluded from latest"
+                } else {
+                    ""
+                },
+                if v.deprecated_at.is_some() {
+                    "  deprecated"
                 } else {
                     ""
                 }

@@ -16,6 +16,8 @@ impl Run {
         let mut all_ok = true;
         for target in &template.distribute {
             let name = target.run_output_name().to_string();
+            // A new gallery version: its definition's retention is applied after it.
+            let mut pruned: Option<(String, String)> = None;
             let result = match target {
                 Distribute::Image { .. } => {
                     self.log.kiln(&format!(
@@ -91,6 +93,7 @@ impl Run {
                         .map(|img| {
                             self.log
                                 .kiln(&format!("distribute {name}: published {}", img.name));
+                            pruned = Some((gallery.clone(), image.clone()));
                             RunOutput {
                                 run_output_name: name.clone(),
                                 kind: "gallery".into(),
@@ -133,6 +136,27 @@ impl Run {
             };
             self.rec.build.run_outputs.push(output);
             self.save();
+            if let Some((gallery, image)) = pruned {
+                let project = self.rec.build.project.clone();
+                match self
+                    .queue
+                    .catalog
+                    .gallery_prune(&project, &gallery, Some(&image), false)
+                    .await
+                {
+                    Ok(actions) => {
+                        for a in actions {
+                            self.log.kiln(&format!(
+                                "distribute {name}: retention: {} {} ({})",
+                                a.action, a.version, a.reason
+                            ));
+                        }
+                    }
+                    Err(e) => self
+                        .log
+                        .kiln(&format!("distribute {name}: retention not applied: {e}")),
+                }
+            }
         }
         all_ok
     }
