@@ -121,6 +121,33 @@ fn versions_count_up_explicit_ones_are_new_and_latest_is_resolved_at_queue_time(
     let first_again = c.call("build.get", json!({"id": first["id"]}))["build"].clone();
     assert_eq!(first_again["base_image_name"], "web/nginx:2.0.0");
 
+    // Lineage: app-1 was built on web/nginx:2.0.0, which was built on debian-12 (imported as
+    // the project's own image here).
+    let app = c.call("image.get", json!({"image": "app-1"}))["image"].clone();
+    let chain: Vec<(String, String)> = app["lineage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["visibility"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            ("web/nginx:2.0.0".to_owned(), "private".to_owned()),
+            ("debian-12".to_owned(), "private".to_owned())
+        ],
+        "{app}"
+    );
+    assert_eq!(app["lineage"][0]["template"], "pinned");
+    let parent = c.call("image.get", json!({"image": "web/nginx:2.0.0"}))["image"].clone();
+    assert_eq!(app["parent_sha256"], parent["sha256"], "{app}");
+    assert_eq!(app["lineage"][0]["sha256"], parent["sha256"]);
+
     // A pinned source version, and --base-image with and without one.
     let mut pinned = c.call("template.get", json!({"name": "app"}))["template"].clone();
     pinned["source"]["version"] = json!("1.0.1");

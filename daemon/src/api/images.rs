@@ -81,6 +81,7 @@ pub async fn get(
 ) -> Result<ImageResult, RpcError> {
     let mut image = daemon.catalog.get(who, &p.image).await?;
     image.warm = warm_info(daemon, &image).await;
+    image.lineage = daemon.catalog.lineage(who, &image).await;
     Ok(ImageResult { image })
 }
 

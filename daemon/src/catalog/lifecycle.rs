@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kiln_shared::protocol::ImageInfo;
+use kiln_shared::protocol::{ImageInfo, LineageEntry};
 
 use super::access::Manage;
 use super::names::{check_project_name, gib_ceil};
@@ -278,7 +278,16 @@ impl Catalog {
             + 'static,
     ) -> Result<Creation<'_>, CatalogError> {
         let store = self.store.clone();
-        let row = record.clone();
+        let mut row = record.clone();
+        // Lineage: the parent's hash as it is now (it may be replaced or deleted later).
+        if let Some(parent) = row.parent_image.clone() {
+            let s = store.clone();
+            row.parent_sha256 = blocking(move || Ok(s.get_image(&parent)?))
+                .await
+                .ok()
+                .flatten()
+                .map(|p| p.sha256);
+        }
         // Made before the insert: a future dropped while the insert runs still cleans up.
         let creation = Creation {
             catalog: self,
@@ -306,6 +315,60 @@ impl Catalog {
         }
         tracing::info!(image = %creation.record.id, name = %creation.record.name, "creating image");
         Ok(creation)
+    }
+
+    /// The parents of `r` back to a base (at most 32), as `who` may see them.
+    pub async fn lineage(&self, who: &Requester, r: &ImageInfo) -> Vec<LineageEntry> {
+        let store = self.store.clone();
+        let Ok(all) = blocking(move || Ok(store.list_images()?)).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut next = r
+            .parent_image
+            .clone()
+            .zip(Some(r.parent_sha256.clone().unwrap_or_default()));
+        while let Some((id, sha256)) = next.take() {
+            if out.len() >= 32 || out.iter().any(|e: &LineageEntry| e.id == id) {
+                break;
+            }
+            let found = all.iter().find(|x| x.id == id);
+            let seen = found.and_then(|x| x.info_for(&who.project));
+            let entry = match (&seen, found) {
+                (Some(i), _) => LineageEntry {
+                    id: id.clone(),
+                    name: i.name.clone(),
+                    sha256,
+                    template: i.template.clone(),
+                    template_revision: i.template_revision,
+                    build: i.build,
+                    from_instance: i.from_instance.clone(),
+                    visibility: i.visibility.as_str().into(),
+                },
+                (None, found) => LineageEntry {
+                    id: id.clone(),
+                    name: String::new(),
+                    sha256,
+                    template: None,
+                    template_revision: None,
+                    build: None,
+                    from_instance: None,
+                    visibility: if found.is_some() {
+                        "not visible"
+                    } else {
+                        "deleted"
+                    }
+                    .into(),
+                },
+            };
+            out.push(entry);
+            next = seen.and_then(|i| {
+                i.parent_image
+                    .clone()
+                    .zip(Some(i.parent_sha256.unwrap_or_default()))
+            });
+        }
+        out
     }
 
     /// Once `new` is available, removes the older available images of its name in its scope

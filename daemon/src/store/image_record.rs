@@ -77,6 +77,8 @@ pub struct ImageRecord {
     /// A gallery version: where it sits (its name is then `GALLERY/IMAGE:VERSION`).
     #[serde(default)]
     pub gallery: Option<GalleryRef>,
+    #[serde(default)]
+    pub parent_sha256: Option<String>,
 }
 
 impl ImageRecord {
@@ -104,6 +106,7 @@ impl ImageRecord {
             parent_image: None,
             description: None,
             gallery: None,
+            parent_sha256: None,
         }
     }
 
@@ -150,6 +153,8 @@ impl ImageRecord {
             description: self.description.clone(),
             warm: None,
             gallery: self.gallery.clone(),
+            parent_sha256: self.parent_sha256.clone(),
+            lineage: Vec::new(),
         })
     }
 

@@ -93,6 +93,12 @@ pub struct ImageInfo {
     /// A gallery version (`name` is then `GALLERY/IMAGE:VERSION`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gallery: Option<super::GalleryRef>,
+    /// The SHA-256 of `parent_image` when this image was made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_sha256: Option<String>,
+    /// `image.get` only: the chain of parents back to a base (parent first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<LineageEntry>,
 }
 
 /// A base image's saved VM: builds with the same vCPUs and memory start from it in seconds.
@@ -181,4 +187,26 @@ pub struct ImageBootstrapResult {
     pub image: ImageInfo,
     #[serde(default)]
     pub progress: Vec<String>,
+}
+
+/// One ancestor of an image: what it was made from, as far as the asking project may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageEntry {
+    pub id: String,
+    /// Empty when the image is gone or not visible to the asking project.
+    #[serde(default)]
+    pub name: String,
+    /// As its child recorded it.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_instance: Option<String>,
+    /// "public", "private", "shared"; "deleted" or "not visible" when it cannot be shown.
+    pub visibility: String,
 }

@@ -272,6 +272,31 @@ pub fn image_details(i: &ImageInfo) -> String {
     if let Some(d) = &i.description {
         rows.push(("description", d.clone()));
     }
+    // Back to the base: `lineage` lines, parent first.
+    for (n, e) in i.lineage.iter().enumerate() {
+        let mut line = format!("{}. ", n + 1);
+        if e.name.is_empty() {
+            line.push_str(&format!("{} ({})", e.id, e.visibility));
+        } else {
+            line.push_str(&format!("{} ({}, {})", e.name, e.id, e.visibility));
+        }
+        if let Some(t) = &e.template {
+            line.push_str(&format!(", template {t}"));
+            if let Some(r) = e.template_revision {
+                line.push_str(&format!(" revision {r}"));
+            }
+        }
+        if let Some(b) = e.build {
+            line.push_str(&format!(", build {b}"));
+        }
+        if let Some(inst) = &e.from_instance {
+            line.push_str(&format!(", captured from instance {inst}"));
+        }
+        if !e.sha256.is_empty() {
+            line.push_str(&format!(", sha256 {}", &e.sha256[..e.sha256.len().min(16)]));
+        }
+        rows.push((if n == 0 { "lineage" } else { "" }, line));
+    }
     if let Some(m) = &i.message {
         rows.push(("message", m.clone()));
     }
@@ -563,6 +588,8 @@ mod tests {
             description: None,
             warm: None,
             gallery: None,
+            parent_sha256: None,
+            lineage: Vec::new(),
         }
     }
 
