@@ -440,7 +440,10 @@ impl Pane {
             eprintln!("tmux is not installed: skipping a dashboard test");
             return None;
         }
-        let session = format!("kiln-test-{}", std::process::id());
+        // Tests of one binary run in parallel in one process: each pane its own session.
+        static PANES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PANES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let session = format!("kiln-test-{}-{n}", std::process::id());
         let cmd = format!(
             "{env} KILN_SOCKET={} {}",
             k.socket.display(),
@@ -504,8 +507,10 @@ impl Pane {
 
 impl Drop for Pane {
     fn drop(&mut self) {
+        // Gone already when the dashboard quit (and with it the tmux server, if it was the last).
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.session])
+            .stderr(Stdio::null())
             .status();
     }
 }

@@ -1,15 +1,20 @@
 //! The dashboard in a real terminal: `kiln` run bare in a tmux pane at 80x24 against a real
 //! kilnd, driven with send-keys and read with capture-pane, with the daemon's state checked
-//! through the protocol. The template is made in the dashboard's form (its user script in an
-//! `$EDITOR` that is a small script); the base image is an empty qcow2, so the build boots
-//! nothing and stays in `booting` until the dashboard cancels it. No instance is run (that needs
-//! a VM): the Instances tab is only seen empty, with its keys in `?`.
+//! through the protocol. First, with an empty qcow2 as the base (no VM): the template is made in
+//! the dashboard's form (its user script in an `$EDITOR` that is a small script), its build
+//! boots nothing and stays in `booting` until the dashboard cancels it, and the Instances tab is
+//! seen empty, with its keys in `?`. Then, with the bootstrapped base and its saved VM, a real
+//! instance's life from the dashboard: `r` on the image runs it with the pane's `HOME`'s key,
+//! `a` logs in to it in the same terminal (a command typed in its shell) and comes back, `s`
+//! stops it, `c` captures it as an image (a helper VM), `D` deletes it.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use kiln_tests::{Kilnd, Pane};
-use serde_json::json;
+use kiln_tests::{Conn, Kilnd, Pane};
+use serde_json::{json, Value};
 
 #[test]
 fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
@@ -147,4 +152,188 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     pane.keys(&["Escape"]);
 
     pane.keys(&["q"]);
+}
+
+/// Kills every qemu whose command line names `dir`: instances outlive kilnd, so a test that
+/// fails midway must not leave them running.
+struct KillVms(PathBuf);
+
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        for pid in qemus_in(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn qemus_in(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
+        })
+        .collect()
+}
+
+/// Polls `instance.get` until instance `name` is `state` (failing early if it failed).
+fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let i = c.call("instance.get", json!({ "name": name }))["instance"].clone();
+        if i["state"] == state {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline && !(i["state"] == "failed" && state != "failed"),
+            "instance {name} never got {state}: {i}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn run_attach_stop_capture_and_delete_an_instance_from_the_dashboard() {
+    let Some(base) = kiln_tests::base_image::base_image() else {
+        return;
+    };
+    let k = Kilnd::start();
+    let vms = KillVms(k.data_dir.clone());
+    // With a saved VM: the instance resumes it instead of booting cold.
+    let t0 = Instant::now();
+    k.import_base(&base, true);
+    eprintln!(
+        "base imported with a saved VM in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut c = k.connect();
+    // The pane's HOME, with the default key `r` gives the instance and `a` logs in with.
+    let home = k.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::set_permissions(home.join(".ssh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = home.join(".ssh/id_ed25519");
+    kiln_tests::ssh_keypair(&key);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+
+    let env = format!("NO_COLOR=1 HOME={}", home.display());
+    let Some(pane) = Pane::start(&k, 80, 24, &env) else {
+        return;
+    };
+    pane.expect("connected");
+
+    // Images tab, `r`, a name: it starts, and the Instances tab shows it.
+    let name = "dashvm";
+    pane.keys(&["Tab", "Tab"]);
+    pane.expect("debian-12");
+    pane.keys(&["r"]);
+    pane.expect("name for an instance of debian-12:");
+    let t0 = Instant::now();
+    pane.keys(&[name, "Enter"]);
+    pane.expect(&format!("instance {name} of debian-12 is starting"));
+    pane.expect("UPTIME");
+    let i = until_state(&mut c, name, "running", Duration::from_secs(1200));
+    eprintln!(
+        "instance running after {:.1} s: {}",
+        t0.elapsed().as_secs_f64(),
+        i["message"]
+    );
+    assert!(
+        i["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("resumed the saved VM of debian-12"),
+        "{i}"
+    );
+    // Its details pane, kept current by kilnd's events (the status bar always says "running N").
+    let s = pane.expect("running · up");
+    assert!(
+        s.contains(&format!("ssh debian@127.0.0.1 port {}", i["ssh"]["port"])),
+        "{s}"
+    );
+
+    // `a`: the dashboard steps aside for `kiln instance ssh` in this terminal; a command typed
+    // in its shell runs in the instance; `exit` brings the dashboard back.
+    pane.keys(&["a"]);
+    pane.expect(&format!("@{name}:"));
+    pane.keys(&["hostname > /tmp/x; hostname", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pane.screen().lines().any(|l| l.trim() == name) {
+        assert!(Instant::now() < deadline, "no hostname:\n{}", pane.screen());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pane.keys(&["exit", "Enter"]);
+    pane.expect(&format!("back from instance {name}"));
+    // The Instances tab, as it was left (UPTIME is its table's header alone).
+    let s = pane.expect("UPTIME");
+    assert!(s.contains(&format!("{name} · image debian-12")), "{s}");
+    let out = k.instance_ssh(&home, &key, name, "cat /tmp/x; cat ~/.ssh/authorized_keys");
+    assert!(out.status.success(), "{}", kiln_tests::stderr(&out));
+    assert_eq!(
+        kiln_tests::stdout(&out),
+        format!("{name}\n{public}"),
+        "the typed command ran in the instance, which has the pane's HOME's key"
+    );
+    assert!(home
+        .join(format!(".cache/kiln/known_hosts/default.{name}"))
+        .is_file());
+
+    // `s` asks, `y` stops it (ACPI).
+    pane.keys(&["s"]);
+    pane.expect(&format!("stop instance {name}? y/N"));
+    pane.keys(&["y"]);
+    let i = until_state(&mut c, name, "stopped", Duration::from_secs(300));
+    assert_eq!(i["message"], "powered off", "{i}");
+    pane.expect(&format!("instance {name} is stopped (powered off)"));
+    assert!(qemus_in(&k.data_dir).is_empty());
+
+    // `c` asks the image's name; a helper VM generalizes the disk, then the image is there.
+    let image = "dash-captured";
+    pane.keys(&["c"]);
+    pane.expect(&format!("image name for a capture of instance {name}:"));
+    pane.keys(&[image, "Enter"]);
+    // Its progress lines follow in the message line.
+    pane.expect("capture: ==> ");
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(1800);
+    let img = loop {
+        let r = c.request("image.get", json!({ "image": image }));
+        let img = r["result"]["image"].clone();
+        if img["state"] == "available" {
+            break img;
+        }
+        assert!(
+            Instant::now() < deadline && img["state"] != "failed",
+            "image {image} never available: {r}\n{}",
+            pane.screen()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("captured after {:.1} s", t0.elapsed().as_secs_f64());
+    assert_eq!(img["from_instance"], name, "{img}");
+    pane.expect(&format!("created image {image}"));
+    let i = c.call("instance.get", json!({ "name": name }))["instance"].clone();
+    assert_eq!(i["state"], "stopped", "capture leaves it as it was: {i}");
+
+    // `D` asks for its name typed; then it is gone.
+    pane.keys(&["D"]);
+    pane.expect(&format!("delete instance {name}? type its name:"));
+    pane.keys(&[name, "Enter"]);
+    pane.expect("no instances yet");
+    let list = c.call("instance.list", json!({}));
+    assert_eq!(list["instances"], json!([]), "{list}");
+    assert!(qemus_in(&k.data_dir).is_empty());
+
+    pane.keys(&["q"]);
+    drop(vms);
 }

@@ -43,7 +43,8 @@ pub enum InstanceCommand {
     /// Log in with ssh (the instance's host key pinned, the right port and user)
     Ssh {
         name: String,
-        /// The private key to log in with (ssh's own default otherwise)
+        /// The private key to log in with [default: ssh's own; when $HOME is not your passwd
+        /// home, where ssh looks, the private half of the key `instance run` gives by default]
         #[arg(short = 'i', long, value_name = "FILE")]
         identity: Option<PathBuf>,
         /// A command to run instead of a login shell
@@ -337,6 +338,13 @@ async fn ssh(
     }
     let file = known_hosts(settings, &i)?;
     let mut args = ssh_args(&i, &file, identity);
+    if identity.is_none() {
+        if let Some(key) = crate::ssh_key::login_identity() {
+            // As with -i, but without IdentitiesOnly: agent keys and the ssh config's
+            // IdentityFile are still tried too.
+            args.splice(0..0, ["-i".to_string(), key.display().to_string()]);
+        }
+    }
     // After the destination, ssh takes every word as the remote command.
     args.extend(command.iter().cloned());
     let status = std::process::Command::new("ssh")
