@@ -309,6 +309,8 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         description: None,
         warm: None,
         gallery: None,
+        parent_sha256: None,
+        lineage: Vec::new(),
     }
 }
 
