@@ -718,6 +718,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
     let store_before = std::fs::metadata(k.data_dir.join("kiln.redb"))
         .unwrap()
         .len();
+    c.call("gallery.create", json!({"name": "web"}));
     c.create_template(
         json!({
             "name": "warm", "os": "debian-12", "source": {"image": "debian-12"},
@@ -750,6 +751,7 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
             // `overwrite = true`; kilnd's data directory is never a destination.
             "distribute": [
                 {"type": "image", "run_output_name": "local"},
+                {"type": "gallery", "run_output_name": "versioned", "gallery": "web", "image": "warm", "version": "auto"},
                 {"type": "export", "run_output_name": "kept", "format": "qcow2", "path": exported("kept.qcow2")},
                 {"type": "export", "run_output_name": "replaced", "format": "qcow2", "path": exported("replaced.qcow2"), "overwrite": true},
                 {"type": "export", "run_output_name": "store", "format": "raw", "path": k.data_dir.join("kiln.redb").display().to_string(), "overwrite": true}
@@ -896,6 +898,18 @@ fn warm_start_resumes_a_saved_vm_with_fresh_keys_clock_and_disk() {
     assert_no_kiln_keys(
         out["path"].as_str().unwrap(),
         &k.dir.path().join("scan"),
+        &kiln_keys,
+    );
+    // The gallery target published version 1.0.0 of the same disk: as clean, and on its base.
+    let versioned = output("versioned");
+    assert_eq!(versioned["error"], Value::Null, "{versioned}");
+    let v = c.call("image.get", json!({"image": "web/warm:1.0.0"}))["image"].clone();
+    assert_eq!(v["id"], versioned["artifact_id"], "{v}");
+    assert_eq!(v["gallery"]["version"], "1.0.0", "{v}");
+    assert_eq!(v["lineage"][0]["name"], "debian-12", "{v}");
+    assert_no_kiln_keys(
+        v["path"].as_str().unwrap(),
+        &k.dir.path().join("scan-version"),
         &kiln_keys,
     );
 
