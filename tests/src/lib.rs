@@ -369,6 +369,23 @@ impl Conn {
         }
     }
 
+    /// Polls `instance.get` until instance `name` is `state` (failing early when it failed, and
+    /// after `limit`), returning it.
+    pub fn until_instance(&mut self, name: &str, state: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let i = self.call("instance.get", json!({ "name": name }))["instance"].clone();
+            if i["state"] == state {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline && !(i["state"] == "failed" && state != "failed"),
+                "instance {name} never got {state}: {i}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Sends a request that must fail and returns `error.data.kind`.
     pub fn call_err(&mut self, method: &str, params: Value) -> (String, Value) {
         let r = self.request(method, params);
@@ -872,4 +889,36 @@ pub fn json_err(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Kills every qemu whose command line names `dir` when dropped: instances outlive kilnd, so a
+/// test that fails midway must not leave them running.
+pub struct KillVms(pub PathBuf);
+
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        for pid in qemus_in(&self.0) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The live (not zombie) qemu processes whose command line names `dir`.
+pub fn qemus_in(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
+        })
+        .collect()
 }

@@ -10,11 +10,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Conn, Kilnd, Pane};
-use serde_json::{json, Value};
+use kiln_tests::{qemus_in, KillVms, Kilnd, Pane};
+use serde_json::json;
 
 #[test]
 fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
@@ -154,55 +153,6 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     pane.keys(&["q"]);
 }
 
-/// Kills every qemu whose command line names `dir`: instances outlive kilnd, so a test that
-/// fails midway must not leave them running.
-struct KillVms(PathBuf);
-
-impl Drop for KillVms {
-    fn drop(&mut self) {
-        for pid in qemus_in(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn qemus_in(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
-        })
-        .collect()
-}
-
-/// Polls `instance.get` until instance `name` is `state` (failing early if it failed).
-fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let i = c.call("instance.get", json!({ "name": name }))["instance"].clone();
-        if i["state"] == state {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline && !(i["state"] == "failed" && state != "failed"),
-            "instance {name} never got {state}: {i}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn run_attach_stop_capture_and_delete_an_instance_from_the_dashboard() {
     let Some(base) = kiln_tests::base_image::base_image() else {
@@ -242,7 +192,7 @@ fn run_attach_stop_capture_and_delete_an_instance_from_the_dashboard() {
     pane.keys(&[name, "Enter"]);
     pane.expect(&format!("instance {name} of debian-12 is starting"));
     pane.expect("UPTIME");
-    let i = until_state(&mut c, name, "running", Duration::from_secs(1200));
+    let i = c.until_instance(name, "running", Duration::from_secs(1200));
     eprintln!(
         "instance running after {:.1} s: {}",
         t0.elapsed().as_secs_f64(),
@@ -292,7 +242,7 @@ fn run_attach_stop_capture_and_delete_an_instance_from_the_dashboard() {
     pane.keys(&["s"]);
     pane.expect(&format!("stop instance {name}? y/N"));
     pane.keys(&["y"]);
-    let i = until_state(&mut c, name, "stopped", Duration::from_secs(300));
+    let i = c.until_instance(name, "stopped", Duration::from_secs(300));
     assert_eq!(i["message"], "powered off", "{i}");
     pane.expect(&format!("instance {name} is stopped (powered off)"));
     assert!(qemus_in(&k.data_dir).is_empty());

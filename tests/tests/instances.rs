@@ -6,62 +6,14 @@
 //! down is listed `stopped`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_tests::{json_out, stderr, Conn, Kilnd};
+use kiln_tests::{json_out, qemus_in, stderr, Conn, KillVms, Kilnd};
 use serde_json::{json, Value};
-
-/// Kills every qemu whose command line names `dir`: instances outlive kilnd, so a test that
-/// fails midway must not leave them running.
-struct KillVms(PathBuf);
-
-impl Drop for KillVms {
-    fn drop(&mut self) {
-        for pid in qemus_in(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn qemus_in(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            cmd.starts_with("qemu-system") && cmd.contains(&needle) && !zombie
-        })
-        .collect()
-}
 
 fn instance(c: &mut Conn, name: &str) -> Value {
     c.call("instance.get", json!({ "name": name }))["instance"].clone()
-}
-
-fn until_state(c: &mut Conn, name: &str, state: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let i = instance(c, name);
-        if i["state"] == state {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline && !(i["state"] == "failed" && state != "failed"),
-            "instance {name} never got {state}: {i}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn ssh(k: &Kilnd, home: &Path, key: &Path, name: &str, cmd: &str) -> std::process::Output {
@@ -98,7 +50,7 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     assert_eq!(started["instance"]["state"], "starting", "{started}");
     let mut c = k.connect();
     let t0 = Instant::now();
-    let i = until_state(&mut c, "box", "running", Duration::from_secs(1200));
+    let i = c.until_instance("box", "running", Duration::from_secs(1200));
     eprintln!(
         "instance running after {:.1} s (resumed, TCG): {}",
         t0.elapsed().as_secs_f64(),
@@ -133,7 +85,7 @@ fn run_ssh_survive_stop_capture_build_from_it() {
         json_out(&k.kiln(&args))["instance"].clone()
     };
     run("twin", &[]);
-    let twin = until_state(&mut c, "twin", "running", Duration::from_secs(1200));
+    let twin = c.until_instance("twin", "running", Duration::from_secs(1200));
     assert_ne!(twin["ssh"]["host_key"], i["ssh"]["host_key"]);
     check_own_identity(&k, &home, &key, "twin", &public);
     let ids: Vec<String> = ["box", "twin"]
@@ -274,7 +226,7 @@ fn run_ssh_survive_stop_capture_build_from_it() {
     // Its own disk boots cold with its own seed: the same host key, name and key.
     let out = k.kiln(&["instance", "start", "box"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    until_state(&mut c, "box", "running", Duration::from_secs(1200));
+    c.until_instance("box", "running", Duration::from_secs(1200));
     check_own_identity(&k, &home, &key, "box", &public);
     let out = ssh(&k, &home, &key, "box", "test -f /etc/marker");
     assert!(
