@@ -331,6 +331,7 @@ pub fn list_table(builds: &[Build]) -> Table {
         Column::fixed("STATE", Align::Left),
         Column::fixed("STEP", Align::Right),
         Column::fixed("ELAPSED", Align::Right),
+        Column::fixed("BY", Align::Left),
     ]);
     for b in builds {
         table.push(vec![
@@ -340,6 +341,12 @@ pub fn list_table(builds: &[Build]) -> Table {
             state_text(b),
             step_text(b),
             elapsed(b),
+            // Who queued it: a person, or the template's [trigger].
+            if b.triggered_by.is_some() {
+                "trigger".into()
+            } else {
+                "-".into()
+            },
         ]);
     }
     table
@@ -361,6 +368,15 @@ pub fn show_text(b: &Build) -> String {
             None => b.base_image.clone(),
         },
     );
+    if let Some(t) = &b.triggered_by {
+        row(
+            "trigger",
+            format!(
+                "queued by the template's trigger: {} has a new version, {} ({})",
+                t.image, t.version, t.image_id
+            ),
+        );
+    }
     row("state", state_text(b));
     if !b.message.is_empty() {
         row("message", b.message.clone());

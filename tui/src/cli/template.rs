@@ -1,5 +1,5 @@
-//! `kiln template ...`: create, list, show, export, revisions, delete, validate and edit image
-//! templates.
+//! `kiln template ...`: create, list, show, export, revisions, delete, validate, edit and trigger
+//! image templates.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,25 @@ pub enum TemplateCommand {
     /// directory. When what you saved cannot be stored, the editor opens again with the errors on
     /// top; empty the file to abort.
     Edit { name: String },
+    /// Turn a template's trigger on or off (stored as a new revision)
+    ///
+    /// With the trigger on, kilnd queues one build of the template's latest revision whenever
+    /// its source gets a new version: a gallery version `latest` now means, or a new image of
+    /// the source's name. The build's image is named by the trigger's image_name, where
+    /// {version}, {date} (UTC, YYYYMMDD) and {build} are replaced.
+    #[command(group(clap::ArgGroup::new("switch").required(true).args(["on", "off"])))]
+    Trigger {
+        name: String,
+        /// Rebuild on each new base version
+        #[arg(long)]
+        on: bool,
+        /// Stop rebuilding (the image name pattern is kept)
+        #[arg(long)]
+        off: bool,
+        /// The image name pattern, e.g. 'web-{version}' (required the first time with --on)
+        #[arg(long, value_name = "PATTERN")]
+        image_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +116,12 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
         TemplateCommand::Delete { name, yes } => delete(settings, &name, yes).await,
         TemplateCommand::Validate { file } => validate(settings, &file),
         TemplateCommand::Edit { name } => edit(settings, &name).await,
+        TemplateCommand::Trigger {
+            name,
+            on,
+            off: _,
+            image_name,
+        } => trigger(settings, &name, on, image_name).await,
     }
 }
 
@@ -212,10 +237,68 @@ async fn show(settings: &Settings, name: &str, revision: Option<u64>) -> CmdResu
         output::print_json(&value);
     } else {
         output::print(&format!(
-            "# revision {}, updated {}\n{}",
+            "# revision {}, updated {}\n{}{}",
             record.revision,
             local_time_long(&record.updated_at),
+            trigger_comment(&record.template),
             record.template.to_toml()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One comment line saying what the template's trigger does, or nothing when it has none.
+pub fn trigger_comment(t: &Template) -> String {
+    match t.trigger_summary() {
+        Some(line) => format!("# trigger: {line}\n"),
+        None => String::new(),
+    }
+}
+
+/// `kiln template trigger NAME --on|--off`: a new revision with the trigger switched.
+async fn trigger(
+    settings: &Settings,
+    name: &str,
+    on: bool,
+    image_name: Option<String>,
+) -> CmdResult {
+    let client = settings.connect().await?;
+    let (_, record) = get(&client, name, None).await?;
+    let mut template = record.template.clone();
+    template.trigger.on_base_change = on;
+    if let Some(pattern) = image_name {
+        template.trigger.image_name = pattern;
+    }
+    if template == record.template {
+        say(
+            settings,
+            &format!(
+                "the trigger of {name} is {} already; nothing stored",
+                if on { "on" } else { "off" }
+            ),
+        );
+        if settings.json {
+            output::print_json(&TemplateRef {
+                name: name.to_string(),
+                revision: record.revision,
+            });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let params = TemplateUpdateParams {
+        name: name.to_string(),
+        template: to_wire(&template)?,
+        expected_revision: Some(record.revision),
+    };
+    let (value, stored) = call::<m::TemplateUpdate>(&client, &params).await?;
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        output::println(&format!(
+            "updated {} revision {}: trigger {}",
+            stored.name,
+            stored.revision,
+            template.trigger_summary().unwrap_or_else(|| "off".into())
         ));
     }
     Ok(ExitCode::SUCCESS)
