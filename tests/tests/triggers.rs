@@ -238,3 +238,61 @@ fn a_trigger_needs_an_image_name_that_makes_a_name() {
         "unknown trigger fields are refused: {err}"
     );
 }
+
+/// The real `kiln` binary against the in-process kilnd.
+fn kiln(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(kiln_tests::bin("kiln"))
+        .args(args)
+        .env("KILN_SOCKET", &d.socket)
+        .env("NO_COLOR", "1")
+        .env_remove("KILN_PROJECT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kiln_template_trigger_switches_it_in_one_command() {
+    let d = Daemon::start("");
+    let mut c = d.conn();
+    c.create_template(on("web", "debian-12", "latest", json!({})));
+    let out = kiln(&d, &["template", "trigger", "web", "--on"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = kiln_tests::stderr(&out);
+    assert!(err.contains("trigger.image_name"), "{err}");
+    let out = kiln(&d, &["template", "trigger", "web", "--on", "--off"]);
+    assert_eq!(out.status.code(), Some(2), "one switch at a time");
+
+    let on_out = kiln(
+        &d,
+        &[
+            "template",
+            "trigger",
+            "web",
+            "--on",
+            "--image-name",
+            "web-{version}",
+        ],
+    );
+    assert!(on_out.status.success(), "{}", kiln_tests::stderr(&on_out));
+    let show = kiln_tests::stdout(&kiln(&d, &["template", "show", "web"]));
+    assert!(
+        show.contains("# trigger: a new version of debian-12 builds web-{version}"),
+        "{show}"
+    );
+    assert!(show.contains("[trigger]\non_base_change = true"), "{show}");
+
+    let off = kiln_tests::json_out(&kiln(
+        &d,
+        &["template", "trigger", "web", "--off", "--json"],
+    ));
+    assert_eq!(off["revision"], 3, "{off}");
+    let t = c.call("template.get", json!({"name": "web"}))["template"].clone();
+    assert_eq!(
+        t["trigger"],
+        json!({"on_base_change": false, "image_name": "web-{version}"}),
+        "the pattern is kept"
+    );
+    let again = kiln_tests::stdout(&kiln(&d, &["template", "trigger", "web", "--off"]));
+    assert!(again.contains("nothing stored"), "{again}");
+}

@@ -355,35 +355,6 @@ pub(super) fn check_tags(template: &Template, r: &mut Report) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn os_ids() {
-        for ok in [
-            "debian-12",
-            "ubuntu-24.04",
-            "rhel-9.4",
-            "windows-server-2022",
-        ] {
-            assert!(is_os_id(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "debian",
-            "Debian-12",
-            "debian-",
-            "-12",
-            "debian--12",
-            "12-debian",
-            "debian 12",
-        ] {
-            assert!(!is_os_id(bad), "{bad}");
-        }
-    }
-}
-
 /// `trigger.image_name`: required with `on_base_change`, and a valid image name once its
 /// placeholders are replaced (checked with a long version, today's date and a large build id;
 /// kilnd checks the real name again when it queues the build).
@@ -416,6 +387,35 @@ pub(super) fn check_trigger(template: &Template, r: &mut Report) {
                     ),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_ids() {
+        for ok in [
+            "debian-12",
+            "ubuntu-24.04",
+            "rhel-9.4",
+            "windows-server-2022",
+        ] {
+            assert!(is_os_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "debian",
+            "Debian-12",
+            "debian-",
+            "-12",
+            "debian--12",
+            "12-debian",
+            "debian 12",
+        ] {
+            assert!(!is_os_id(bad), "{bad}");
         }
     }
 }
