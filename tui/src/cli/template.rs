@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::editor;
 use super::output::{self, local_time, local_time_long, Align, Column, Table};
 use super::template_file::{self, Format, TemplateFile};
+use super::template_trigger;
 use super::{call, plural, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
@@ -81,19 +82,7 @@ pub enum TemplateCommand {
     /// its source gets a new version: a gallery version `latest` now means, or a new image of
     /// the source's name. The build's image is named by the trigger's image_name, where
     /// {version}, {date} (UTC, YYYYMMDD) and {build} are replaced.
-    #[command(group(clap::ArgGroup::new("switch").required(true).args(["on", "off"])))]
-    Trigger {
-        name: String,
-        /// Rebuild on each new base version
-        #[arg(long)]
-        on: bool,
-        /// Stop rebuilding (the image name pattern is kept)
-        #[arg(long)]
-        off: bool,
-        /// The image name pattern, e.g. 'web-{version}' (required the first time with --on)
-        #[arg(long, value_name = "PATTERN")]
-        image_name: Option<String>,
-    },
+    Trigger(template_trigger::TriggerArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,12 +105,7 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
         TemplateCommand::Delete { name, yes } => delete(settings, &name, yes).await,
         TemplateCommand::Validate { file } => validate(settings, &file),
         TemplateCommand::Edit { name } => edit(settings, &name).await,
-        TemplateCommand::Trigger {
-            name,
-            on,
-            off: _,
-            image_name,
-        } => trigger(settings, &name, on, image_name).await,
+        TemplateCommand::Trigger(args) => template_trigger::run(settings, args).await,
     }
 }
 
@@ -134,7 +118,7 @@ fn read_template(path: &Path) -> Result<(TemplateFile, Template), Failure> {
     Ok((file, template))
 }
 
-fn to_wire(template: &Template) -> Result<Value, Failure> {
+pub(super) fn to_wire(template: &Template) -> Result<Value, Failure> {
     serde_json::to_value(template)
         .map_err(|e| Failure::new("internal", format!("cannot encode the template: {e}")))
 }
@@ -218,7 +202,7 @@ async fn list(settings: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn get(
+pub(super) async fn get(
     client: &Client,
     name: &str,
     revision: Option<u64>,
@@ -240,65 +224,8 @@ async fn show(settings: &Settings, name: &str, revision: Option<u64>) -> CmdResu
             "# revision {}, updated {}\n{}{}",
             record.revision,
             local_time_long(&record.updated_at),
-            trigger_comment(&record.template),
+            template_trigger::comment(&record.template),
             record.template.to_toml()
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One comment line saying what the template's trigger does, or nothing when it has none.
-pub fn trigger_comment(t: &Template) -> String {
-    match t.trigger_summary() {
-        Some(line) => format!("# trigger: {line}\n"),
-        None => String::new(),
-    }
-}
-
-/// `kiln template trigger NAME --on|--off`: a new revision with the trigger switched.
-async fn trigger(
-    settings: &Settings,
-    name: &str,
-    on: bool,
-    image_name: Option<String>,
-) -> CmdResult {
-    let client = settings.connect().await?;
-    let (_, record) = get(&client, name, None).await?;
-    let mut template = record.template.clone();
-    template.trigger.on_base_change = on;
-    if let Some(pattern) = image_name {
-        template.trigger.image_name = pattern;
-    }
-    if template == record.template {
-        say(
-            settings,
-            &format!(
-                "the trigger of {name} is {} already; nothing stored",
-                if on { "on" } else { "off" }
-            ),
-        );
-        if settings.json {
-            output::print_json(&TemplateRef {
-                name: name.to_string(),
-                revision: record.revision,
-            });
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let params = TemplateUpdateParams {
-        name: name.to_string(),
-        template: to_wire(&template)?,
-        expected_revision: Some(record.revision),
-    };
-    let (value, stored) = call::<m::TemplateUpdate>(&client, &params).await?;
-    if settings.json {
-        output::print_json(&value);
-    } else {
-        output::println(&format!(
-            "updated {} revision {}: trigger {}",
-            stored.name,
-            stored.revision,
-            template.trigger_summary().unwrap_or_else(|| "off".into())
         ));
     }
     Ok(ExitCode::SUCCESS)
@@ -524,7 +451,7 @@ async fn edit(settings: &Settings, name: &str) -> CmdResult {
 }
 
 /// A status message for people: stdout normally, stderr when stdout carries JSON.
-fn say(settings: &Settings, message: &str) {
+pub(super) fn say(settings: &Settings, message: &str) {
     if settings.json {
         eprintln!("{message}");
     } else {
