@@ -296,3 +296,23 @@ fn kiln_template_trigger_switches_it_in_one_command() {
     let again = kiln_tests::stdout(&kiln(&d, &["template", "trigger", "web", "--off"]));
     assert!(again.contains("nothing stored"), "{again}");
 }
+
+#[test]
+fn a_template_publishing_into_its_own_source_is_triggered_once_not_in_a_loop() {
+    let d = Daemon::start("");
+    let mut c = d.conn();
+    c.call("gallery.create", json!({"name": "web"}));
+    c.create_template(publisher("nightly", false));
+    build(&mut c, "nightly", "n1"); // web/nginx:1.0.0
+    let mut own = publisher("own", false);
+    own["source"] = json!({"image": "web/nginx", "version": "latest"});
+    own["trigger"] = json!({"on_base_change": true, "image_name": "own-{version}"});
+    c.create_template(own);
+    build(&mut c, "nightly", "n2"); // 1.0.1: own builds 1.0.2 on it, which triggers nothing
+    let got = triggered(&mut c, 1);
+    assert_eq!(got[0]["triggered_by"]["version"], "1.0.1", "{got:#?}");
+    // That build has ended and published 1.0.2; still nothing more.
+    triggered(&mut c, 1);
+    let g = c.call("gallery.get", json!({"name": "web"}))["gallery"].clone();
+    assert_eq!(g["images"][0]["latest"], "1.0.2", "{g}");
+}
