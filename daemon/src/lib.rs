@@ -16,6 +16,7 @@ pub mod queue;
 pub mod store;
 pub mod sync;
 pub mod tool;
+pub mod triggers;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -236,6 +237,7 @@ pub async fn run_with(
     );
     let socket_path = config.socket.clone();
     queue.spawn_scheduler();
+    triggers::spawn(store.clone(), catalog.clone(), queue.clone());
     let daemon = Arc::new(api::Daemon {
         access: access::Access::new(&config.file),
         config,

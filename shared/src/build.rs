@@ -170,6 +170,21 @@ pub struct Build {
     /// The accelerator the build VM ran with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
+    /// Set when kilnd queued this build itself, for a template's `[trigger]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+}
+
+/// What queued a triggered build: a new version of the template's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggeredBy {
+    /// The source as the template names it: `GALLERY/IMAGE` or an image name.
+    pub image: String,
+    /// The new version: a gallery version (`1.0.3`), or for a plain image its creation time,
+    /// UTC, as YYYYMMDDHHMM.
+    pub version: String,
+    /// The new image's id (the build's base).
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

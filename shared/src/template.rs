@@ -47,6 +47,8 @@ pub struct Template {
     pub distribute: Vec<Distribute>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Trigger::is_unset")]
+    pub trigger: Trigger,
 }
 
 impl Template {
@@ -55,6 +57,33 @@ impl Template {
         match self.build_timeout_minutes {
             0 => DEFAULT_BUILD_TIMEOUT_MINUTES,
             m => m,
+        }
+    }
+
+    /// What the template's `[trigger]` does, in a few words (for `kiln template show` and the
+    /// dashboard); None when it has none.
+    pub fn trigger_summary(&self) -> Option<String> {
+        let trigger = &self.trigger;
+        if trigger.on_base_change {
+            let pinned = self.source.image.contains('/') && self.source.version != "latest";
+            Some(if pinned {
+                format!(
+                    "on, but never fires: the source is pinned to {}:{}",
+                    self.source.image, self.source.version
+                )
+            } else {
+                format!(
+                    "a new version of {} builds {}",
+                    self.source.image, trigger.image_name
+                )
+            })
+        } else if trigger.is_unset() {
+            None
+        } else {
+            Some(format!(
+                "off (image name {}; kiln template trigger {} --on)",
+                trigger.image_name, self.name
+            ))
         }
     }
 
@@ -125,6 +154,74 @@ impl Default for Source {
             version: latest(),
         }
     }
+}
+
+/// Builds kilnd queues by itself: with `on_base_change`, one build of the template's latest
+/// revision whenever its source gets a new version (a gallery version `latest` now resolves to,
+/// or a new image of the source's name), named by `image_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    #[serde(default)]
+    pub on_base_change: bool,
+    /// The triggered build's image name; `{version}`, `{date}` and `{build}` are replaced (see
+    /// [`Trigger::image_name_for`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_name: String,
+}
+
+/// The placeholders of `trigger.image_name`.
+pub const TRIGGER_PLACEHOLDERS: [&str; 3] = ["version", "date", "build"];
+
+impl Trigger {
+    pub fn is_unset(&self) -> bool {
+        *self == Trigger::default()
+    }
+
+    /// `image_name` with `{version}` (the new base version: a gallery version such as `1.0.3`,
+    /// or a plain image's creation time as YYYYMMDDHHMM, UTC), `{date}` (today, UTC, YYYYMMDD)
+    /// and `{build}` (the triggered build's id) replaced. `Err` says what is wrong with the
+    /// pattern: an unknown placeholder or a brace without its partner.
+    pub fn image_name_for(&self, version: &str, date: &str, build: u64) -> Result<String, String> {
+        let mut out = String::with_capacity(self.image_name.len() + 16);
+        let mut rest = self.image_name.as_str();
+        while let Some(at) = rest.find(['{', '}']) {
+            out.push_str(&rest[..at]);
+            if rest[at..].starts_with('}') {
+                return Err(format!(
+                    "has a '}}' at byte {} with no '{{' before it; placeholders are {}",
+                    self.image_name.len() - rest.len() + at,
+                    placeholder_list()
+                ));
+            }
+            let Some(end) = rest[at..].find('}') else {
+                return Err(format!(
+                    "has a '{{' at byte {} that is never closed; placeholders are {}",
+                    self.image_name.len() - rest.len() + at,
+                    placeholder_list()
+                ));
+            };
+            match &rest[at + 1..at + end] {
+                "version" => out.push_str(version),
+                "date" => out.push_str(date),
+                "build" => out.push_str(&build.to_string()),
+                other => {
+                    return Err(format!(
+                        "has the placeholder {}, which kiln does not know; use {}",
+                        crate::names::quoted(&format!("{{{other}}}")),
+                        placeholder_list()
+                    ))
+                }
+            }
+            rest = &rest[at + end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+fn placeholder_list() -> String {
+    TRIGGER_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
 }
 
 /// Resources of the build VM.

@@ -666,6 +666,47 @@ fn every_rule() {
         &format!("source.version = {:?}", a(65)),
         &["source.version"],
     );
+
+    // trigger: image_name is required with on_base_change and is a name once substituted.
+    check("trigger.on_base_change = false", &[]);
+    check("trigger.on_base_change = true", &["trigger.image_name"]);
+    check(
+        "trigger.on_base_change = true\ntrigger.image_name = \"web-{version}\"",
+        &[],
+    );
+    check("trigger.image_name = \"web-{date}-{build}\"", &[]);
+    check("trigger.image_name = \"web\"", &[]);
+    check(
+        "trigger.image_name = \"web-{tag}\"",
+        &["trigger.image_name"],
+    );
+    check(
+        "trigger.image_name = \"web-{version\"",
+        &["trigger.image_name"],
+    );
+    check("trigger.image_name = \"web-}\"", &["trigger.image_name"]);
+    check(
+        "trigger.image_name = \"web/{version}\"",
+        &["trigger.image_name"],
+    );
+    check(
+        "trigger.image_name = \"-{version}\"",
+        &["trigger.image_name"],
+    );
+    check(&format!("trigger.image_name = \"{}\"", a(255)), &[]);
+    // Checked with a 12-byte version (a plain image's YYYYMMDDHHMM).
+    check(
+        &format!("trigger.image_name = \"{}{{version}}\"", a(243)),
+        &[],
+    );
+    check(
+        &format!("trigger.image_name = \"{}{{version}}\"", a(244)),
+        &["trigger.image_name"],
+    );
+    check(
+        "trigger.on_base_change = true\ntrigger.image_name = \"{x}\"\n-source",
+        &["trigger.image_name", "source.image"],
+    );
 }
 
 #[test]
@@ -759,6 +800,21 @@ fn messages_say_what_is_allowed() {
         &[r#""web-base\u{200b}""#, "U+200B", "invisible"],
     );
     check_message(r#"name = "-x""#, "name", &["'-'", "option"]);
+    check_message(
+        "trigger.on_base_change = true",
+        "trigger.image_name",
+        &["required", "{version}", "{date}", "{build}"],
+    );
+    check_message(
+        r#"trigger.image_name = "web-{tag}""#,
+        "trigger.image_name",
+        &["{tag}", "{version}, {date}, {build}"],
+    );
+    check_message(
+        r#"trigger.image_name = "web/{version}""#,
+        "trigger.image_name",
+        &["placeholders are replaced", "'/'"],
+    );
     check_message(
         r#"distribute[2].path = "/tmp/../etc/shadow""#,
         "distribute[2].path",

@@ -184,7 +184,7 @@ impl Daemon {
         let (params, p) = (&params_v, project.as_str());
         match method {
             Name::TemplateCreate => {
-                serve::<m::TemplateCreate, _>(params, |t| self.template_create(p, t)).await
+                serve::<m::TemplateCreate, _>(params, |t| self.template_create(peer, p, t)).await
             }
             Name::TemplateGet => {
                 serve::<m::TemplateGet, _>(params, |t| self.template_get(p, t)).await
@@ -193,7 +193,7 @@ impl Daemon {
                 serve::<m::TemplateList, _>(params, |_| self.template_list(p)).await
             }
             Name::TemplateUpdate => {
-                serve::<m::TemplateUpdate, _>(params, |t| self.template_update(p, t)).await
+                serve::<m::TemplateUpdate, _>(params, |t| self.template_update(peer, p, t)).await
             }
             Name::TemplateDelete => {
                 serve::<m::TemplateDelete, _>(params, |t| self.template_delete(p, t)).await
@@ -389,13 +389,14 @@ impl Daemon {
 
     async fn template_create(
         &self,
+        peer: &Peer,
         project: &str,
         p: TemplateParams,
     ) -> Result<TemplateRef, RpcError> {
         let t = checked_template(p.template, &self.apps)?;
         let name = t.name.clone();
-        let (store, owner) = (self.store.clone(), project.to_string());
-        let revision = blocking(move || store.create_template(&owner, &t)).await?;
+        let (store, owner, by) = (self.store.clone(), project.to_string(), peer.user.clone());
+        let revision = blocking(move || store.create_template(&owner, &t, Some(&by))).await?;
         self.template_changed(project, &name);
         Ok(TemplateRef { name, revision })
     }
@@ -417,16 +418,18 @@ impl Daemon {
 
     async fn template_update(
         &self,
+        peer: &Peer,
         project: &str,
         p: TemplateUpdateParams,
     ) -> Result<TemplateRef, RpcError> {
         let t = checked_template(p.template, &self.apps)?;
         let name = t.name.clone();
         let old = p.name.clone();
-        let (store, owner) = (self.store.clone(), project.to_string());
-        let revision =
-            blocking(move || store.update_template(&owner, &p.name, &t, p.expected_revision))
-                .await?;
+        let (store, owner, by) = (self.store.clone(), project.to_string(), peer.user.clone());
+        let revision = blocking(move || {
+            store.update_template(&owner, &p.name, &t, p.expected_revision, Some(&by))
+        })
+        .await?;
         // A rename changes two entries: the old name is gone.
         if old != name {
             self.template_changed(project, &old);

@@ -538,6 +538,7 @@ impl Catalog {
         qemu_img::convert(source, "qcow2", qemu_img::Format::Qcow2Zstd, &written).await?;
         let record = creation.finish(&written).await?;
         tracing::info!(image = %record.id, name = %record.name, "gallery version published");
+        self.announce(&record);
         record
             .info_for(&project)
             .ok_or_else(|| CatalogError::Conflict("image vanished".into()))

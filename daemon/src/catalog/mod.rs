@@ -27,7 +27,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_shared::protocol::{ErrorKind, ImageInfo, RpcError, Visibility};
+use kiln_shared::protocol::{ErrorKind, GalleryRef, ImageInfo, RpcError, Visibility};
+use tokio::sync::broadcast;
 
 use crate::qemu_img::QemuImgError;
 use crate::store::{Store, StoreError};
@@ -122,6 +123,19 @@ pub struct Catalog {
     bootstrapping: Slots,
     /// Builds reading each image, by id.
     leases: Holds,
+    /// Each image that has just become available (see [`Catalog::published`]).
+    published: broadcast::Sender<Published>,
+}
+
+/// An image that has just become available: a gallery version, or a bootstrapped or imported
+/// image (superseding an older one of its name). What `[trigger]` templates wait for.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub id: String,
+    pub name: String,
+    /// The owning project; None for a public image.
+    pub owner: Option<String>,
+    pub gallery: Option<GalleryRef>,
 }
 
 /// Runs store and file work on the blocking pool.
@@ -151,9 +165,26 @@ impl Catalog {
             dir: images_dir,
             bootstrapping: Slots::default(),
             leases: Holds::default(),
+            published: broadcast::channel(256).0,
         };
         catalog.recover()?;
         Ok(catalog)
+    }
+
+    /// Every image that becomes available from now on, as it does (lagging receivers lose the
+    /// oldest).
+    pub fn published(&self) -> broadcast::Receiver<Published> {
+        self.published.subscribe()
+    }
+
+    /// Tells [`Catalog::published`] receivers that `record` is available.
+    fn announce(&self, record: &ImageRecord) {
+        let _ = self.published.send(Published {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            owner: record.owner.clone(),
+            gallery: record.gallery.clone(),
+        });
     }
 
     /// The directory holding the image files.

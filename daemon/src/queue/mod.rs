@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use kiln_shared::apps::AppCatalog;
-use kiln_shared::build::{Build, BuildListParams, BuildStartParams, BuildState, StepState};
+use kiln_shared::build::{
+    Build, BuildListParams, BuildStartParams, BuildState, StepState, TriggeredBy,
+};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +41,13 @@ pub enum QueueError {
     NotFound { project: String, id: u64 },
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+}
+
+/// What to build: a template, on another base than its source, for a trigger.
+struct Wanted<'a> {
+    template: &'a str,
+    base: Option<&'a str>,
+    triggered_by: Option<TriggeredBy>,
 }
 
 /// Limits that tests shorten.
@@ -203,15 +212,65 @@ impl Queue {
         if let Err(e) = kiln_shared::names::check(&params.image_name) {
             return Err(QueueError::ImageName(e.to_string()));
         }
+        let BuildStartParams {
+            template,
+            image_name,
+            base_image,
+        } = params;
+        let wanted = Wanted {
+            template: &template,
+            base: base_image.as_deref(),
+            triggered_by: None,
+        };
+        self.queue(project, started_by, wanted, |_, _| Ok(image_name))
+    }
+
+    /// Queues the build a template's `[trigger]` asks for: its latest revision on the new base
+    /// `by.image_id`, named by `trigger.image_name` with `{version}`, `{date}` and `{build}`
+    /// replaced, run as `started_by` (who stored that revision).
+    pub fn submit_triggered(
+        &self,
+        project: &str,
+        started_by: User,
+        template: &str,
+        by: TriggeredBy,
+    ) -> Result<Build, QueueError> {
+        let (base, version) = (by.image_id.clone(), by.version.clone());
+        let wanted = Wanted {
+            template,
+            base: Some(&base),
+            triggered_by: Some(by),
+        };
+        self.queue(project, started_by, wanted, |t, id| {
+            let today = Utc::now().format("%Y%m%d").to_string();
+            let name = t
+                .trigger
+                .image_name_for(&version, &today, id)
+                .map_err(|e| QueueError::ImageName(format!("(trigger.image_name) {e}")))?;
+            kiln_shared::names::check(&name)
+                .map_err(|e| QueueError::ImageName(format!("(from trigger.image_name) {e}")))?;
+            Ok(name)
+        })
+    }
+
+    /// Stores and queues a build of the latest revision of `wanted.template`, on its source or
+    /// `wanted.base`, named by `image_name(template, build id)`.
+    fn queue(
+        &self,
+        project: &str,
+        started_by: User,
+        wanted: Wanted<'_>,
+        image_name: impl FnOnce(&kiln_shared::Template, u64) -> Result<String, QueueError>,
+    ) -> Result<Build, QueueError> {
         let record = self
             .store
-            .get_template(project, &params.template, None)
+            .get_template(project, wanted.template, None)
             .map_err(QueueError::Template)?;
         let template = record.template;
         // `--base-image` names one image (a gallery image without a version is its latest);
         // the template's source may pin a gallery version.
-        let (base_name, version) = match &params.base_image {
-            Some(b) => (b.clone(), "latest"),
+        let (base_name, version) = match wanted.base {
+            Some(b) => (b.to_owned(), "latest"),
             None => (
                 template.source.image.clone(),
                 template.source.version.as_str(),
@@ -223,13 +282,14 @@ impl Queue {
             .resolve_base(project, &base_name, version, &template.os)
             .map_err(QueueError::Base)?;
         let id = self.store.next_build_id()?;
+        let image_name = image_name(&template, id)?;
         let plan = plan::plan(&template, &AppCatalog::builtin());
         let build = Build {
             id,
             project: project.into(),
             template: template.name.clone(),
             revision: record.revision,
-            image_name: params.image_name,
+            image_name,
             base_image: base.id,
             base_image_name: Some(base.name),
             state: BuildState::Queued,
@@ -244,6 +304,7 @@ impl Queue {
             queue_position: None,
             attach_command: None,
             accel: None,
+            triggered_by: wanted.triggered_by,
         };
         let rec = BuildRecord::new(build, template, plan, started_by);
         self.save(&rec);

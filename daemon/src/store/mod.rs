@@ -23,6 +23,8 @@ use kiln_shared::Template;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::as_user::User;
+
 /// The schema this kilnd writes. Bump it with a migration in `migrate`.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -88,6 +90,10 @@ struct TemplateHead {
 struct StoredRevision {
     template: Template,
     created_at: DateTime<Utc>,
+    /// Who stored this revision: a build its `[trigger]` queues runs as them (reads their
+    /// files, writes their exports). None for revisions stored before kiln recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    saved_by: Option<User>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,7 +207,12 @@ impl Store {
     }
 
     /// Stores a new template as revision 1.
-    pub fn create_template(&self, project: &str, template: &Template) -> Result<u64, StoreError> {
+    pub fn create_template(
+        &self,
+        project: &str,
+        template: &Template,
+        saved_by: Option<&User>,
+    ) -> Result<u64, StoreError> {
         let now = Utc::now();
         let tx = self.db.begin_write().map_err(db_err)?;
         {
@@ -217,7 +228,14 @@ impl Store {
                 });
             }
             let mut revs = tx.open_table(REVISIONS).map_err(db_err)?;
-            write_revision(&mut heads, &mut revs, project, template, 1, now, now)?;
+            let rev = Revision {
+                template,
+                revision: 1,
+                created_at: now,
+                now,
+                saved_by,
+            };
+            write_revision(&mut heads, &mut revs, project, rev)?;
             ensure_project(&tx, project, now)?;
         }
         tx.commit().map_err(db_err)?;
@@ -232,6 +250,7 @@ impl Store {
         name: &str,
         template: &Template,
         expected: Option<u64>,
+        saved_by: Option<&User>,
     ) -> Result<u64, StoreError> {
         let now = Utc::now();
         let tx = self.db.begin_write().map_err(db_err)?;
@@ -272,15 +291,14 @@ impl Store {
                 heads.remove((project, name)).map_err(db_err)?;
             }
             revision = head.revision + 1;
-            write_revision(
-                &mut heads,
-                &mut revs,
-                project,
+            let rev = Revision {
                 template,
                 revision,
-                head.created_at,
+                created_at: head.created_at,
                 now,
-            )?;
+                saved_by,
+            };
+            write_revision(&mut heads, &mut revs, project, rev)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(revision)
@@ -318,6 +336,28 @@ impl Store {
             revision: rev,
             created_at: head.created_at,
             updated_at: stored.created_at,
+        })
+    }
+
+    /// Who stored the latest revision of a template (None when it was stored before kiln
+    /// recorded that).
+    pub fn template_saved_by(&self, project: &str, name: &str) -> Result<Option<User>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let heads = tx.open_table(TEMPLATES).map_err(db_err)?;
+        let head: TemplateHead = match heads.get((project, name)).map_err(db_err)? {
+            Some(v) => decode(v.value(), || format!("template {project}/{name}"))?,
+            None => return Err(not_found(project, name)),
+        };
+        let revs = tx.open_table(REVISIONS).map_err(db_err)?;
+        let row = revs.get((project, name, head.revision)).map_err(db_err)?;
+        Ok(match row {
+            Some(v) => {
+                decode::<StoredRevision>(v.value(), || {
+                    format!("template {project}/{name} revision {}", head.revision)
+                })?
+                .saved_by
+            }
+            None => None,
         })
     }
 
@@ -433,19 +473,33 @@ fn not_found(project: &str, name: &str) -> StoreError {
     }
 }
 
+/// One revision to write: the template, its number, when the template was created, now.
+struct Revision<'a> {
+    template: &'a Template,
+    revision: u64,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    saved_by: Option<&'a User>,
+}
+
 fn write_revision(
     heads: &mut redb::Table<(&str, &str), &[u8]>,
     revs: &mut redb::Table<(&str, &str, u64), &[u8]>,
     project: &str,
-    template: &Template,
-    revision: u64,
-    created_at: DateTime<Utc>,
-    now: DateTime<Utc>,
+    rev: Revision<'_>,
 ) -> Result<(), StoreError> {
+    let Revision {
+        template,
+        revision,
+        created_at,
+        now,
+        saved_by,
+    } = rev;
     let name = template.name.as_str();
     let stored = StoredRevision {
         template: template.clone(),
         created_at: now,
+        saved_by: saved_by.cloned(),
     };
     revs.insert((project, name, revision), encode(&stored).as_slice())
         .map_err(db_err)?;
@@ -509,15 +563,18 @@ mod tests {
     fn revisions_rename_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("kiln.redb")).unwrap();
-        assert_eq!(store.create_template("p", &template("a")).unwrap(), 1);
+        assert_eq!(store.create_template("p", &template("a"), None).unwrap(), 1);
         assert!(matches!(
-            store.create_template("p", &template("a")),
+            store.create_template("p", &template("a"), None),
             Err(StoreError::TemplateExists { .. })
         ));
-        assert_eq!(store.create_template("q", &template("a")).unwrap(), 1);
+        assert_eq!(store.create_template("q", &template("a"), None).unwrap(), 1);
         let mut t = template("a");
         t.description = Some("two".into());
-        assert_eq!(store.update_template("p", "a", &t, Some(1)).unwrap(), 2);
+        assert_eq!(
+            store.update_template("p", "a", &t, Some(1), None).unwrap(),
+            2
+        );
         assert_eq!(
             store
                 .get_template("p", "a", Some(1))
@@ -529,7 +586,7 @@ mod tests {
         assert_eq!(store.template_revisions("p", "a").unwrap().len(), 2);
         assert_eq!(
             store
-                .update_template("p", "a", &template("b"), None)
+                .update_template("p", "a", &template("b"), None, None)
                 .unwrap(),
             3
         );

@@ -355,6 +355,42 @@ pub(super) fn check_tags(template: &Template, r: &mut Report) {
     }
 }
 
+/// `trigger.image_name`: required with `on_base_change`, and a valid image name once its
+/// placeholders are replaced (checked with a long version, today's date and a large build id;
+/// kilnd checks the real name again when it queues the build).
+pub(super) fn check_trigger(template: &Template, r: &mut Report) {
+    let trigger = &template.trigger;
+    if trigger.image_name.is_empty() {
+        if trigger.on_base_change {
+            r.add(
+                "trigger.image_name",
+                "required when on_base_change is true: the name of each triggered build's \
+                 image, e.g. \"web-{version}\" ({version}, {date} and {build} are replaced)",
+            );
+        }
+        return;
+    }
+    match trigger.image_name_for("202612312359", "20261231", 4_294_967_295) {
+        Err(e) => r.add(
+            "trigger.image_name",
+            format!("{} {e}", excerpt(&trigger.image_name)),
+        ),
+        Ok(name) => {
+            if let Err(e) = crate::names::check(&name) {
+                r.add(
+                    "trigger.image_name",
+                    format!(
+                        "{} is not a valid image name once its placeholders are replaced \
+                         (e.g. {}): {e}",
+                        excerpt(&trigger.image_name),
+                        excerpt(&name)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

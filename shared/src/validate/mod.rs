@@ -30,7 +30,7 @@ use crate::template::Template;
 use distribute::check_distribute;
 use fields::{
     check_applications, check_build_timeout, check_description, check_min_disk, check_os,
-    check_shebang, check_size, check_source, check_tags, check_vm,
+    check_shebang, check_size, check_source, check_tags, check_trigger, check_vm,
 };
 use steps::{check_script_text, check_steps};
 
@@ -119,6 +119,7 @@ pub fn validate(template: &Template, apps: &AppCatalog) -> Vec<Violation> {
     check_steps(&template.validate.in_vm, "validate.in_vm", &mut r);
     check_distribute(&template.distribute, &mut r);
     check_tags(template, &mut r);
+    check_trigger(template, &mut r);
     r.finish()
 }
 

@@ -61,6 +61,7 @@ pub fn build(id: u64, template: &str, state: BuildState) -> Build {
         image_name: format!("{template}-{id}"),
         base_image: "debian-12".into(),
         base_image_name: None,
+        triggered_by: None,
         state,
         sub_state: running.then_some(SubState::Customizing),
         step: (running || state == BuildState::Failed).then_some(1),

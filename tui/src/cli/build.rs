@@ -331,6 +331,7 @@ pub fn list_table(builds: &[Build]) -> Table {
         Column::fixed("STATE", Align::Left),
         Column::fixed("STEP", Align::Right),
         Column::fixed("ELAPSED", Align::Right),
+        Column::fixed("BY", Align::Left),
     ]);
     for b in builds {
         table.push(vec![
@@ -340,6 +341,12 @@ pub fn list_table(builds: &[Build]) -> Table {
             state_text(b),
             step_text(b),
             elapsed(b),
+            // Who queued it: a person, or the template's [trigger].
+            if b.triggered_by.is_some() {
+                "trigger".into()
+            } else {
+                "-".into()
+            },
         ]);
     }
     table
@@ -361,6 +368,15 @@ pub fn show_text(b: &Build) -> String {
             None => b.base_image.clone(),
         },
     );
+    if let Some(t) = &b.triggered_by {
+        row(
+            "trigger",
+            format!(
+                "queued by the template's trigger: {} has a new version, {} ({})",
+                t.image, t.version, t.image_id
+            ),
+        );
+    }
     row("state", state_text(b));
     if !b.message.is_empty() {
         row("message", b.message.clone());
@@ -420,4 +436,38 @@ pub fn show_text(b: &Build) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::app::fixtures;
+    use kiln_shared::build::TriggeredBy;
+
+    #[test]
+    fn triggered_builds_say_so_in_list_and_show() {
+        let by_hand = fixtures::build(1, "web", BuildState::Succeeded);
+        let mut triggered = fixtures::build(2, "web", BuildState::Queued);
+        triggered.triggered_by = Some(TriggeredBy {
+            image: "base/debian".into(),
+            version: "1.0.3".into(),
+            image_id: "img-0123".into(),
+        });
+        let table = list_table(&[by_hand.clone(), triggered.clone()]).render(80, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].trim_end().ends_with("BY"), "{table}");
+        assert!(lines[1].trim_end().ends_with('-'), "{table}");
+        assert!(lines[2].trim_end().ends_with("trigger"), "{table}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{table}");
+        let shown = show_text(&triggered);
+        assert!(
+            shown.contains(
+                "trigger    queued by the template's trigger: base/debian has a new version, \
+                 1.0.3 (img-0123)"
+            ),
+            "{shown}"
+        );
+        assert!(!show_text(&by_hand).contains("trigger"));
+    }
 }

@@ -11,6 +11,7 @@ pub mod output;
 pub mod project;
 pub mod template;
 pub mod template_file;
+pub mod template_trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

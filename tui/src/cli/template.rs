@@ -1,5 +1,5 @@
-//! `kiln template ...`: create, list, show, export, revisions, delete, validate and edit image
-//! templates.
+//! `kiln template ...`: create, list, show, export, revisions, delete, validate, edit and trigger
+//! image templates.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::editor;
 use super::output::{self, local_time, local_time_long, Align, Column, Table};
 use super::template_file::{self, Format, TemplateFile};
+use super::template_trigger;
 use super::{call, plural, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +76,13 @@ pub enum TemplateCommand {
     /// directory. When what you saved cannot be stored, the editor opens again with the errors on
     /// top; empty the file to abort.
     Edit { name: String },
+    /// Turn a template's trigger on or off (stored as a new revision)
+    ///
+    /// With the trigger on, kilnd queues one build of the template's latest revision whenever
+    /// its source gets a new version: a gallery version `latest` now means, or a new image of
+    /// the source's name. The build's image is named by the trigger's image_name, where
+    /// {version}, {date} (UTC, YYYYMMDD) and {build} are replaced.
+    Trigger(template_trigger::TriggerArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +105,7 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
         TemplateCommand::Delete { name, yes } => delete(settings, &name, yes).await,
         TemplateCommand::Validate { file } => validate(settings, &file),
         TemplateCommand::Edit { name } => edit(settings, &name).await,
+        TemplateCommand::Trigger(args) => template_trigger::run(settings, args).await,
     }
 }
 
@@ -109,7 +118,7 @@ fn read_template(path: &Path) -> Result<(TemplateFile, Template), Failure> {
     Ok((file, template))
 }
 
-fn to_wire(template: &Template) -> Result<Value, Failure> {
+pub(super) fn to_wire(template: &Template) -> Result<Value, Failure> {
     serde_json::to_value(template)
         .map_err(|e| Failure::new("internal", format!("cannot encode the template: {e}")))
 }
@@ -193,7 +202,7 @@ async fn list(settings: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn get(
+pub(super) async fn get(
     client: &Client,
     name: &str,
     revision: Option<u64>,
@@ -212,9 +221,10 @@ async fn show(settings: &Settings, name: &str, revision: Option<u64>) -> CmdResu
         output::print_json(&value);
     } else {
         output::print(&format!(
-            "# revision {}, updated {}\n{}",
+            "# revision {}, updated {}\n{}{}",
             record.revision,
             local_time_long(&record.updated_at),
+            template_trigger::comment(&record.template),
             record.template.to_toml()
         ));
     }
@@ -441,7 +451,7 @@ async fn edit(settings: &Settings, name: &str) -> CmdResult {
 }
 
 /// A status message for people: stdout normally, stderr when stdout carries JSON.
-fn say(settings: &Settings, message: &str) {
+pub(super) fn say(settings: &Settings, message: &str) {
     if settings.json {
         eprintln!("{message}");
     } else {

@@ -229,14 +229,17 @@ fn details_lines<'a>(app: &'a App, tpl: &'a TemplateSummary, whole: bool) -> Vec
 
 /// Every field of a stored template beyond the summary's, a line each.
 fn body_lines(t: &Template) -> Vec<String> {
-    let mut out = vec![
-        format!("source: {} ({})", t.source.image, t.source.version),
+    let mut out = vec![format!("source: {} ({})", t.source.image, t.source.version)];
+    if let Some(trigger) = t.trigger_summary() {
+        out.push(format!("trigger: {trigger}"));
+    }
+    out.extend([
         format!(
             "vm: {} vCPUs · {} MB · os disk {} GB · min disk {} GB",
             t.vm.cpus, t.vm.memory_mb, t.vm.os_disk_gb, t.min_disk_gb
         ),
         format!("timeout: {} min", t.effective_build_timeout_minutes()),
-    ];
+    ]);
     if t.customize.is_empty() {
         out.push("customize: none".into());
     } else {

@@ -190,6 +190,7 @@ impl Catalog {
             record.file_size, record.sha256
         ));
         let record = self.supersede(record).await;
+        self.announce(&record);
         record
             .info_for(&who.project)
             .ok_or_else(|| CatalogError::Conflict("image vanished".into()))

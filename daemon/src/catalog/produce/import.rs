@@ -123,6 +123,7 @@ impl Catalog {
         qemu_img::convert_alone(&copy, format, qemu_img::Format::Qcow2Zstd, &written).await?;
         drop(_copy);
         let record = creation.finish(&written).await?;
+        self.announce(&record);
         record
             .info_for(&who.project)
             .ok_or_else(|| CatalogError::Conflict("image vanished".into()))

@@ -116,6 +116,12 @@ pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) -> Outcom
         .limits
         .timeout_cap_secs
         .map_or(minutes * 60, |cap| cap.min(minutes * 60));
+    if let Some(by) = &run.rec.build.triggered_by {
+        run.log.kiln(&format!(
+            "==> triggered: {} has a new version, {} (image {}); this build is on it",
+            by.image, by.version, by.image_id
+        ));
+    }
     run.log.kiln(&format!(
         "==> build {id}: template {} revision {}, image {:?}, base {}, timeout {}",
         run.rec.build.template,
