@@ -142,6 +142,9 @@ fn a_new_gallery_version_queues_one_build_of_each_template_that_asked() {
     }
     let image = c.call("image.get", json!({"image": "a-1.0.1"}))["image"].clone();
     assert_eq!(image["parent_image"], new_id, "{image}");
+    // Lineage: the image records the trigger that made it.
+    assert_eq!(image["trigger"]["version"], "1.0.1", "{image}");
+    assert_eq!(image["lineage"][0]["name"], "web/nginx:1.0.1", "{image}");
 
     // A version excluded from latest is not what latest means: nothing.
     build(&mut c, "canary", "c1"); // web/nginx:1.0.2, excluded

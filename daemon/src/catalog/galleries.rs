@@ -509,6 +509,7 @@ impl Catalog {
         record.template_revision = Some(build.revision);
         record.build = Some(build.id);
         record.parent_image = Some(build.base_image.clone());
+        record.trigger = build.triggered_by.clone();
         record.min_disk_gb = u64::from(template.min_disk_gb);
         record.shared_with = target.share_with.clone();
         record.shared_with.retain(|p| p != &project);

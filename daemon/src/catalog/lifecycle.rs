@@ -343,6 +343,7 @@ impl Catalog {
                     template_revision: i.template_revision,
                     build: i.build,
                     from_instance: i.from_instance.clone(),
+                    trigger: i.trigger.clone(),
                     visibility: i.visibility.as_str().into(),
                 },
                 (None, found) => LineageEntry {
@@ -353,6 +354,7 @@ impl Catalog {
                     template_revision: None,
                     build: None,
                     from_instance: None,
+                    trigger: None,
                     visibility: if found.is_some() {
                         "not visible"
                     } else {

@@ -182,6 +182,7 @@ async fn publish_and_export_are_atomic_and_hashed() {
         from_instance: None,
         parent_image: None,
         description: None,
+        trigger: None,
     };
     let first = catalog.publish(&src, meta.clone()).await.unwrap();
     assert_eq!(first.state, kiln_shared::protocol::ImageState::Available);

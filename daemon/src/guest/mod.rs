@@ -253,6 +253,23 @@ impl Guest {
         .await
     }
 
+    /// Runs `command` as [`exec`](Self::exec) does, uncancelable, and returns its exit code
+    /// with every line it printed (stdout and stderr, in order), for a short command whose
+    /// output matters only when it fails.
+    pub async fn exec_collect(&self, command: &str) -> Result<(i32, String), GuestError> {
+        let output = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = output.clone();
+        let code = self
+            .exec(
+                command,
+                move |_, line| lock(&sink).push(line.to_owned()),
+                &CancellationToken::new(),
+            )
+            .await?;
+        let text = lock(&output).join("\n");
+        Ok((code, text))
+    }
+
     /// Copies the local file `local` to `remote` in the guest (SFTP) and sets its mode.
     pub async fn upload(&self, local: &Path, remote: &str, mode: i32) -> Result<(), GuestError> {
         let local_err = {

@@ -120,6 +120,7 @@ impl Instances {
             from_instance: Some(name.clone()),
             parent_image: Some(i.image_id.clone()),
             description: p.description.clone(),
+            trigger: None,
         };
         let image = self.catalog.publish(machine.disk(), meta).await?;
         say(format!(

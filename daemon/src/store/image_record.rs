@@ -79,6 +79,9 @@ pub struct ImageRecord {
     pub gallery: Option<GalleryRef>,
     #[serde(default)]
     pub parent_sha256: Option<String>,
+    /// The new base version whose trigger queued the build that made it.
+    #[serde(default)]
+    pub trigger: Option<kiln_shared::build::TriggeredBy>,
 }
 
 impl ImageRecord {
@@ -107,6 +110,7 @@ impl ImageRecord {
             description: None,
             gallery: None,
             parent_sha256: None,
+            trigger: None,
         }
     }
 
@@ -154,6 +158,7 @@ impl ImageRecord {
             warm: None,
             gallery: self.gallery.clone(),
             parent_sha256: self.parent_sha256.clone(),
+            trigger: self.trigger.clone(),
             lineage: Vec::new(),
         })
     }

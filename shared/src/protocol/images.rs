@@ -96,6 +96,9 @@ pub struct ImageInfo {
     /// The SHA-256 of `parent_image` when this image was made from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_sha256: Option<String>,
+    /// The new base version whose trigger queued the build that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::build::TriggeredBy>,
     /// `image.get` only: the chain of parents back to a base (parent first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<LineageEntry>,
@@ -207,6 +210,8 @@ pub struct LineageEntry {
     pub build: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::build::TriggeredBy>,
     /// "public", "private", "shared"; "deleted" or "not visible" when it cannot be shown.
     pub visibility: String,
 }

@@ -311,6 +311,7 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         warm: None,
         gallery: None,
         parent_sha256: None,
+        trigger: None,
         lineage: Vec::new(),
     }
 }

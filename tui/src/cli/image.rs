@@ -292,6 +292,9 @@ pub fn image_details(i: &ImageInfo) -> String {
         if let Some(inst) = &e.from_instance {
             line.push_str(&format!(", captured from instance {inst}"));
         }
+        if let Some(t) = &e.trigger {
+            line.push_str(&format!(", triggered by {} {}", t.image, t.version));
+        }
         if !e.sha256.is_empty() {
             line.push_str(&format!(", sha256 {}", &e.sha256[..e.sha256.len().min(16)]));
         }
@@ -589,6 +592,8 @@ mod tests {
             warm: None,
             gallery: None,
             parent_sha256: None,
+            trigger: None,
+            trigger: None,
             lineage: Vec::new(),
         }
     }

@@ -26,6 +26,8 @@ pub struct PublishMeta {
     pub from_instance: Option<String>,
     pub parent_image: Option<String>,
     pub description: Option<String>,
+    /// The trigger that queued the build.
+    pub trigger: Option<kiln_shared::build::TriggeredBy>,
 }
 
 impl Catalog {
@@ -59,6 +61,7 @@ impl Catalog {
         record.from_instance = meta.from_instance;
         record.parent_image = meta.parent_image;
         record.description = meta.description;
+        record.trigger = meta.trigger;
         record.shared_with.retain(|p| p != &meta.project);
         record.shared_with.sort();
         record.shared_with.dedup();
@@ -92,6 +95,7 @@ impl Catalog {
             from_instance: None,
             parent_image: Some(build.base_image.clone()),
             description: None,
+            trigger: build.triggered_by.clone(),
         };
         self.publish(source, meta).await
     }

@@ -14,12 +14,11 @@
 //! returned as text; the caller boots cold and says why.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::instance::{self, Identity};
 use super::prepare::create_overlay;
@@ -30,7 +29,6 @@ use super::{qmp, Accel, AccelProbe};
 use crate::driver::InstanceSpec;
 use crate::guest::os::{self, UPLOADED_HOST_KEY};
 use crate::guest::{Guest, GuestError};
-use crate::sync::lock;
 
 /// The instance's link to the saved VM's disk, its overlay's backing file.
 pub(super) const SAVED_DISK: &str = "saved-disk.qcow2";
@@ -214,20 +212,13 @@ async fn adopt(
         saved_public,
         grow_to,
     });
-    let output = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = output.clone();
-    let code = guest
-        .exec(
-            &script,
-            move |_, line| lock(&sink).push(line.to_owned()),
-            &CancellationToken::new(),
-        )
+    let (code, output) = guest
+        .exec_collect(&script)
         .await
         .map_err(|e| e.to_string())?;
     if code != 0 {
         return Err(format!(
-            "giving the guest its identity failed with exit code {code}: {}",
-            lock(&output).join("\n")
+            "giving the guest its identity failed with exit code {code}: {output}"
         ));
     }
     Ok(())

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -35,7 +35,6 @@ use super::{Accel, AccelProbe, Prepared, Vm};
 use crate::driver::{DriverError, VmSpec};
 use crate::guest::os::{GuestOs, UPLOADED_HOST_KEY};
 use crate::guest::Guest;
-use crate::sync::lock;
 
 /// A cold boot under TCG with cloud-init takes minutes on a busy machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -444,7 +443,6 @@ pub async fn adopt(
     timeout: Duration,
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Guest, DriverError> {
-    let cancel = CancellationToken::new();
     let guest = vm
         .connect_with(&warm.client_key(), &warm.meta.host_public_key, timeout)
         .await?;
@@ -481,19 +479,10 @@ pub async fn adopt(
         &client_public,
         grow,
     );
-    let output = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = output.clone();
-    let code = guest
-        .exec(
-            &script,
-            move |_, line| lock(&sink).push(line.to_owned()),
-            &cancel,
-        )
-        .await?;
+    let (code, output) = guest.exec_collect(&script).await?;
     if code != 0 {
         return Err(DriverError::Resume(format!(
-            "rotating keys in the resumed guest failed with exit code {code}: {}",
-            lock(&output).join("\n")
+            "rotating keys in the resumed guest failed with exit code {code}: {output}"
         )));
     }
     drop(guest);
