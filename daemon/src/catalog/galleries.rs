@@ -91,7 +91,7 @@ fn next_version<'a>(
 }
 
 impl Catalog {
-    fn gallery_view(&self, record: GalleryRecord, images: &[ImageRecord]) -> Gallery {
+    pub(super) fn gallery_view(&self, record: GalleryRecord, images: &[ImageRecord]) -> Gallery {
         let definitions = record
             .images
             .iter()
@@ -129,6 +129,8 @@ impl Catalog {
             description: record.description,
             created_at: record.created_at,
             images: definitions,
+            members: record.members,
+            share_status: None,
         }
     }
 
@@ -143,7 +145,7 @@ impl Catalog {
             .ok_or_else(|| not_found(project, name))
     }
 
-    async fn all_images(&self) -> Result<Vec<ImageRecord>, CatalogError> {
+    pub(super) async fn all_images(&self) -> Result<Vec<ImageRecord>, CatalogError> {
         let store = self.store.clone();
         blocking(move || Ok(store.list_images()?)).await
     }
@@ -161,6 +163,7 @@ impl Catalog {
             description: description.to_owned(),
             created_at: Utc::now(),
             images: Vec::new(),
+            members: Vec::new(),
         };
         let (store, row) = (self.store.clone(), record.clone());
         if !blocking(move || Ok(store.insert_gallery(&row)?)).await? {
@@ -177,10 +180,13 @@ impl Catalog {
         let (store, p) = (self.store.clone(), who.project.clone());
         let records = blocking(move || Ok(store.list_galleries(&p)?)).await?;
         let images = self.all_images().await?;
-        Ok(records
+        let mut out: Vec<Gallery> = records
             .into_iter()
             .map(|r| self.gallery_view(r, &images))
-            .collect())
+            .collect();
+        // Then the galleries other projects offered it, with its answer.
+        out.extend(self.shared_galleries(&who.project, &images).await?);
+        Ok(out)
     }
 
     pub async fn gallery_get(&self, who: &Requester, name: &str) -> Result<Gallery, CatalogError> {
@@ -242,13 +248,16 @@ impl Catalog {
         .ok_or_else(|| not_found(project, gallery))
     }
 
-    /// Deletes a gallery; one holding versions only with `recursive`, which deletes them first
-    /// (refused, and nothing more deleted, at the first one a build or instance uses).
+    /// Deletes a gallery; one holding versions only with `recursive`, which deletes them too.
+    /// Refused, deleting nothing, while the gallery is shared (with a project that did not
+    /// reject it) or any version is shared or used, naming who uses what, unless `force` (as
+    /// `image.delete`: instances still refuse it).
     pub async fn gallery_delete(
         &self,
         who: &Requester,
         name: &str,
         recursive: bool,
+        force: bool,
     ) -> Result<(), CatalogError> {
         let record = self.gallery_record(&who.project, name).await?;
         let images = self.all_images().await?;
@@ -264,8 +273,35 @@ impl Catalog {
                 if versions.len() == 1 { "" } else { "s" }
             )));
         }
+        let members: Vec<String> = record
+            .members
+            .iter()
+            .filter(|m| m.status != kiln_shared::protocol::ShareStatus::Rejected)
+            .map(|m| format!("{} ({})", m.project, m.status.as_str()))
+            .collect();
+        let mut refusals = Vec::new();
+        if !members.is_empty() && !force {
+            refusals.push(format!(
+                "gallery {name} is shared with project{} {}; unshare it (`kiln gallery unshare`) \
+                 or pass --force",
+                if members.len() == 1 { "" } else { "s" },
+                members.join(", ")
+            ));
+        }
+        let how = super::lifecycle::Removal::Delete { force };
+        for v in &versions {
+            if let Some(r) = self.users_of(v).await?.refusal(&v.name, how) {
+                refusals.push(r);
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(CatalogError::Conflict(format!(
+                "not deleting gallery {name}: {}",
+                refusals.join("; ")
+            )));
+        }
         for v in versions {
-            self.remove(v).await?;
+            self.remove_as(v, how).await?;
         }
         let (store, p, n) = (self.store.clone(), who.project.clone(), name.to_owned());
         blocking(move || Ok(store.delete_gallery(&p, &n)?)).await?;
@@ -274,6 +310,8 @@ impl Catalog {
     }
 
     /// The version of `GALLERY/IMAGE` a build of `project` uses: `latest` or an explicit one.
+    /// `GALLERY` is the project's own gallery of that name, else the one of that name another
+    /// project shared with it and it accepted (several such are refused as ambiguous).
     pub(super) fn resolve_version(
         &self,
         project: &str,
@@ -281,16 +319,18 @@ impl Catalog {
         version: &str,
     ) -> Result<ImageRecord, CatalogError> {
         let (gallery, image) = full.split_once('/').unwrap_or((full, ""));
-        if self.store.get_gallery(project, gallery)?.is_none() {
+        let Some(owner) = self.gallery_owner_for(project, gallery)? else {
             return Err(not_found(project, gallery));
-        }
+        };
         let images = self.store.list_images()?;
+        let seen = || {
+            versions_of(&images, &owner, gallery, image)
+                .filter(|(r, _)| r.visibility_for(project).is_some())
+        };
         let found = if version == "latest" {
-            latest(versions_of(&images, project, gallery, image))
+            latest(seen())
         } else {
-            versions_of(&images, project, gallery, image)
-                .find(|(_, g)| g.version == version)
-                .map(|(r, _)| r)
+            seen().find(|(_, g)| g.version == version).map(|(r, _)| r)
         };
         found.cloned().ok_or_else(|| CatalogError::NotFound {
             project: project.into(),
@@ -345,10 +385,7 @@ impl Catalog {
         record.build = Some(build.id);
         record.parent_image = Some(build.base_image.clone());
         record.min_disk_gb = u64::from(template.min_disk_gb);
-        record.shared_with = target.share_with.clone();
-        record.shared_with.retain(|p| p != &project);
-        record.shared_with.sort();
-        record.shared_with.dedup();
+        record.shared_with = super::sharing::offered(&target.share_with, &project);
         let (p, asked, exclude) = (
             project.clone(),
             target.version.clone(),
@@ -358,6 +395,16 @@ impl Catalog {
         let creation = self
             .begin(record, move |existing, record| {
                 let version = next_version(versions_of(existing, &p, &g, &i), &asked, &full)?;
+                // The projects offered it keep the answer they gave the highest version so far.
+                if let Some((prev, _)) = versions_of(existing, &p, &g, &i)
+                    .max_by_key(|(_, g)| gallery_version(&g.version))
+                {
+                    for m in &mut record.shared_with {
+                        if let Some(s) = prev.share_status(&m.project) {
+                            m.status = s;
+                        }
+                    }
+                }
                 record.name = format!("{full}:{version}");
                 record.gallery = Some(GalleryRef {
                     gallery: g.clone(),
@@ -371,6 +418,7 @@ impl Catalog {
         let written = files::partial_of(&creation.record.path);
         qemu_img::convert(source, "qcow2", qemu_img::Format::Qcow2Zstd, &written).await?;
         let record = creation.finish(&written).await?;
+        let record = self.with_gallery_members(record).await;
         tracing::info!(image = %record.id, name = %record.name, "gallery version published");
         record
             .info_for(&project)

@@ -9,8 +9,8 @@
 //! Work that is dropped (a canceled build, shutdown) kills its programs and cleans up the same way.
 //!
 //! Here: the errors, the [`Catalog`] and reading it (list, get, a build's base). Who may do what
-//! is `access.rs`, the name rules `names.rs`, leases `lease.rs`, creation, replacement, deletion,
-//! shares and recovery `lifecycle.rs`, the producers (bootstrap, import, publish, export)
+//! is `access.rs`, the name rules `names.rs`, leases `lease.rs`, creation, replacement, deletion
+//! and recovery `lifecycle.rs`, shares of images and galleries and their answers `sharing.rs`, the producers (bootstrap, import, publish, export)
 //! `produce/`, the stored record `record.rs`, atomic files `files.rs`.
 
 mod access;
@@ -20,6 +20,7 @@ mod lease;
 mod lifecycle;
 mod names;
 mod produce;
+mod sharing;
 
 #[cfg(test)]
 mod tests;
@@ -122,6 +123,8 @@ pub struct Catalog {
     bootstrapping: Slots,
     /// Builds reading each image, by id.
     leases: Holds,
+    /// Images deleted by force while leased: the last lease removes them.
+    doomed: lease::Doomed,
 }
 
 /// Runs store and file work on the blocking pool.
@@ -151,6 +154,7 @@ impl Catalog {
             dir: images_dir,
             bootstrapping: Slots::default(),
             leases: Holds::default(),
+            doomed: lease::Doomed::default(),
         };
         catalog.recover()?;
         Ok(catalog)

@@ -3,7 +3,7 @@
 //! captured from an instance, and the confirmations of cancel, stop, start and delete.
 
 use kiln_shared::build::BuildIdParams;
-use kiln_shared::protocol::{ImageParams, InstanceParams, NameParams};
+use kiln_shared::protocol::{ImageDeleteParams, ImageParams, InstanceParams, NameParams};
 
 use super::instances::{self, NewInstance, Power};
 use super::keymap::Key;
@@ -143,7 +143,10 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 app.message = Some(format!("deleting {} {name}...", what.noun()));
                 let request = match what {
                     Deletable::Template => Request::TemplateDelete(NameParams { name }),
-                    Deletable::Image => Request::ImageDelete(ImageParams { image: name }),
+                    Deletable::Image => Request::ImageDelete(ImageDeleteParams {
+                        image: name,
+                        force: false,
+                    }),
                     // Typing the name was the question: its VM is killed, not powered off.
                     Deletable::Instance => {
                         Request::InstanceDelete(InstanceParams { name, force: true })

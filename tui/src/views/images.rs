@@ -87,7 +87,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if !i.shared_with.is_empty() {
         lines.push(Line::from(format!(
             "shared with {}",
-            i.shared_with.join(", ")
+            crate::cli::image::members_text(&i.shared_with)
         )));
     }
     if let Some(m) = &i.message {
@@ -188,7 +188,7 @@ fn detail_lines(i: &ImageInfo) -> Vec<String> {
             if i.shared_with.is_empty() {
                 "nobody".to_string()
             } else {
-                i.shared_with.join(", ")
+                crate::cli::image::members_text(&i.shared_with)
             }
         ),
     ];
