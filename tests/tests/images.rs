@@ -271,7 +271,16 @@ fn projects_see_public_own_and_shared_images() {
         "image.share",
         json!({"image": "secret", "projects": ["b", "c"], "project": "a"}),
     );
-    assert_eq!(shared["image"]["shared_with"], json!(["b", "c"]));
+    assert_eq!(
+        shared["image"]["shared_with"],
+        json!([{"project": "b", "status": "pending"}, {"project": "c", "status": "pending"}])
+    );
+    // Pending until b accepts (here through the CLI).
+    assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
+    let out = k.kiln(&["image", "list", "--pending", "--project", "b", "--json"]);
+    assert_eq!(json_out(&out)["images"][0]["share_status"], "pending");
+    let out = k.kiln(&["image", "accept", "secret", "--project", "b", "--json"]);
+    assert_eq!(json_out(&out)["image"]["share_status"], "accepted");
     assert_eq!(
         names(&mut c, "b"),
         vec![pair("base", "public"), pair("secret", "shared")]
@@ -317,7 +326,10 @@ fn projects_see_public_own_and_shared_images() {
         "a",
         "--json",
     ]);
-    assert_eq!(json_out(&out)["image"]["shared_with"], json!(["c"]));
+    assert_eq!(
+        json_out(&out)["image"]["shared_with"],
+        json!([{"project": "c", "status": "pending"}])
+    );
     assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
 
     let (kind, _) = c.call_err("image.get", json!({"project": "a"}));

@@ -81,7 +81,11 @@ fn a_share_is_pending_until_accepted_and_delete_needs_force_while_shared_or_used
     let pending = c.call("image.list", as_("other", json!({"pending": true})))["images"].clone();
     assert_eq!(pending[0]["name"], "debian-12", "{pending}");
     assert_eq!(pending[0]["share_status"], "pending");
-    assert_eq!(pending[0]["shared_with"], json!([]), "members are the owner's");
+    assert_eq!(
+        pending[0]["shared_with"],
+        json!([]),
+        "members are the owner's"
+    );
     let (kind, _) = c.call_err(
         "build.start",
         as_("other", json!({"template": "app", "image_name": "x"})),
@@ -91,7 +95,8 @@ fn a_share_is_pending_until_accepted_and_delete_needs_force_while_shared_or_used
     assert_eq!(kind, "not_found", "not offered to nobody");
 
     // Accepted: listed as shared, buildable; the owner sees the answer.
-    let accepted = c.call("image.accept", as_("other", json!({"image": "debian-12"})))["image"].clone();
+    let accepted =
+        c.call("image.accept", as_("other", json!({"image": "debian-12"})))["image"].clone();
     assert_eq!(accepted["share_status"], "accepted", "{accepted}");
     assert_eq!(
         names(&mut c, as_("other", json!({"visibility": "shared"}))),
@@ -209,7 +214,10 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
         json!({"name": "web", "projects": ["other"]}),
     )["gallery"]
         .clone();
-    assert_eq!(g["members"], json!([{"project": "other", "status": "pending"}]));
+    assert_eq!(
+        g["members"],
+        json!([{"project": "other", "status": "pending"}])
+    );
     c.call("template.create", template("app", "web/nginx", "other"));
 
     // Pending: listed with its status, no versions; nothing resolves.
@@ -217,7 +225,10 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
     assert_eq!(list[0]["project"], "default", "{list}");
     assert_eq!(list[0]["share_status"], "pending", "{list}");
     assert_eq!(list[0]["images"][0]["versions"], json!([]), "{list}");
-    let (kind, _) = c.call_err("image.get", as_("other", json!({"image": "web/nginx:1.0.0"})));
+    let (kind, _) = c.call_err(
+        "image.get",
+        as_("other", json!({"image": "web/nginx:1.0.0"})),
+    );
     assert_eq!(kind, "not_found");
     let (kind, _) = c.call_err(
         "build.start",
@@ -231,17 +242,30 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
     assert_eq!(kind, "not_found");
 
     // Accepted: the version there is shared, and so is the next one published.
-    c.call("gallery.accept", as_("other", json!({"name": "web", "from": "default"})));
-    let v = c.call("image.get", as_("other", json!({"image": "web/nginx:1.0.0"})))["image"].clone();
+    c.call(
+        "gallery.accept",
+        as_("other", json!({"name": "web", "from": "default"})),
+    );
+    let v = c.call(
+        "image.get",
+        as_("other", json!({"image": "web/nginx:1.0.0"})),
+    )["image"]
+        .clone();
     assert_eq!(v["visibility"], "shared", "{v}");
     build(&mut c, json!({"template": "nightly", "image_name": "n2"}));
     let b = build(
         &mut c,
         as_("other", json!({"template": "app", "image_name": "a1"})),
     );
-    assert_eq!(b["base_image_name"], "web/nginx:1.0.1", "latest of the shared gallery");
+    assert_eq!(
+        b["base_image_name"], "web/nginx:1.0.1",
+        "latest of the shared gallery"
+    );
     let owner = c.call("gallery.get", json!({"name": "web"}))["gallery"].clone();
-    assert_eq!(owner["members"], json!([{"project": "other", "status": "accepted"}]));
+    assert_eq!(
+        owner["members"],
+        json!([{"project": "other", "status": "accepted"}])
+    );
 
     // A second accepted gallery named web: ambiguous.
     c.call("gallery.create", as_("third", json!({"name": "web"})));
@@ -249,7 +273,10 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
         "gallery.share",
         as_("third", json!({"name": "web", "projects": ["other"]})),
     );
-    c.call("gallery.accept", as_("other", json!({"name": "web", "from": "third"})));
+    c.call(
+        "gallery.accept",
+        as_("other", json!({"name": "web", "from": "third"})),
+    );
     let (kind, err) = c.call_err(
         "build.start",
         as_("other", json!({"template": "app", "image_name": "a2"})),
@@ -257,25 +284,43 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
     assert_eq!(kind, "conflict", "{err}");
     let message = err["message"].as_str().unwrap();
     assert!(message.contains("default, third"), "{message}");
-    c.call("gallery.reject", as_("other", json!({"name": "web", "from": "third"})));
+    c.call(
+        "gallery.reject",
+        as_("other", json!({"name": "web", "from": "third"})),
+    );
 
     // Delete: refused while shared, naming other; forced, gone.
     let (kind, err) = c.call_err("gallery.delete", json!({"name": "web", "recursive": true}));
     assert_eq!(kind, "conflict", "{err}");
     assert!(
-        err["message"].as_str().unwrap().contains("other (accepted)"),
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("other (accepted)"),
         "{err}"
     );
 
     // Rejected: the versions are hidden again.
-    c.call("gallery.reject", as_("other", json!({"name": "web", "from": "default"})));
-    let (kind, _) = c.call_err("image.get", as_("other", json!({"image": "web/nginx:1.0.1"})));
+    c.call(
+        "gallery.reject",
+        as_("other", json!({"name": "web", "from": "default"})),
+    );
+    let (kind, _) = c.call_err(
+        "image.get",
+        as_("other", json!({"image": "web/nginx:1.0.1"})),
+    );
     assert_eq!(kind, "not_found");
-    c.call("gallery.accept", as_("other", json!({"name": "web", "from": "default"})));
+    c.call(
+        "gallery.accept",
+        as_("other", json!({"name": "web", "from": "default"})),
+    );
     c.call(
         "gallery.delete",
         json!({"name": "web", "recursive": true, "force": true}),
     );
-    let (kind, _) = c.call_err("image.get", as_("other", json!({"image": "web/nginx:1.0.1"})));
+    let (kind, _) = c.call_err(
+        "image.get",
+        as_("other", json!({"image": "web/nginx:1.0.1"})),
+    );
     assert_eq!(kind, "not_found");
 }
