@@ -698,7 +698,10 @@ fn pending_shares_are_listed_on_the_shared_tab_and_answered_with_a_and_x() {
     press(&mut app, "2");
     assert!(press(&mut app, "a").is_empty());
     assert!(
-        app.message.as_deref().unwrap().contains("is private"),
+        app.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is private"),
         "{:?}",
         app.message
     );
@@ -713,7 +716,7 @@ fn s_shares_a_private_image_with_the_projects_typed() {
     assert!(app
         .message
         .as_deref()
-        .unwrap()
+        .unwrap_or_default()
         .contains("only this project's private images"));
     press(&mut app, "2s");
     assert!(
