@@ -261,6 +261,13 @@ fn a_shared_gallery_shows_every_version_once_accepted() {
         b["base_image_name"], "web/nginx:1.0.1",
         "latest of the shared gallery"
     );
+    let seen = c.call("gallery.get", as_("other", json!({"name": "web"})))["gallery"].clone();
+    assert_eq!(seen["project"], "default", "{seen}");
+    assert_eq!(seen["images"][0]["latest"], "1.0.1", "{seen}");
+    assert!(
+        seen.get("members").is_none(),
+        "members are the owner's: {seen}"
+    );
     let owner = c.call("gallery.get", json!({"name": "web"}))["gallery"].clone();
     assert_eq!(
         owner["members"],

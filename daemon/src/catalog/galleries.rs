@@ -189,9 +189,31 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The project's own gallery `name`, else the one of that name another project shared with
+    /// it (as it sees it; several are refused as ambiguous).
     pub async fn gallery_get(&self, who: &Requester, name: &str) -> Result<Gallery, CatalogError> {
-        let record = self.gallery_record(&who.project, name).await?;
-        Ok(self.gallery_view(record, &self.all_images().await?))
+        let images = self.all_images().await?;
+        let own = self.gallery_record(&who.project, name).await;
+        let Err(CatalogError::NotFound { .. }) = own else {
+            return Ok(self.gallery_view(own?, &images));
+        };
+        let mut shared: Vec<Gallery> = self
+            .shared_galleries(&who.project, &images)
+            .await?
+            .into_iter()
+            .filter(|g| g.name == name)
+            .collect();
+        match shared.len() {
+            0 => Err(not_found(&who.project, name)),
+            1 => Ok(shared.remove(0)),
+            _ => {
+                Err(CatalogError::Conflict(format!(
+                "projects {} each shared a gallery {name} with {}; `kiln gallery list` shows them",
+                shared.iter().map(|g| g.project.as_str()).collect::<Vec<_>>().join(", "),
+                who.project
+            )))
+            }
+        }
     }
 
     /// Adds the image definition `GALLERY/IMAGE` of `os`.

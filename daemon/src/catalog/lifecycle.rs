@@ -413,3 +413,72 @@ impl Users {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal for removing an image with `users` the way `how` says: `None`, or a message
+    /// holding every piece of `expected`.
+    fn check(users: Users, how: Removal, expected: Option<&[&str]>) {
+        let got = users.refusal("web", how);
+        match (&got, expected) {
+            (None, None) => {}
+            (Some(text), Some(parts)) => {
+                for p in parts {
+                    assert!(text.contains(p), "{p:?} in {text:?} ({how:?})");
+                }
+            }
+            _ => panic!("{how:?}: {got:?}, not {expected:?}"),
+        }
+    }
+
+    fn users(members: &[&str], builds: &[&str], instances: &[&str], leases: usize) -> Users {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Users {
+            members: own(members),
+            builds: own(builds),
+            instances: own(instances),
+            leases,
+        }
+    }
+
+    #[test]
+    fn who_stops_a_removal() {
+        let delete = Removal::Delete { force: false };
+        let force = Removal::Delete { force: true };
+        let replaced = Removal::Replaced;
+        check(users(&[], &[], &[], 0), delete, None);
+        check(
+            users(&["b (accepted)"], &[], &[], 0),
+            delete,
+            Some(&["shared with project b (accepted)", "--force"]),
+        );
+        check(users(&["b (accepted)"], &[], &[], 0), force, None);
+        check(users(&["b (accepted)"], &[], &[], 0), replaced, None);
+        check(
+            users(&[], &["7 (project b)", "8 (project c)"], &[], 1),
+            delete,
+            Some(&["builds 7 (project b), 8 (project c)"]),
+        );
+        check(users(&[], &["7 (project b)"], &[], 1), force, None);
+        check(
+            users(&[], &[], &[], 2),
+            replaced,
+            Some(&[
+                "2 builds or warm starts reading it",
+                "it stays until they are done",
+            ]),
+        );
+        check(
+            users(
+                &["b (pending)"],
+                &["7 (project b)"],
+                &["box (project b)"],
+                1,
+            ),
+            force,
+            Some(&["instance box (project b)", "--force does not cover them"]),
+        );
+    }
+}
