@@ -688,6 +688,8 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
 #[cfg(test)]
 mod form_tests;
 #[cfg(test)]
+mod image_tests;
+#[cfg(test)]
 mod instance_tests;
 #[cfg(test)]
 mod tests;
