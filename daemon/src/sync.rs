@@ -13,7 +13,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How many holders each key has (e.g. builds reading an image); a key is held while any of
 /// its [`Hold`]s lives.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Holds(Arc<Mutex<HashMap<String, usize>>>);
 
 impl Holds {

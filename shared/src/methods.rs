@@ -89,9 +89,15 @@ methods! {
     // The image methods stay in this order: the unknown-`image.*` error lists them so.
     ImageList = "image.list" (p::ImageListParams) -> p::ImageList;
     ImageGet = "image.get" (p::ImageParams) -> p::ImageResult;
-    ImageDelete = "image.delete" (p::ImageParams) -> Empty;
+    /// Refused while shared or in use, unless `force`.
+    ImageDelete = "image.delete" (p::ImageDeleteParams) -> Empty;
+    /// Offers the image to the projects: `pending` there until they accept.
     ImageShare = "image.share" (p::ImageShareParams) -> p::ImageResult;
     ImageUnshare = "image.unshare" (p::ImageShareParams) -> p::ImageResult;
+    /// In a project the image was shared with: see and use it.
+    ImageAccept = "image.accept" (p::ImageParams) -> p::ImageResult;
+    /// In a project the image was shared with: hide it again.
+    ImageReject = "image.reject" (p::ImageParams) -> p::ImageResult;
     /// [`p::ImageProgress`] notifications while it runs.
     ImageBootstrap = "image.bootstrap" (p::ImageBootstrapParams) -> p::ImageBootstrapResult;
     /// [`p::ImageProgress`] notifications while it warms (`warm: true`).
@@ -114,6 +120,11 @@ methods! {
     GalleryGet = "gallery.get" (p::GalleryParams) -> p::GalleryReply;
     /// Refused while it holds versions, unless `recursive`.
     GalleryDelete = "gallery.delete" (p::GalleryDeleteParams) -> Empty;
+    /// Offers every version (present and future) to the projects, pending until they accept.
+    GalleryShare = "gallery.share" (p::GalleryShareParams) -> p::GalleryReply;
+    GalleryUnshare = "gallery.unshare" (p::GalleryShareParams) -> p::GalleryReply;
+    GalleryAccept = "gallery.accept" (p::GalleryAnswerParams) -> p::GalleryReply;
+    GalleryReject = "gallery.reject" (p::GalleryAnswerParams) -> p::GalleryReply;
     GalleryImageCreate = "gallery.image.create" (p::GalleryImageCreateParams) -> p::GalleryReply;
     GalleryImageList = "gallery.image.list" (p::GalleryParams) -> p::GalleryImageList;
     GalleryImageUpdate = "gallery.image.update" (p::GalleryImageUpdateParams) -> p::GalleryReply;

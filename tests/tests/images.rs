@@ -7,7 +7,7 @@ use std::process::Command;
 
 use kiln_daemon::catalog::{sha256_file, ImageRecord, State};
 use kiln_daemon::store::Store;
-use kiln_tests::{json_out, stderr, Kilnd};
+use kiln_tests::{json_err, json_out, stderr, Kilnd};
 use serde_json::{json, Value};
 
 /// Runs `qemu-img ARGS` and insists it worked.
@@ -271,7 +271,16 @@ fn projects_see_public_own_and_shared_images() {
         "image.share",
         json!({"image": "secret", "projects": ["b", "c"], "project": "a"}),
     );
-    assert_eq!(shared["image"]["shared_with"], json!(["b", "c"]));
+    assert_eq!(
+        shared["image"]["shared_with"],
+        json!([{"project": "b", "status": "pending"}, {"project": "c", "status": "pending"}])
+    );
+    // Pending until b accepts (here through the CLI).
+    assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
+    let out = k.kiln(&["image", "list", "--pending", "--project", "b", "--json"]);
+    assert_eq!(json_out(&out)["images"][0]["share_status"], "pending");
+    let out = k.kiln(&["image", "accept", "secret", "--project", "b", "--json"]);
+    assert_eq!(json_out(&out)["image"]["share_status"], "accepted");
     assert_eq!(
         names(&mut c, "b"),
         vec![pair("base", "public"), pair("secret", "shared")]
@@ -317,8 +326,32 @@ fn projects_see_public_own_and_shared_images() {
         "a",
         "--json",
     ]);
-    assert_eq!(json_out(&out)["image"]["shared_with"], json!(["c"]));
+    assert_eq!(
+        json_out(&out)["image"]["shared_with"],
+        json!([{"project": "c", "status": "pending"}])
+    );
     assert_eq!(names(&mut c, "b"), vec![pair("base", "public")]);
+
+    // Still offered to c: the delete is refused, naming it, unless --force.
+    let delete = [
+        "image",
+        "delete",
+        "secret",
+        "--yes",
+        "--project",
+        "a",
+        "--json",
+    ];
+    let err = json_err(&k.kiln(&delete));
+    assert_eq!(err["error"]["kind"], "conflict", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("shared with project c (pending)"),
+        "{message}"
+    );
+    json_out(&k.kiln(&[&delete[..], &["--force"]].concat()));
+    let (kind, _) = c.call_err("image.get", json!({"image": id, "project": "a"}));
+    assert_eq!(kind, "not_found");
 
     let (kind, _) = c.call_err("image.get", json!({"project": "a"}));
     assert_eq!(kind, "invalid_params");

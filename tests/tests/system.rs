@@ -300,8 +300,10 @@ fn check_instance_isolation(w: &World, home: &kiln_tests::Scratch) {
     w.ok(alice, "a", &["instance", "delete", "box-a", "--yes"]);
 }
 
-/// Alice shares an image with `b`: Bob sees it as shared (and may not delete or re-share it);
-/// unsharing hides it again.
+/// Alice shares an image with `b`: pending there (Bob does not see it, except in `image list
+/// --pending`) until Bob accepts it; then he sees it as shared (and may not delete or re-share
+/// it); his reject hides it again; Alice's delete is refused while it is shared; unsharing
+/// hides it.
 fn check_sharing(w: &World) {
     let (alice, bob) = (&w.alice, &w.bob);
     let home = alice.scratch(0o700);
@@ -311,7 +313,24 @@ fn check_sharing(w: &World) {
     assert!(!w.image_names(bob, "b").contains(&"img-shared".into()));
 
     let shared = w.ok(alice, "a", &["image", "share", "img-shared", "b"]);
-    assert_eq!(shared["image"]["shared_with"], serde_json::json!(["b"]));
+    assert_eq!(
+        shared["image"]["shared_with"],
+        serde_json::json!([{"project": "b", "status": "pending"}])
+    );
+    // Pending: invisible to Bob but for the pending list; Alice cannot answer for b.
+    w.fails(bob, "b", &["image", "show", "img-shared"], "not_found");
+    assert!(!w.image_names(bob, "b").contains(&"img-shared".into()));
+    let pending = w.ok(bob, "b", &["image", "list", "--pending"]);
+    assert_eq!(pending["images"][0]["name"], "img-shared", "{pending}");
+    assert_eq!(pending["images"][0]["share_status"], "pending", "{pending}");
+    w.fails(alice, "a", &["image", "accept", "img-shared"], "not_found");
+    let accepted = w.ok(bob, "b", &["image", "accept", "img-shared"]);
+    assert_eq!(accepted["image"]["share_status"], "accepted", "{accepted}");
+    let owner = w.ok(alice, "a", &["image", "show", "img-shared"]);
+    assert_eq!(
+        owner["image"]["shared_with"],
+        serde_json::json!([{"project": "b", "status": "accepted"}])
+    );
     let seen = w.ok(bob, "b", &["image", "show", "img-shared"]);
     assert_eq!(seen["image"]["visibility"], "shared", "{seen}");
     assert!(w.image_names(bob, "b").contains(&"img-shared".into()));
@@ -329,6 +348,19 @@ fn check_sharing(w: &World) {
     );
     // Shared with b, not with everyone.
     assert!(!w.image_names(bob, "default").contains(&"img-shared".into()));
+    let msg = w.fails(
+        alice,
+        "a",
+        &["image", "delete", "img-shared", "--yes"],
+        "conflict",
+    );
+    assert!(msg.contains("shared with project b (accepted)"), "{msg}");
+
+    // Rejected: hidden again; accepted again for the unshare below.
+    w.ok(bob, "b", &["image", "reject", "img-shared"]);
+    assert!(!w.image_names(bob, "b").contains(&"img-shared".into()));
+    w.fails(bob, "b", &["image", "show", "img-shared"], "not_found");
+    w.ok(bob, "b", &["image", "accept", "img-shared"]);
 
     w.ok(alice, "a", &["image", "unshare", "img-shared", "b"]);
     assert!(!w.image_names(bob, "b").contains(&"img-shared".into()));
@@ -427,9 +459,9 @@ fn projects_are_isolated_between_users() {
 }
 
 #[test]
-fn a_shared_image_is_seen_until_unshared() {
+fn a_shared_image_is_pending_until_accepted_and_seen_until_unshared() {
     if let Some(w) = world(
-        "a_shared_image_is_seen_until_unshared",
+        "a_shared_image_is_pending_until_accepted_and_seen_until_unshared",
         Binaries::workspace(),
     ) {
         check_sharing(&w);

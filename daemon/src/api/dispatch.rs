@@ -8,8 +8,8 @@ use kiln_shared::apps::AppCatalog;
 use kiln_shared::methods::{self as m, Empty, Method, Name};
 use kiln_shared::protocol::{
     Caller, DaemonStatus, ErrorKind, NameParams, ProjectList, Request, Response, RevisionList,
-    RpcError, TemplateGetParams, TemplateList, TemplateParams, TemplateRecord, TemplateRef,
-    TemplateUpdateParams, ValidationResult, DEFAULT_PROJECT, PROTOCOL_VERSION,
+    RpcError, ShareStatus, TemplateGetParams, TemplateList, TemplateParams, TemplateRecord,
+    TemplateRef, TemplateUpdateParams, ValidationResult, DEFAULT_PROJECT, PROTOCOL_VERSION,
 };
 use kiln_shared::validate::validate;
 use kiln_shared::Template;
@@ -264,6 +264,20 @@ impl Daemon {
                 let who = images::requester(self, peer, p);
                 serve::<m::ImageUnshare, _>(params, |i| images::share(self, &who, i, false)).await
             }
+            Name::ImageAccept => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageAccept, _>(params, |i| {
+                    images::answer(self, &who, i, ShareStatus::Accepted)
+                })
+                .await
+            }
+            Name::ImageReject => {
+                let who = images::requester(self, peer, p);
+                serve::<m::ImageReject, _>(params, |i| {
+                    images::answer(self, &who, i, ShareStatus::Rejected)
+                })
+                .await
+            }
             // The three that make or warm an image send `image.progress` notifications while
             // they run, every one before the reply.
             Name::ImageBootstrap => {
@@ -345,6 +359,29 @@ impl Daemon {
             Name::GalleryDelete => {
                 let who = images::requester(self, peer, p);
                 serve::<m::GalleryDelete, _>(params, |i| galleries::delete(self, &who, i)).await
+            }
+            Name::GalleryShare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryShare, _>(params, |i| galleries::share(self, &who, i, true)).await
+            }
+            Name::GalleryUnshare => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryUnshare, _>(params, |i| galleries::share(self, &who, i, false))
+                    .await
+            }
+            Name::GalleryAccept => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryAccept, _>(params, |i| {
+                    galleries::answer(self, &who, i, ShareStatus::Accepted)
+                })
+                .await
+            }
+            Name::GalleryReject => {
+                let who = images::requester(self, peer, p);
+                serve::<m::GalleryReject, _>(params, |i| {
+                    galleries::answer(self, &who, i, ShareStatus::Rejected)
+                })
+                .await
             }
             Name::GalleryImageCreate => {
                 let who = images::requester(self, peer, p);
@@ -586,7 +623,7 @@ mod tests {
         check(
             "image.nope",
             "unknown method \"image.nope\"; the image methods are image.list, image.get, \
-             image.delete, image.share, image.unshare, image.bootstrap, image.import, image.warm, \
+             image.delete, image.share, image.unshare, image.accept, image.reject, image.bootstrap, image.import, image.warm, \
              image.create_from_instance",
         );
     }

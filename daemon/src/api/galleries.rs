@@ -2,9 +2,9 @@
 
 use kiln_shared::methods::Empty;
 use kiln_shared::protocol::{
-    GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams, GalleryImageList,
-    GalleryImageUpdateParams, GalleryList, GalleryParams, GalleryPruneParams, GalleryPruneResult,
-    GalleryReply, RpcError,
+    GalleryAnswerParams, GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams,
+    GalleryImageList, GalleryImageUpdateParams, GalleryList, GalleryParams, GalleryPruneParams,
+    GalleryPruneResult, GalleryReply, GalleryShareParams, RpcError, ShareStatus,
 };
 
 use super::dispatch::Daemon;
@@ -40,7 +40,9 @@ pub async fn delete(
     who: &Requester,
     p: GalleryDeleteParams,
 ) -> Result<Empty, RpcError> {
-    d.catalog.gallery_delete(who, &p.name, p.recursive).await?;
+    d.catalog
+        .gallery_delete(who, &p.name, p.recursive, p.force)
+        .await?;
     Ok(Empty {})
 }
 
@@ -64,6 +66,36 @@ pub async fn image_list(
 ) -> Result<GalleryImageList, RpcError> {
     Ok(GalleryImageList {
         images: d.catalog.gallery_get(who, &p.name).await?.images,
+    })
+}
+
+/// `gallery.share` (`add`) or `gallery.unshare`.
+pub async fn share(
+    d: &Daemon,
+    who: &Requester,
+    p: GalleryShareParams,
+    add: bool,
+) -> Result<GalleryReply, RpcError> {
+    Ok(GalleryReply {
+        gallery: d
+            .catalog
+            .gallery_share(who, &p.name, &p.projects, add)
+            .await?,
+    })
+}
+
+/// `gallery.accept` or `gallery.reject` (`status`), in a project the gallery was shared with.
+pub async fn answer(
+    d: &Daemon,
+    who: &Requester,
+    p: GalleryAnswerParams,
+    status: ShareStatus,
+) -> Result<GalleryReply, RpcError> {
+    Ok(GalleryReply {
+        gallery: d
+            .catalog
+            .gallery_answer(who, &p.name, &p.from, status)
+            .await?,
     })
 }
 

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use kiln_shared::methods::Empty;
 use kiln_shared::protocol::{
-    ErrorKind, ImageBootstrapParams, ImageBootstrapResult, ImageImportParams, ImageInfo, ImageList,
-    ImageListParams, ImageParams, ImageProgress, ImageResult, ImageShareParams, ImageWarmParams,
-    RpcError, WarmInfo,
+    ErrorKind, ImageBootstrapParams, ImageBootstrapResult, ImageDeleteParams, ImageImportParams,
+    ImageInfo, ImageList, ImageListParams, ImageParams, ImageProgress, ImageResult,
+    ImageShareParams, ImageWarmParams, RpcError, ShareStatus, WarmInfo,
 };
 
 use super::builds::Sink;
@@ -67,7 +67,11 @@ pub async fn list(
     who: &Requester,
     p: ImageListParams,
 ) -> Result<ImageList, RpcError> {
-    let mut images = daemon.catalog.list(who, p.visibility).await?;
+    let mut images = if p.pending {
+        daemon.catalog.list_pending(who).await?
+    } else {
+        daemon.catalog.list(who, p.visibility).await?
+    };
     for image in &mut images {
         image.warm = warm_info(daemon, image).await;
     }
@@ -85,10 +89,14 @@ pub async fn get(
     Ok(ImageResult { image })
 }
 
-pub async fn delete(daemon: &Daemon, who: &Requester, p: ImageParams) -> Result<Empty, RpcError> {
+pub async fn delete(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageDeleteParams,
+) -> Result<Empty, RpcError> {
     let catalog = &daemon.catalog;
     let id = catalog.get(who, &p.image).await?.id;
-    catalog.delete(who, &p.image).await?;
+    catalog.delete(who, &p.image, p.force).await?;
     if let Err(e) = daemon.warm.remove(&id) {
         tracing::warn!(image = %id, "removing the deleted image's warm state: {e}");
     }
@@ -109,6 +117,18 @@ pub async fn share(
         catalog.unshare(who, &p.image, &p.projects).await?
     };
     Ok(ImageResult { image })
+}
+
+/// `image.accept` or `image.reject` (`status`), in a project the image was shared with.
+pub async fn answer(
+    daemon: &Daemon,
+    who: &Requester,
+    p: ImageParams,
+    status: ShareStatus,
+) -> Result<ImageResult, RpcError> {
+    Ok(ImageResult {
+        image: daemon.catalog.answer(who, &p.image, status).await?,
+    })
 }
 
 pub async fn warm_image(

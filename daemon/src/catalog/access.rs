@@ -153,7 +153,13 @@ mod tests {
         expected: Result<(), (ErrorKind, &str)>,
     ) {
         let mut r = ImageRecord::new("img-1", "web", "debian-12", owner, "/x".into());
-        r.shared_with = shared.iter().map(|s| s.to_string()).collect();
+        for p in shared {
+            crate::store::set_member(
+                &mut r.shared_with,
+                p,
+                kiln_shared::protocol::ShareStatus::Accepted,
+            );
+        }
         let who = Requester {
             project: project.into(),
             admin,

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use kiln_shared::names::gallery_version;
 use kiln_shared::protocol::{
-    Gallery, GalleryImage, GalleryRef, GalleryVersion, ImageInfo, PruneAction, Retention,
+    Gallery, GalleryImage, GalleryRef, GalleryVersion, ImageInfo, Retention,
 };
 
 use super::names::{check_name, check_os, new_id};
@@ -29,7 +29,7 @@ pub struct VersionTarget {
     pub share_with: Vec<String>,
 }
 
-fn split_full(full: &str) -> Result<(&str, &str), CatalogError> {
+pub(super) fn split_full(full: &str) -> Result<(&str, &str), CatalogError> {
     full.split_once('/').ok_or_else(|| {
         CatalogError::Invalid(format!(
             "{full:?} is not GALLERY/IMAGE (e.g. \"web/nginx\")"
@@ -37,58 +37,7 @@ fn split_full(full: &str) -> Result<(&str, &str), CatalogError> {
     })
 }
 
-fn check_retention(r: &Retention) -> Result<(), CatalogError> {
-    if r.keep_latest == Some(0) || r.max_age_days == Some(0) {
-        return Err(CatalogError::Invalid(
-            "keep_latest and max_age_days are at least 1 (leave one out for no limit)".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// What a prune does to each version of one definition, highest first: `(image id, action)`.
-/// `in_use` says who uses a version (a deprecated one in use is kept).
-fn prune_plan(
-    mut versions: Vec<(&ImageRecord, &GalleryRef)>,
-    retention: Retention,
-    now: DateTime<Utc>,
-    in_use: impl Fn(&ImageRecord) -> Option<String>,
-) -> Vec<(String, PruneAction)> {
-    versions.retain(|(r, _)| r.state == State::Available);
-    versions.sort_by_key(|(_, g)| std::cmp::Reverse(gallery_version(&g.version)));
-    let mut out = Vec::new();
-    for (rank, (r, g)) in versions.into_iter().enumerate() {
-        let beyond_count = retention
-            .keep_latest
-            .filter(|&n| rank >= n as usize)
-            .map(|n| format!("beyond keep_latest = {n}"));
-        let age_days = (now - r.created_at).num_days();
-        let too_old = retention
-            .max_age_days
-            .filter(|&d| age_days > i64::from(d))
-            .map(|d| format!("{age_days} days old, max_age_days = {d}"));
-        // The highest version always stays: never the last one.
-        let Some(why) = beyond_count.or(too_old).filter(|_| rank > 0) else {
-            continue;
-        };
-        let (action, reason) = match (g.deprecated_at, in_use(r)) {
-            (None, _) => ("deprecate", why),
-            (Some(_), Some(user)) => ("keep", format!("{why}, deprecated, but in use by {user}")),
-            (Some(_), None) => ("delete", format!("{why}, deprecated by an earlier prune")),
-        };
-        out.push((
-            r.id.clone(),
-            PruneAction {
-                version: r.name.clone(),
-                action: action.into(),
-                reason,
-            },
-        ));
-    }
-    out
-}
-
-fn not_found(project: &str, gallery: &str) -> CatalogError {
+pub(super) fn not_found(project: &str, gallery: &str) -> CatalogError {
     CatalogError::NotFound {
         project: project.into(),
         image: format!("gallery {gallery}"),
@@ -96,7 +45,7 @@ fn not_found(project: &str, gallery: &str) -> CatalogError {
 }
 
 /// The versions of `gallery`/`image` among `images` (every state), owned by `project`.
-fn versions_of<'a>(
+pub(super) fn versions_of<'a>(
     images: &'a [ImageRecord],
     project: &'a str,
     gallery: &'a str,
@@ -152,7 +101,7 @@ fn next_version<'a>(
 }
 
 impl Catalog {
-    fn gallery_view(&self, record: GalleryRecord, images: &[ImageRecord]) -> Gallery {
+    pub(super) fn gallery_view(&self, record: GalleryRecord, images: &[ImageRecord]) -> Gallery {
         let definitions = record
             .images
             .iter()
@@ -192,10 +141,12 @@ impl Catalog {
             description: record.description,
             created_at: record.created_at,
             images: definitions,
+            members: record.members,
+            share_status: None,
         }
     }
 
-    async fn gallery_record(
+    pub(super) async fn gallery_record(
         &self,
         project: &str,
         name: &str,
@@ -206,7 +157,7 @@ impl Catalog {
             .ok_or_else(|| not_found(project, name))
     }
 
-    async fn all_images(&self) -> Result<Vec<ImageRecord>, CatalogError> {
+    pub(super) async fn all_images(&self) -> Result<Vec<ImageRecord>, CatalogError> {
         let store = self.store.clone();
         blocking(move || Ok(store.list_images()?)).await
     }
@@ -224,6 +175,7 @@ impl Catalog {
             description: description.to_owned(),
             created_at: Utc::now(),
             images: Vec::new(),
+            members: Vec::new(),
         };
         let (store, row) = (self.store.clone(), record.clone());
         if !blocking(move || Ok(store.insert_gallery(&row)?)).await? {
@@ -240,18 +192,43 @@ impl Catalog {
         let (store, p) = (self.store.clone(), who.project.clone());
         let records = blocking(move || Ok(store.list_galleries(&p)?)).await?;
         let images = self.all_images().await?;
-        Ok(records
+        let mut out: Vec<Gallery> = records
             .into_iter()
             .map(|r| self.gallery_view(r, &images))
-            .collect())
+            .collect();
+        // Then the galleries other projects offered it, with its answer.
+        out.extend(self.shared_galleries(&who.project, &images).await?);
+        Ok(out)
     }
 
+    /// The project's own gallery `name`, else the one of that name another project shared with
+    /// it (as it sees it; several are refused as ambiguous).
     pub async fn gallery_get(&self, who: &Requester, name: &str) -> Result<Gallery, CatalogError> {
-        let record = self.gallery_record(&who.project, name).await?;
-        Ok(self.gallery_view(record, &self.all_images().await?))
+        let images = self.all_images().await?;
+        let own = self.gallery_record(&who.project, name).await;
+        let Err(CatalogError::NotFound { .. }) = own else {
+            return Ok(self.gallery_view(own?, &images));
+        };
+        let mut shared: Vec<Gallery> = self
+            .shared_galleries(&who.project, &images)
+            .await?
+            .into_iter()
+            .filter(|g| g.name == name)
+            .collect();
+        match shared.len() {
+            0 => Err(not_found(&who.project, name)),
+            1 => Ok(shared.remove(0)),
+            _ => {
+                Err(CatalogError::Conflict(format!(
+                "projects {} each shared a gallery {name} with {}; `kiln gallery list` shows them",
+                shared.iter().map(|g| g.project.as_str()).collect::<Vec<_>>().join(", "),
+                who.project
+            )))
+            }
+        }
     }
 
-    /// Adds the image definition `GALLERY/IMAGE` of `os`.
+    /// Adds the image definition `GALLERY/IMAGE` of `os` with `retention`.
     pub async fn gallery_image_create(
         &self,
         who: &Requester,
@@ -262,43 +239,9 @@ impl Catalog {
         let (gallery, image) = split_full(full)?;
         check_name(image).map_err(|e| CatalogError::Invalid(format!("gallery image {e}")))?;
         check_os(os)?;
-        check_retention(&retention)?;
+        super::retention::check(&retention)?;
         self.define(&who.project, gallery, image, os, true).await?;
         self.gallery_image_update(who, full, retention).await
-    }
-
-    /// Sets the retention of `GALLERY/IMAGE` (applied by the next prune).
-    pub async fn gallery_image_update(
-        &self,
-        who: &Requester,
-        full: &str,
-        retention: Retention,
-    ) -> Result<Gallery, CatalogError> {
-        let (gallery, image) = split_full(full)?;
-        check_retention(&retention)?;
-        let (store, p, g, i) = (
-            self.store.clone(),
-            who.project.clone(),
-            gallery.to_owned(),
-            image.to_owned(),
-        );
-        let record = blocking(move || {
-            store.update_gallery(&p, &g, |rec| {
-                match rec.images.iter_mut().find(|d| d.name == i) {
-                    Some(d) => {
-                        d.retention = retention;
-                        Ok(())
-                    }
-                    None => Err(CatalogError::NotFound {
-                        project: p.clone(),
-                        image: format!("gallery image {g}/{i}"),
-                    }),
-                }
-            })
-        })
-        .await?
-        .ok_or_else(|| not_found(&who.project, gallery))?;
-        Ok(self.gallery_view(record, &self.all_images().await?))
     }
 
     /// Makes sure `gallery` has the definition `image` of `os` (adding it unless `must_be_new`
@@ -338,13 +281,16 @@ impl Catalog {
         .ok_or_else(|| not_found(project, gallery))
     }
 
-    /// Deletes a gallery; one holding versions only with `recursive`, which deletes them first
-    /// (refused, and nothing more deleted, at the first one a build or instance uses).
+    /// Deletes a gallery; one holding versions only with `recursive`, which deletes them too.
+    /// Refused, deleting nothing, while the gallery is shared (with a project that did not
+    /// reject it) or any version is shared or used, naming who uses what, unless `force` (as
+    /// `image.delete`: instances still refuse it).
     pub async fn gallery_delete(
         &self,
         who: &Requester,
         name: &str,
         recursive: bool,
+        force: bool,
     ) -> Result<(), CatalogError> {
         let record = self.gallery_record(&who.project, name).await?;
         let images = self.all_images().await?;
@@ -360,8 +306,35 @@ impl Catalog {
                 if versions.len() == 1 { "" } else { "s" }
             )));
         }
+        let members: Vec<String> = record
+            .members
+            .iter()
+            .filter(|m| m.status != kiln_shared::protocol::ShareStatus::Rejected)
+            .map(|m| format!("{} ({})", m.project, m.status.as_str()))
+            .collect();
+        let mut refusals = Vec::new();
+        if !members.is_empty() && !force {
+            refusals.push(format!(
+                "gallery {name} is shared with project{} {}; unshare it (`kiln gallery unshare`) \
+                 or pass --force",
+                if members.len() == 1 { "" } else { "s" },
+                members.join(", ")
+            ));
+        }
+        let how = super::lifecycle::Removal::Delete { force };
+        for v in &versions {
+            if let Some(r) = self.users_of(v).await?.refusal(&v.name, how) {
+                refusals.push(r);
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(CatalogError::Conflict(format!(
+                "not deleting gallery {name}: {}",
+                refusals.join("; ")
+            )));
+        }
         for v in versions {
-            self.remove(v).await?;
+            self.remove_as(v, how).await?;
         }
         let (store, p, n) = (self.store.clone(), who.project.clone(), name.to_owned());
         blocking(move || Ok(store.delete_gallery(&p, &n)?)).await?;
@@ -369,76 +342,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Applies each definition's retention in gallery `name` of `project` (only `image`'s when
-    /// given): deprecates versions past it, deletes those an earlier prune deprecated (never one
-    /// a build or an instance uses), and returns what it did; with `dry_run`, only what it would.
-    pub async fn gallery_prune(
-        &self,
-        project: &str,
-        name: &str,
-        image: Option<&str>,
-        dry_run: bool,
-    ) -> Result<Vec<PruneAction>, CatalogError> {
-        let record = self.gallery_record(project, name).await?;
-        let images = self.all_images().await?;
-        let store = self.store.clone();
-        let instances = blocking(move || Ok(store.list_instances()?)).await?;
-        let in_use = |r: &ImageRecord| {
-            let mut users: Vec<String> = instances
-                .iter()
-                .filter(|i| i.instance.image_id == r.id)
-                .map(|i| {
-                    format!(
-                        "instance {} (project {})",
-                        i.instance.name, i.instance.project
-                    )
-                })
-                .collect();
-            match self.leased(&r.id) {
-                0 => {}
-                n => users.push(format!("{n} build{}", if n == 1 { "" } else { "s" })),
-            }
-            (!users.is_empty()).then(|| users.join(", "))
-        };
-        let mut done = Vec::new();
-        for d in record
-            .images
-            .iter()
-            .filter(|d| image.is_none_or(|i| i == d.name))
-        {
-            let versions: Vec<_> = versions_of(&images, project, name, &d.name).collect();
-            for (id, mut action) in prune_plan(versions, d.retention, Utc::now(), in_use) {
-                if !dry_run {
-                    match action.action.as_str() {
-                        "deprecate" => {
-                            self.update(&id, |r| {
-                                if let Some(g) = r.gallery.as_mut() {
-                                    g.deprecated_at = Some(Utc::now());
-                                }
-                                Ok(())
-                            })
-                            .await?;
-                        }
-                        "delete" => {
-                            let Some(r) = images.iter().find(|r| r.id == id) else {
-                                continue;
-                            };
-                            if let Err(e) = self.remove(r).await {
-                                action.action = "keep".into();
-                                action.reason = format!("{}; not deleted: {e}", action.reason);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                tracing::info!(version = %action.version, action = %action.action, dry_run, "prune: {}", action.reason);
-                done.push(action);
-            }
-        }
-        Ok(done)
-    }
-
     /// The version of `GALLERY/IMAGE` a build of `project` uses: `latest` or an explicit one.
+    /// `GALLERY` is the project's own gallery of that name, else the one of that name another
+    /// project shared with it and it accepted (several such are refused as ambiguous).
     pub(super) fn resolve_version(
         &self,
         project: &str,
@@ -446,16 +352,18 @@ impl Catalog {
         version: &str,
     ) -> Result<ImageRecord, CatalogError> {
         let (gallery, image) = full.split_once('/').unwrap_or((full, ""));
-        if self.store.get_gallery(project, gallery)?.is_none() {
+        let Some(owner) = self.gallery_owner_for(project, gallery)? else {
             return Err(not_found(project, gallery));
-        }
+        };
         let images = self.store.list_images()?;
+        let seen = || {
+            versions_of(&images, &owner, gallery, image)
+                .filter(|(r, _)| r.visibility_for(project).is_some())
+        };
         let found = if version == "latest" {
-            latest(versions_of(&images, project, gallery, image))
+            latest(seen())
         } else {
-            versions_of(&images, project, gallery, image)
-                .find(|(_, g)| g.version == version)
-                .map(|(r, _)| r)
+            seen().find(|(_, g)| g.version == version).map(|(r, _)| r)
         };
         found.cloned().ok_or_else(|| CatalogError::NotFound {
             project: project.into(),
@@ -511,10 +419,7 @@ impl Catalog {
         record.parent_image = Some(build.base_image.clone());
         record.trigger = build.triggered_by.clone();
         record.min_disk_gb = u64::from(template.min_disk_gb);
-        record.shared_with = target.share_with.clone();
-        record.shared_with.retain(|p| p != &project);
-        record.shared_with.sort();
-        record.shared_with.dedup();
+        record.shared_with = super::sharing::offered(&target.share_with, &project);
         let (p, asked, exclude) = (
             project.clone(),
             target.version.clone(),
@@ -524,6 +429,16 @@ impl Catalog {
         let creation = self
             .begin(record, move |existing, record| {
                 let version = next_version(versions_of(existing, &p, &g, &i), &asked, &full)?;
+                // The projects offered it keep the answer they gave the highest version so far.
+                if let Some((prev, _)) = versions_of(existing, &p, &g, &i)
+                    .max_by_key(|(_, g)| gallery_version(&g.version))
+                {
+                    for m in &mut record.shared_with {
+                        if let Some(s) = prev.share_status(&m.project) {
+                            m.status = s;
+                        }
+                    }
+                }
                 record.name = format!("{full}:{version}");
                 record.gallery = Some(GalleryRef {
                     gallery: g.clone(),
@@ -538,6 +453,7 @@ impl Catalog {
         let written = files::partial_of(&creation.record.path);
         qemu_img::convert(source, "qcow2", qemu_img::Format::Qcow2Zstd, &written).await?;
         let record = creation.finish(&written).await?;
+        let record = self.with_gallery_members(record).await;
         tracing::info!(image = %record.id, name = %record.name, "gallery version published");
         self.announce(&record);
         record
@@ -547,11 +463,11 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn version(v: &str, state: State, exclude: bool) -> ImageRecord {
+    pub(in crate::catalog) fn version(v: &str, state: State, exclude: bool) -> ImageRecord {
         let mut r = ImageRecord::new(
             &format!("img-{v}"),
             "g/i",
@@ -568,62 +484,6 @@ mod tests {
             deprecated_at: None,
         });
         r
-    }
-
-    #[test]
-    fn prune_keeps_the_newest_deprecates_then_deletes_and_spares_what_is_in_use() {
-        let now = Utc::now();
-        let mut images: Vec<ImageRecord> = (0..5)
-            .map(|p| {
-                let mut r = version(&format!("1.0.{p}"), State::Available, false);
-                r.created_at = now - chrono::Duration::days(10 - i64::from(p));
-                r
-            })
-            .collect();
-        // 1.0.1 was deprecated by an earlier prune, 1.0.0 too but an instance uses it.
-        for i in [0, 1] {
-            images[i].gallery.as_mut().unwrap().deprecated_at = Some(now);
-        }
-        let in_use = |r: &ImageRecord| (r.id == "img-1.0.0").then(|| "instance box".to_owned());
-        let keep2 = Retention {
-            keep_latest: Some(2),
-            max_age_days: None,
-        };
-        let plan = prune_plan(
-            versions_of(&images, "p", "g", "i").collect(),
-            keep2,
-            now,
-            in_use,
-        );
-        let got: Vec<(&str, &str)> = plan
-            .iter()
-            .map(|(_, a)| (a.version.as_str(), a.action.as_str()))
-            .collect();
-        // Names are "g/i" in these records; the order is highest first.
-        assert_eq!(
-            got,
-            [("g/i", "deprecate"), ("g/i", "delete"), ("g/i", "keep")]
-        );
-        assert_eq!(plan[0].0, "img-1.0.2");
-        assert!(
-            plan[2].1.reason.contains("in use by instance box"),
-            "{:?}",
-            plan[2]
-        );
-        // By age: 1.0.4 is 6 days old and the highest, so it stays even at max_age_days = 1.
-        let young = Retention {
-            keep_latest: None,
-            max_age_days: Some(1),
-        };
-        let plan = prune_plan(
-            versions_of(&images, "p", "g", "i").collect(),
-            young,
-            now,
-            |_| None,
-        );
-        assert_eq!(plan.len(), 4);
-        assert!(!plan.iter().any(|(id, _)| id == "img-1.0.4"));
-        assert!(prune_plan(vec![], keep2, now, |_| None).is_empty());
     }
 
     #[test]

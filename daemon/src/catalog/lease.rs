@@ -1,18 +1,72 @@
 //! Leases: an available image held for a build that reads it (its base, or a warm start being
-//! saved), so that it is neither deleted nor replaced while the lease lives.
+//! saved), so that it is neither deleted nor replaced while the lease lives. An image deleted
+//! by force while leased is removed by its last lease, when that drops.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::access::Manage;
-use super::{blocking, Catalog, CatalogError, ImageRecord, Requester, State};
-use crate::sync::Hold;
+use super::{blocking, files, Catalog, CatalogError, ImageRecord, Requester, State};
+use crate::store::Store;
+use crate::sync::{lock, Hold, Holds};
 
 /// An available image held for a build that reads it (as its base): while any lease on it
 /// lives, the image is not deleted, and a newer image of the same name does not remove it.
 #[derive(Debug)]
 pub struct ImageLease {
     record: ImageRecord,
-    _hold: Hold,
+    hold: Option<Hold>,
+    release: Release,
+}
+
+/// What the last lease of an image deleted by force needs to finish deleting it.
+#[derive(Clone)]
+struct Release {
+    store: Arc<Store>,
+    dir: PathBuf,
+    leases: Holds,
+    doomed: Doomed,
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Images deleted by force while leased (`deleting`, by id): the last lease removes them.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Doomed(Arc<Mutex<HashSet<String>>>);
+
+impl Doomed {
+    pub(super) fn insert(&self, id: &str) {
+        lock(&self.0).insert(id.to_owned());
+    }
+
+    /// Whether `id` was doomed (and is no longer: one caller finishes it).
+    pub(super) fn remove(&self, id: &str) -> bool {
+        lock(&self.0).remove(id)
+    }
+}
+
+impl Drop for ImageLease {
+    fn drop(&mut self) {
+        drop(self.hold.take());
+        let (r, rel) = (&self.record, &self.release);
+        if rel.leases.count(&r.id) > 0 || !rel.doomed.remove(&r.id) {
+            return;
+        }
+        tracing::info!(image = %r.id, name = %r.name, "last build reading an image deleted by force ended; removing it");
+        if let Err(e) = files::remove_image_files(&rel.dir, &r.id, &r.path) {
+            tracing::warn!(image = %r.id, "cannot remove the files of a deleted image: {e}");
+        }
+        if let Err(e) = rel.store.delete_image(&r.id) {
+            tracing::warn!(image = %r.id, "cannot remove the row of a deleted image: {e}");
+        }
+    }
 }
 
 impl ImageLease {
@@ -33,7 +87,13 @@ impl Catalog {
         let found = self.find(project, key).await?;
         let mut lease = ImageLease {
             record: found.clone(),
-            _hold: self.leases.hold(&found.id),
+            hold: Some(self.leases.hold(&found.id)),
+            release: Release {
+                store: self.store.clone(),
+                dir: self.dir.clone(),
+                leases: self.leases.clone(),
+                doomed: self.doomed.clone(),
+            },
         };
         // Re-read after taking the lease: a delete that began meanwhile either sees the lease
         // or has already left a state this check refuses.

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kiln_shared::protocol::{ImageInfo, LineageEntry};
+use kiln_shared::protocol::{ImageInfo, LineageEntry, ShareStatus};
 
 use super::access::Manage;
-use super::names::{check_project_name, gib_ceil};
+use super::names::gib_ceil;
 use super::{blocking, files, io_err, Catalog, CatalogError, ImageRecord, Requester, State};
 use crate::qemu_img;
-use crate::store::StoreError;
+use crate::store::{set_member, StoreError};
 
 /// A `creating` row and its files. Dropped before [`Creation::finish`] succeeded (an error, a
 /// canceled build, shutdown), it removes the files and the row.
@@ -134,14 +134,67 @@ impl Catalog {
     }
 
     /// Deletes an image: its owner project may delete a private image, an admin a public one.
-    pub async fn delete(&self, who: &Requester, key: &str) -> Result<(), CatalogError> {
+    /// Refused while it is shared (with a project that did not reject it) or used by builds or
+    /// instances, naming them; `force` deletes despite shares and builds (the builds reading it
+    /// keep its file until they end), never under an instance.
+    pub async fn delete(
+        &self,
+        who: &Requester,
+        key: &str,
+        force: bool,
+    ) -> Result<(), CatalogError> {
         let r = self.find(&who.project, key).await?;
         who.may_manage(&r, Manage::Delete)?;
-        self.remove(&r).await
+        self.remove_as(&r, Removal::Delete { force }).await
     }
 
-    /// `deleting` → file removed → row removed. Refuses images being created or in use.
+    /// Removes an image that a newer one replaced (its shares carried over): refused while
+    /// builds or instances use it.
     pub(super) async fn remove(&self, r: &ImageRecord) -> Result<(), CatalogError> {
+        self.remove_as(r, Removal::Replaced).await
+    }
+
+    /// Who uses image `r` now: the projects it is shared with (not rejected), the builds queued
+    /// or running on it, the instances made from it and how many leases hold it.
+    pub(super) async fn users_of(&self, r: &ImageRecord) -> Result<Users, CatalogError> {
+        let (store, id) = (self.store.clone(), r.id.clone());
+        let (builds, instances) = blocking(move || {
+            let builds = store
+                .list_builds()?
+                .into_iter()
+                .filter(|b| b.build.base_image == id && !b.build.state.is_terminal())
+                .map(|b| format!("{} (project {})", b.build.id, b.build.project))
+                .collect();
+            let instances = store
+                .list_instances()?
+                .into_iter()
+                .filter(|i| i.instance.image_id == id)
+                .map(|i| format!("{} (project {})", i.instance.name, i.instance.project))
+                .collect();
+            Ok((builds, instances))
+        })
+        .await?;
+        Ok(Users {
+            members: r
+                .shared_with
+                .iter()
+                .filter(|m| m.status != ShareStatus::Rejected)
+                .map(|m| format!("{} ({})", m.project, m.status.as_str()))
+                .collect(),
+            builds,
+            instances,
+            leases: self.leased(&r.id),
+        })
+    }
+
+    /// `deleting` → file removed → row removed, unless `how` finds users to refuse for. A
+    /// forced delete of an image builds still read leaves the file and the row (`deleting`)
+    /// to the last lease, which removes them when it drops.
+    pub(super) async fn remove_as(
+        &self,
+        r: &ImageRecord,
+        how: Removal,
+    ) -> Result<(), CatalogError> {
         let name = r.name.clone();
         let marked = self
             .update(&r.id, move |r| match r.state {
@@ -158,16 +211,8 @@ impl Catalog {
             })
             .await;
         let deleting = marked?;
-        let users = self.leased(&r.id);
-        let store = self.store.clone();
-        let id = r.id.clone();
-        let instances: Vec<String> = blocking(move || Ok(store.list_instances()?))
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| i.instance.image_id == id)
-            .map(|i| format!("{} (project {})", i.instance.name, i.instance.project))
-            .collect();
+        // Counted after marking: a lease taken from now on sees `deleting` and lets go.
+        let users = self.users_of(r).await;
         // In use: back to the state it had, the image stays as it was.
         let state = r.state;
         let restore = || {
@@ -176,22 +221,24 @@ impl Catalog {
                 Ok(())
             })
         };
-        if !instances.is_empty() {
+        let users = match users {
+            Ok(u) => u,
+            Err(e) => {
+                restore().await?;
+                return Err(e);
+            }
+        };
+        if let Some(refusal) = users.refusal(&r.name, how) {
             restore().await?;
-            return Err(CatalogError::Conflict(format!(
-                "image {} is in use by instance {}; delete {} first (`kiln instance delete`)",
-                r.name,
-                instances.join(", "),
-                if instances.len() == 1 { "it" } else { "them" }
-            )));
+            return Err(CatalogError::Conflict(refusal));
         }
-        if users > 0 {
-            restore().await?;
-            return Err(CatalogError::Conflict(format!(
-                "image {} is in use by {users} build{}; delete it once they have finished",
-                r.name,
-                if users == 1 { "" } else { "s" }
-            )));
+        if users.leases > 0 {
+            // Only a forced delete gets here: the last lease to drop finishes it.
+            self.doomed.insert(&r.id);
+            if self.leased(&r.id) > 0 || !self.doomed.remove(&r.id) {
+                tracing::info!(image = %r.id, name = %r.name, builds = ?users.builds, "image deleted by force; its file stays until the builds reading it end");
+                return Ok(());
+            }
         }
         let (store, dir) = (self.store.clone(), self.dir.clone());
         blocking(move || {
@@ -203,69 +250,6 @@ impl Catalog {
         .await?;
         tracing::info!(image = %r.id, name = %r.name, "image deleted");
         Ok(())
-    }
-
-    /// Lets `projects` see a private image of `who`'s project (as `shared`).
-    pub async fn share(
-        &self,
-        who: &Requester,
-        key: &str,
-        projects: &[String],
-    ) -> Result<ImageInfo, CatalogError> {
-        self.change_shares(who, key, projects, true).await
-    }
-
-    /// Stops `projects` from seeing a private image of `who`'s project.
-    pub async fn unshare(
-        &self,
-        who: &Requester,
-        key: &str,
-        projects: &[String],
-    ) -> Result<ImageInfo, CatalogError> {
-        self.change_shares(who, key, projects, false).await
-    }
-
-    async fn change_shares(
-        &self,
-        who: &Requester,
-        key: &str,
-        projects: &[String],
-        add: bool,
-    ) -> Result<ImageInfo, CatalogError> {
-        let verb = if add { "share" } else { "unshare" };
-        if projects.is_empty() {
-            return Err(CatalogError::Invalid(format!(
-                "name at least one project to {verb} the image with"
-            )));
-        }
-        for p in projects {
-            check_project_name(p)?;
-        }
-        let r = self.find(&who.project, key).await?;
-        who.may_manage(&r, if add { Manage::Share } else { Manage::Unshare })?;
-        if add && projects.iter().any(|p| p == &who.project) {
-            return Err(CatalogError::Invalid(format!(
-                "image {} belongs to project {:?} already",
-                r.name, who.project
-            )));
-        }
-        let projects = projects.to_vec();
-        let updated = self
-            .update(&r.id, move |r| {
-                if add {
-                    r.shared_with.extend(projects);
-                } else {
-                    r.shared_with.retain(|p| !projects.contains(p));
-                }
-                r.shared_with.sort();
-                r.shared_with.dedup();
-                Ok(())
-            })
-            .await?;
-        tracing::info!(image = %updated.id, shared_with = ?updated.shared_with, "image {verb}d");
-        updated
-            .info_for(&who.project)
-            .ok_or_else(|| CatalogError::Conflict("image changed owner meanwhile".into()))
     }
 
     /// Stores the row of a new image (state `creating`) after `check` accepted the rows there
@@ -390,14 +374,20 @@ impl Catalog {
                     && o.created_at <= new.created_at
             })
             .collect();
-        let inherited: Vec<String> = older.iter().flat_map(|o| o.shared_with.clone()).collect();
+        // Oldest first, so the newest older image's answers win.
+        let mut inherited: Vec<&ImageRecord> = older.iter().collect();
+        inherited.sort_by_key(|o| o.created_at);
+        let inherited: Vec<_> = inherited
+            .iter()
+            .flat_map(|o| o.shared_with.clone())
+            .collect();
         let mut new = new;
         if !inherited.is_empty() && new.owner.is_some() {
             let merged = self
                 .update(&new.id, move |r| {
-                    r.shared_with.extend(inherited);
-                    r.shared_with.sort();
-                    r.shared_with.dedup();
+                    for m in inherited {
+                        set_member(&mut r.shared_with, &m.project, m.status);
+                    }
                     Ok(())
                 })
                 .await;
@@ -417,5 +407,143 @@ impl Catalog {
             }
         }
         new
+    }
+}
+
+/// Why an image is being removed, which decides who may stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Removal {
+    /// A newer image of its name took its place and its shares: builds and instances stop it.
+    Replaced,
+    /// Someone deletes it: shares, builds and instances stop it, unless `force` (then only
+    /// instances, whose disks are overlays on its file).
+    Delete { force: bool },
+}
+
+/// Who uses an image (see [`Catalog::users_of`]), each named for the error that refuses a
+/// delete.
+#[derive(Debug, Default)]
+pub(super) struct Users {
+    pub members: Vec<String>,
+    pub builds: Vec<String>,
+    pub instances: Vec<String>,
+    pub leases: usize,
+}
+
+impl Users {
+    /// The error for removing image `name` the way `how` says, or `None` when nothing stops it.
+    pub fn refusal(&self, name: &str, how: Removal) -> Option<String> {
+        let list = |what: &str, v: &[String]| {
+            format!(
+                "{what}{} {}",
+                if v.len() == 1 { "" } else { "s" },
+                v.join(", ")
+            )
+        };
+        let mut uses = Vec::new();
+        let (shares_count, builds_count) = match how {
+            Removal::Replaced => (false, true),
+            Removal::Delete { force } => (!force, !force),
+        };
+        if !self.instances.is_empty() {
+            uses.push(list("instance", &self.instances));
+        }
+        if builds_count && !self.builds.is_empty() {
+            uses.push(list("build", &self.builds));
+        } else if builds_count && self.leases > 0 {
+            uses.push(format!(
+                "{} build{} or warm start{} reading it",
+                self.leases,
+                if self.leases == 1 { "" } else { "s" },
+                if self.leases == 1 { "" } else { "s" }
+            ));
+        }
+        if shares_count && !self.members.is_empty() {
+            uses.push(format!("shared with {}", list("project", &self.members)));
+        }
+        if uses.is_empty() {
+            return None;
+        }
+        let what_to_do = if !self.instances.is_empty() {
+            "delete the instances first (`kiln instance delete`); --force does not cover them"
+        } else if how == Removal::Replaced {
+            "it stays until they are done"
+        } else {
+            "wait for the builds, unshare it (`kiln image unshare`), or pass --force (running \
+             builds keep reading it until they end)"
+        };
+        Some(format!(
+            "image {name} is in use: {}; {what_to_do}",
+            uses.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal for removing an image with `users` the way `how` says: `None`, or a message
+    /// holding every piece of `expected`.
+    fn check(users: Users, how: Removal, expected: Option<&[&str]>) {
+        let got = users.refusal("web", how);
+        match (&got, expected) {
+            (None, None) => {}
+            (Some(text), Some(parts)) => {
+                for p in parts {
+                    assert!(text.contains(p), "{p:?} in {text:?} ({how:?})");
+                }
+            }
+            _ => panic!("{how:?}: {got:?}, not {expected:?}"),
+        }
+    }
+
+    fn users(members: &[&str], builds: &[&str], instances: &[&str], leases: usize) -> Users {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Users {
+            members: own(members),
+            builds: own(builds),
+            instances: own(instances),
+            leases,
+        }
+    }
+
+    #[test]
+    fn who_stops_a_removal() {
+        let delete = Removal::Delete { force: false };
+        let force = Removal::Delete { force: true };
+        let replaced = Removal::Replaced;
+        check(users(&[], &[], &[], 0), delete, None);
+        check(
+            users(&["b (accepted)"], &[], &[], 0),
+            delete,
+            Some(&["shared with project b (accepted)", "--force"]),
+        );
+        check(users(&["b (accepted)"], &[], &[], 0), force, None);
+        check(users(&["b (accepted)"], &[], &[], 0), replaced, None);
+        check(
+            users(&[], &["7 (project b)", "8 (project c)"], &[], 1),
+            delete,
+            Some(&["builds 7 (project b), 8 (project c)"]),
+        );
+        check(users(&[], &["7 (project b)"], &[], 1), force, None);
+        check(
+            users(&[], &[], &[], 2),
+            replaced,
+            Some(&[
+                "2 builds or warm starts reading it",
+                "it stays until they are done",
+            ]),
+        );
+        check(
+            users(
+                &["b (pending)"],
+                &["7 (project b)"],
+                &["box (project b)"],
+                1,
+            ),
+            force,
+            Some(&["instance box (project b)", "--force does not cover them"]),
+        );
     }
 }

@@ -9,8 +9,8 @@
 //! Work that is dropped (a canceled build, shutdown) kills its programs and cleans up the same way.
 //!
 //! Here: the errors, the [`Catalog`] and reading it (list, get, a build's base). Who may do what
-//! is `access.rs`, the name rules `names.rs`, leases `lease.rs`, creation, replacement, deletion,
-//! shares and recovery `lifecycle.rs`, the producers (bootstrap, import, publish, export)
+//! is `access.rs`, the name rules `names.rs`, leases `lease.rs`, creation, replacement, deletion
+//! and recovery `lifecycle.rs`, shares of images and galleries and their answers `sharing.rs`, the producers (bootstrap, import, publish, export)
 //! `produce/`, the stored record `record.rs`, atomic files `files.rs`.
 
 mod access;
@@ -20,6 +20,8 @@ mod lease;
 mod lifecycle;
 mod names;
 mod produce;
+mod retention;
+mod sharing;
 
 #[cfg(test)]
 mod tests;
@@ -125,6 +127,8 @@ pub struct Catalog {
     leases: Holds,
     /// Each image that has just become available (see [`Catalog::published`]).
     published: broadcast::Sender<Published>,
+    /// Images deleted by force while leased: the last lease removes them.
+    doomed: lease::Doomed,
 }
 
 /// An image that has just become available: a gallery version, or a bootstrapped or imported
@@ -166,6 +170,7 @@ impl Catalog {
             bootstrapping: Slots::default(),
             leases: Holds::default(),
             published: broadcast::channel(256).0,
+            doomed: lease::Doomed::default(),
         };
         catalog.recover()?;
         Ok(catalog)

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use kiln_shared::protocol::{ShareMember, ShareStatus};
 
 /// A catalog with its data directory at `DIR/data`; the rest of DIR is "elsewhere".
 fn catalog() -> (tempfile::TempDir, Catalog) {
@@ -188,7 +189,11 @@ async fn publish_and_export_are_atomic_and_hashed() {
     assert_eq!(first.state, kiln_shared::protocol::ImageState::Available);
     assert_eq!(first.virtual_size, 64 << 20);
     assert_eq!(first.min_disk_gb, 1);
-    assert_eq!(first.shared_with, vec!["q".to_string()]);
+    let pending_q = vec![ShareMember {
+        project: "q".into(),
+        status: ShareStatus::Pending,
+    }];
+    assert_eq!(first.shared_with, pending_q);
     let (size, sha) = sha256_file(Path::new(&first.path)).unwrap();
     assert_eq!((size, sha), (first.file_size, first.sha256.clone()));
 
@@ -206,7 +211,7 @@ async fn publish_and_export_are_atomic_and_hashed() {
         )
         .await
         .unwrap();
-    assert_eq!(second.shared_with, vec!["q".to_string()]);
+    assert_eq!(second.shared_with, pending_q);
     assert!(!Path::new(&first.path).exists());
     let who = Requester {
         project: "p".into(),
@@ -224,13 +229,33 @@ async fn publish_and_export_are_atomic_and_hashed() {
         vec![&second.id]
     );
 
-    // A leased image is not deleted.
+    // Pending, q cannot build from it; accepted, it can.
+    let q = Requester {
+        project: "q".into(),
+        ..who.clone()
+    };
+    let err = catalog.lease("q", "web").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    catalog
+        .answer(&q, "web", ShareStatus::Accepted)
+        .await
+        .unwrap();
     let lease = catalog.lease("q", "web").await.unwrap();
-    let err = catalog.delete(&who, "web").await.unwrap_err();
+
+    // A shared, leased image is not deleted, unless by force: then its file stays until the
+    // lease drops.
+    let err = catalog.delete(&who, "web", false).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("shared with project q (accepted)"), "{text}");
+    assert!(text.contains("1 build or warm start reading it"), "{text}");
+    catalog.delete(&who, "web", true).await.unwrap();
+    assert!(Path::new(&second.path).exists(), "the lease still reads it");
+    let err = catalog.lease("q", &second.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "deleting: {err}");
     drop(lease);
-    catalog.delete(&who, &second.id).await.unwrap();
     assert!(!Path::new(&second.path).exists());
+    assert!(catalog.store.get_image(&second.id).unwrap().is_none());
 
     let dest = dir.path().join("out.vhd");
     let (path, size, sha) = catalog

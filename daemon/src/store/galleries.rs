@@ -3,7 +3,7 @@
 //! shared and deleted as any image is.
 
 use chrono::{DateTime, Utc};
-use kiln_shared::protocol::Retention;
+use kiln_shared::protocol::{Retention, ShareMember, ShareStatus};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,10 @@ pub struct GalleryRecord {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub images: Vec<DefinitionRecord>,
+    /// The projects it is shared with and their answers: an `accepted` one sees every version
+    /// (the catalog keeps each version's own share list in step).
+    #[serde(default, deserialize_with = "super::image_record::members")]
+    pub members: Vec<ShareMember>,
 }
 
 /// An image definition: the versions of `GALLERY/NAME` are images of `os`.
@@ -36,6 +40,11 @@ pub struct DefinitionRecord {
 impl GalleryRecord {
     pub fn definition(&self, image: &str) -> Option<&DefinitionRecord> {
         self.images.iter().find(|d| d.name == image)
+    }
+
+    /// `project`'s answer to a share of this gallery, if it was offered one.
+    pub fn share_status(&self, project: &str) -> Option<ShareStatus> {
+        super::image_record::member_status(&self.members, project)
     }
 }
 
@@ -83,6 +92,23 @@ impl Store {
             out.push(decode(v.value(), || {
                 format!("gallery {name} of project {p}")
             })?);
+        }
+        Ok(out)
+    }
+
+    /// The galleries of other projects offered to `project` (any answer), by owner and name.
+    pub fn galleries_shared_with(&self, project: &str) -> Result<Vec<GalleryRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(GALLERIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (p, name) = k.value();
+            let record: GalleryRecord =
+                decode(v.value(), || format!("gallery {name} of project {p}"))?;
+            if p != project && record.share_status(project).is_some() {
+                out.push(record);
+            }
         }
         Ok(out)
     }

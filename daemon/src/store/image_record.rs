@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use kiln_shared::protocol::{GalleryRef, ImageInfo, ImageState, Visibility};
-use serde::{Deserialize, Serialize};
+use kiln_shared::protocol::{
+    GalleryRef, ImageInfo, ImageState, ShareMember, ShareStatus, Visibility,
+};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where a stored image is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +64,9 @@ pub struct ImageRecord {
     pub min_disk_gb: u64,
     pub created_at: DateTime<Utc>,
     pub state: State,
-    #[serde(default)]
-    pub shared_with: Vec<String>,
+    /// The projects it is offered to and their answers; only `accepted` ones see it.
+    #[serde(default, deserialize_with = "members")]
+    pub shared_with: Vec<ShareMember>,
     /// Why the image failed.
     #[serde(default)]
     pub message: Option<String>,
@@ -82,6 +85,47 @@ pub struct ImageRecord {
     /// The new base version whose trigger queued the build that made it.
     #[serde(default)]
     pub trigger: Option<kiln_shared::build::TriggeredBy>,
+}
+
+/// A share list as stored: members with a status, or (records written before shares needed an
+/// answer) bare project names, which saw the image at once and so count as accepted.
+pub fn members<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShareMember>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Member(ShareMember),
+        Accepted(String),
+    }
+    Ok(Vec::<Stored>::deserialize(d)?
+        .into_iter()
+        .map(|m| match m {
+            Stored::Member(m) => m,
+            Stored::Accepted(project) => ShareMember {
+                project,
+                status: ShareStatus::Accepted,
+            },
+        })
+        .collect())
+}
+
+/// Sets `project`'s status in `members` (adding it), keeping them sorted by project.
+pub fn set_member(members: &mut Vec<ShareMember>, project: &str, status: ShareStatus) {
+    match members.iter_mut().find(|m| m.project == project) {
+        Some(m) => m.status = status,
+        None => members.push(ShareMember {
+            project: project.to_owned(),
+            status,
+        }),
+    }
+    members.sort_by(|a, b| a.project.cmp(&b.project));
+}
+
+/// `project`'s status in `members`, if the share was offered to it.
+pub fn member_status(members: &[ShareMember], project: &str) -> Option<ShareStatus> {
+    members
+        .iter()
+        .find(|m| m.project == project)
+        .map(|m| m.status)
 }
 
 impl ImageRecord {
@@ -115,20 +159,44 @@ impl ImageRecord {
     }
 
     /// How `project` sees this image, or `None` when it may not see it at all: public images
-    /// are seen by every project, private ones by their owner, shared ones by the projects they
-    /// were shared with.
+    /// are seen by every project, private ones by their owner, shared ones by the projects that
+    /// accepted the share (a pending or rejected share is as if there were none).
     pub fn visibility_for(&self, project: &str) -> Option<Visibility> {
         match &self.owner {
             None => Some(Visibility::Public),
             Some(owner) if owner == project => Some(Visibility::Private),
-            Some(_) if self.shared_with.iter().any(|p| p == project) => Some(Visibility::Shared),
-            Some(_) => None,
+            Some(_) => (self.share_status(project) == Some(ShareStatus::Accepted))
+                .then_some(Visibility::Shared),
         }
+    }
+
+    /// `project`'s answer to a share of this image, if it was offered one.
+    pub fn share_status(&self, project: &str) -> Option<ShareStatus> {
+        member_status(&self.shared_with, project)
     }
 
     /// The wire form as `project` sees it; the share list is shown to the owner only.
     pub fn info_for(&self, project: &str) -> Option<ImageInfo> {
-        let visibility = self.visibility_for(project)?;
+        self.info_as(project, self.visibility_for(project)?)
+    }
+
+    /// The wire form of an image shared with `project` that still waits for its answer: what
+    /// `image.list {pending: true}` shows, and nothing else.
+    pub fn pending_info_for(&self, project: &str) -> Option<ImageInfo> {
+        self.offered_info_for(project)
+            .filter(|i| i.share_status == Some(ShareStatus::Pending))
+    }
+
+    /// The wire form of an image of another project offered to `project`, whatever it
+    /// answered (the reply to its answer).
+    pub fn offered_info_for(&self, project: &str) -> Option<ImageInfo> {
+        let theirs = self.owner.as_deref().is_some_and(|o| o != project);
+        (theirs && self.share_status(project).is_some())
+            .then(|| self.info_as(project, Visibility::Shared))
+            .flatten()
+    }
+
+    fn info_as(&self, project: &str, visibility: Visibility) -> Option<ImageInfo> {
         Some(ImageInfo {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -151,6 +219,9 @@ impl ImageRecord {
             } else {
                 Vec::new()
             },
+            share_status: (visibility == Visibility::Shared)
+                .then(|| self.share_status(project))
+                .flatten(),
             message: self.message.clone(),
             from_instance: self.from_instance.clone(),
             parent_image: self.parent_image.clone(),
@@ -176,11 +247,23 @@ impl ImageRecord {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// An image of `owner` shared with `shared`: `"db"` accepted, `"db?"` pending, `"db!"`
+    /// rejected.
     fn image(owner: Option<&str>, shared: &[&str]) -> ImageRecord {
         let mut r = ImageRecord::new("img-1", "web", "debian-12", owner, "/x".into());
-        r.shared_with = shared.iter().map(|s| s.to_string()).collect();
+        for s in shared {
+            let (project, status) = if let Some(p) = s.strip_suffix('?') {
+                (p, ShareStatus::Pending)
+            } else if let Some(p) = s.strip_suffix('!') {
+                (p, ShareStatus::Rejected)
+            } else {
+                (*s, ShareStatus::Accepted)
+            };
+            set_member(&mut r.shared_with, project, status);
+        }
         r
     }
 
@@ -198,16 +281,68 @@ mod tests {
         check(Some("web"), &[], "db", None);
         check(Some("web"), &["db"], "db", Some(Visibility::Shared));
         check(Some("web"), &["db"], "ops", None);
+        check(Some("web"), &["db?"], "db", None);
+        check(Some("web"), &["db!"], "db", None);
+        check(
+            Some("web"),
+            &["db?", "ops"],
+            "ops",
+            Some(Visibility::Shared),
+        );
+        check(Some("web"), &["web?"], "web", Some(Visibility::Private));
+    }
+
+    #[test]
+    fn only_a_pending_share_is_listed_as_pending() {
+        let pending = |shared: &[&str], project| {
+            image(Some("web"), shared)
+                .pending_info_for(project)
+                .map(|i| i.share_status)
+        };
+        assert_eq!(pending(&["db?"], "db"), Some(Some(ShareStatus::Pending)));
+        assert_eq!(pending(&["db"], "db"), None);
+        assert_eq!(pending(&["db!"], "db"), None);
+        assert_eq!(pending(&["db?"], "web"), None);
+        assert_eq!(pending(&["db?"], "ops"), None);
+        assert_eq!(image(None, &[]).pending_info_for("db"), None);
+    }
+
+    #[test]
+    fn old_share_lists_of_names_read_as_accepted() {
+        let mut stored = serde_json::to_value(image(Some("web"), &[])).unwrap();
+        stored["shared_with"] = serde_json::json!(["db", "ops"]);
+        let r: ImageRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(r.visibility_for("db"), Some(Visibility::Shared));
+        assert_eq!(r.share_status("ops"), Some(ShareStatus::Accepted));
+        stored["shared_with"] = serde_json::json!([
+            "db",
+            {"project": "ops", "status": "pending"}
+        ]);
+        let r: ImageRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(r.share_status("db"), Some(ShareStatus::Accepted));
+        assert_eq!(r.share_status("ops"), Some(ShareStatus::Pending));
+        stored.as_object_mut().unwrap().remove("shared_with");
+        let r: ImageRecord = serde_json::from_value(stored).unwrap();
+        assert!(r.shared_with.is_empty());
     }
 
     #[test]
     fn share_list_is_shown_to_the_owner_only() {
-        let r = image(Some("web"), &["db"]);
+        let r = image(Some("web"), &["db", "ops?"]);
+        let member = |project: &str, status| ShareMember {
+            project: project.into(),
+            status,
+        };
         assert_eq!(
             r.info_for("web").map(|i| i.shared_with),
-            Some(vec!["db".into()])
+            Some(vec![
+                member("db", ShareStatus::Accepted),
+                member("ops", ShareStatus::Pending)
+            ])
         );
-        assert_eq!(r.info_for("db").map(|i| i.shared_with), Some(vec![]));
+        let seen = r.info_for("db").unwrap();
+        assert_eq!(seen.shared_with, vec![]);
+        assert_eq!(seen.share_status, Some(ShareStatus::Accepted));
         assert_eq!(r.info_for("ops"), None);
     }
 }

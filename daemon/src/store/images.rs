@@ -172,7 +172,11 @@ mod tests {
         s.put_image(&image("pub", "web", None)).unwrap();
         s.put_image(&image("own", "web", Some("p"))).unwrap();
         let mut shared = image("sh", "db", Some("q"));
-        shared.shared_with = vec!["p".into()];
+        crate::store::set_member(
+            &mut shared.shared_with,
+            "p",
+            kiln_shared::protocol::ShareStatus::Accepted,
+        );
         s.put_image(&shared).unwrap();
         s.put_image(&image("hidden", "secret", Some("q"))).unwrap();
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ImageState;
+use super::{ImageState, ShareMember, ShareStatus};
 
 /// A gallery as `gallery.get` returns it: its definitions, each with its versions (highest
 /// first).
@@ -18,6 +18,13 @@ pub struct Gallery {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub images: Vec<GalleryImage>,
+    /// The projects it is shared with and their answers (shown to the owner only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ShareMember>,
+    /// For a gallery of another project shared with the asking one: its answer (the versions
+    /// are listed once it `accepted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_status: Option<ShareStatus>,
 }
 
 /// An image definition: `GALLERY/IMAGE`, the OS its versions are of, and its retention.
@@ -96,6 +103,25 @@ pub struct GalleryDeleteParams {
     /// Also delete every version in it (without it, a gallery holding versions is refused).
     #[serde(default)]
     pub recursive: bool,
+    /// With `recursive`: delete versions even when shared or used by builds (see
+    /// `image.delete`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// `gallery.share` / `gallery.unshare`: offer every version of gallery `name` (present and
+/// future) to `projects`, or withdraw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryShareParams {
+    pub name: String,
+    pub projects: Vec<String>,
+}
+
+/// `gallery.accept` / `gallery.reject`, in the member project: gallery `name` of project `from`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryAnswerParams {
+    pub name: String,
+    pub from: String,
 }
 
 /// `gallery.image.create`: `image` is `GALLERY/IMAGE`.

@@ -25,6 +25,33 @@ impl Visibility {
     }
 }
 
+/// Where a project a share was offered to stands (Glance's image members): the image is seen
+/// and used there only once the project `accepted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl ShareStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareStatus::Pending => "pending",
+            ShareStatus::Accepted => "accepted",
+            ShareStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// One project an image or gallery is shared with, and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShareMember {
+    pub project: String,
+    pub status: ShareStatus,
+}
+
 /// Where an image is in its life. Only `available` images can be built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,9 +100,14 @@ pub struct ImageInfo {
     pub min_disk_gb: u64,
     pub created_at: DateTime<Utc>,
     pub state: ImageState,
-    /// Projects the owner shared the image with (shown to the owner only).
+    /// The projects the owner shared the image with and where each stands (shown to the owner
+    /// only).
     #[serde(default)]
-    pub shared_with: Vec<String>,
+    pub shared_with: Vec<ShareMember>,
+    /// For an image shared with the asking project: whether it accepted the share (`pending`
+    /// ones are listed only by `image.list {pending: true}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_status: Option<ShareStatus>,
     /// Why the image is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -131,6 +163,10 @@ pub struct ImageWarmParams {
 pub struct ImageListParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
+    /// Only the images shared with the project that wait for its `image.accept` (which no
+    /// other call shows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// Result of `image.list`.
@@ -143,6 +179,17 @@ pub struct ImageList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageParams {
     pub image: String,
+}
+
+/// Params of `image.delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageDeleteParams {
+    pub image: String,
+    /// Delete even when the image is shared (with a project that did not reject it) or used by
+    /// queued or running builds; those builds keep reading it until they end. Instances still
+    /// refuse it (their disks are overlays on its file).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Params of `image.share` and `image.unshare`.

@@ -7,8 +7,8 @@ use kiln_shared::build::{
     Build, BuildState, LogLine, LogStream, RunOutput, Step, StepKind, StepState, SubState,
 };
 use kiln_shared::protocol::{
-    ErrorKind, ImageInfo, ImageList, ImageState, Instance, InstanceList, InstanceState, SshInfo,
-    TemplateList, TemplateRecord, TemplateSummary, Visibility,
+    ErrorKind, ImageInfo, ImageList, ImageState, Instance, InstanceList, InstanceState,
+    ShareMember, ShareStatus, SshInfo, TemplateList, TemplateRecord, TemplateSummary, Visibility,
 };
 use kiln_shared::Violation;
 
@@ -207,7 +207,8 @@ pub fn app() -> App {
     let mut shared = image("team-b-base", Some(40));
     shared.visibility = Visibility::Shared;
     shared.owner_project = Some("team-b".into());
-    shared.shared_with = vec!["default".into()];
+    shared.shared_with = Vec::new();
+    shared.share_status = Some(ShareStatus::Accepted);
     let images = vec![
         image("debian-12", None),
         image("web1", Some(1)),
@@ -300,10 +301,14 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         created_at: at(9, 30, 0),
         state: ImageState::Available,
         shared_with: if build.is_some() {
-            vec!["team-b".into()]
+            vec![ShareMember {
+                project: "team-b".into(),
+                status: ShareStatus::Accepted,
+            }]
         } else {
             Vec::new()
         },
+        share_status: None,
         message: None,
         from_instance: None,
         parent_image: None,

@@ -1,7 +1,7 @@
 //! `update` tests of the template editor, the base-image picker and the Images tabs.
 
 use kiln_shared::build::{BuildReply, BuildStartParams};
-use kiln_shared::protocol::{ErrorKind, ImageParams, TemplateList, TemplateRef, Visibility};
+use kiln_shared::protocol::{ErrorKind, ImageDeleteParams, TemplateList, TemplateRef, Visibility};
 use kiln_shared::Violation;
 
 use super::fixtures::{app, key, press, record, refused, reply, stored_template};
@@ -549,8 +549,9 @@ fn images_have_public_private_and_shared_tabs() {
     assert_eq!(a.prompt, None, "and does nothing else");
     let mut fx = press(&mut a, "Dweb1");
     fx.extend(key(&mut a, Key::Enter));
-    let delete = Request::ImageDelete(ImageParams {
+    let delete = Request::ImageDelete(ImageDeleteParams {
         image: "web1".into(),
+        force: false,
     });
     assert_eq!(the_call(&fx, Name::ImageDelete), (0, delete));
 }

@@ -68,6 +68,9 @@ pub enum Cmd {
     Start,
     Capture,
     Attach,
+    Share,
+    Accept,
+    Reject,
 }
 
 /// Where a binding applies: everywhere, in one view, or in the base-image picker (a window over
@@ -116,7 +119,8 @@ const F: Scope = Scope::In(View::Form);
 const P: Scope = Scope::Picker;
 const ALL: Scope = Scope::Global;
 
-/// Every binding. View bindings come first: they win over global ones for the same key. The
+/// Every binding (a binding without a short word is left out of the hint line: the Images tab
+/// bar names its tab keys itself). View bindings come first: they win over global ones for the same key. The
 /// template editor takes the keyboard whole (its text fields take every character), so only its
 /// own bindings apply there.
 #[rustfmt::skip]
@@ -137,11 +141,14 @@ pub const BINDINGS: &[Binding] = &[
     bind(D, &[Char('a')], Cmd::Attach, "attach", "log in to the VM a failed build kept (its attach command)"),
     bind(I, &[Char('['), Left], Cmd::PrevTab, "", "previous tab: public, private, shared"),
     bind(I, &[Char(']'), Right], Cmd::NextTab, "", "next tab: public, private, shared"),
-    bind(I, &[Char('1')], Cmd::ShowPublic, "public", "public images (base images every project sees)"),
-    bind(I, &[Char('2')], Cmd::ShowPrivate, "private", "private images (built by this project)"),
-    bind(I, &[Char('3')], Cmd::ShowShared, "shared", "images other projects shared with this one"),
-    bind(I, &[Enter], Cmd::Open, "details", "all details of the image (any key closes)"),
+    bind(I, &[Char('1')], Cmd::ShowPublic, "", "public images (base images every project sees)"),
+    bind(I, &[Char('2')], Cmd::ShowPrivate, "", "private images (built by this project)"),
+    bind(I, &[Char('3')], Cmd::ShowShared, "", "images other projects shared with this one, pending too"),
+    bind(I, &[Enter], Cmd::Open, "", "all details of the image (any key closes)"),
     bind(I, &[Char('r')], Cmd::RunInstance, "run", "run the image as an instance (asks its name)"),
+    bind(I, &[Char('s')], Cmd::Share, "share", "share the private image with projects (they accept it)"),
+    bind(I, &[Char('a')], Cmd::Accept, "accept", "accept a shared image: build from it and run it here"),
+    bind(I, &[Char('x')], Cmd::Reject, "reject", "reject a shared image (also after accepting): hide it"),
     bind(I, &[Char('D')], Cmd::Delete, "delete", "delete the image (type its name to confirm)"),
     bind(N, &[Char('s')], Cmd::Stop, "stop", "stop the instance: ACPI power off (asks first)"),
     bind(N, &[Char('S')], Cmd::Start, "start", "start the stopped instance again (asks first)"),

@@ -284,7 +284,10 @@ impl App {
         if !self.is_connected() || !self.images.list.request(true) {
             return Vec::new();
         }
-        vec![call(0, Request::ImageList(ImageListParams::default()))]
+        vec![
+            call(0, Request::ImageList(ImageListParams::default())),
+            images::list_pending(self),
+        ]
     }
 
     fn refresh(&mut self) -> Vec<Effect> {
@@ -310,6 +313,7 @@ impl App {
         let images = &mut self.images.list;
         if images.request(self.view == View::Images || !images.loaded) {
             fx.push(call(0, Request::ImageList(ImageListParams::default())));
+            fx.push(images::list_pending(self));
         }
         fx
     }
@@ -414,6 +418,14 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
 /// kilnd answered the call tagged `tag`: the call's owner (the form, the details pane, the build
 /// `b` starts) takes it, else the method says what it changes.
 fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
+    if tag != 0 && tag == app.images.pending_tag {
+        if let Reply::ImageList(r) = reply {
+            if let Some(list) = ok_or_show(app, Name::ImageList, r) {
+                images::on_pending(app, list.images);
+            }
+        }
+        return Vec::new();
+    }
     if form::owns(app, tag) {
         return form::on_reply(app, tag, reply);
     }
@@ -490,6 +502,33 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
         Reply::TemplateDelete(r) => {
             if ok_or_show(app, method, r).is_some() {
                 return deleted(app, method);
+            }
+        }
+        Reply::ImageShare(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                app.message = Some(format!(
+                    "image {} offered; now shared with {} (pending until they accept)",
+                    r.image.name,
+                    crate::cli::image::members_text(&r.image.shared_with)
+                ));
+                app.images.list.loaded = false;
+                return app.refresh();
+            }
+        }
+        Reply::ImageAccept(r) | Reply::ImageReject(r) => {
+            if let Some(r) = ok_or_show(app, method, r) {
+                app.message = Some(format!(
+                    "image {} of project {} {}",
+                    r.image.name,
+                    r.image.owner_project.as_deref().unwrap_or("-"),
+                    if method == Name::ImageAccept {
+                        "accepted: build from it or run it"
+                    } else {
+                        "rejected: hidden again"
+                    }
+                ));
+                app.images.list.loaded = false;
+                return app.refresh();
             }
         }
         Reply::ImageDelete(r) => {
@@ -648,6 +687,8 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
 
 #[cfg(test)]
 mod form_tests;
+#[cfg(test)]
+mod image_tests;
 #[cfg(test)]
 mod instance_tests;
 #[cfg(test)]

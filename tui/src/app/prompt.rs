@@ -1,9 +1,10 @@
 //! The question in the message line that takes the keyboard until answered: the templates
 //! filter, a log search, a new build's image name, a new instance's name, the name of an image
-//! captured from an instance, and the confirmations of cancel, stop, start and delete.
+//! captured from an instance, the projects to share an image with, and the confirmations of
+//! cancel, stop, start and delete.
 
 use kiln_shared::build::BuildIdParams;
-use kiln_shared::protocol::{ImageParams, InstanceParams, NameParams};
+use kiln_shared::protocol::{ImageDeleteParams, InstanceParams, NameParams};
 
 use super::instances::{self, NewInstance, Power};
 use super::keymap::Key;
@@ -28,6 +29,12 @@ pub enum Prompt {
     },
     /// The name of the image made of (stopped) instance `instance`.
     CaptureName { instance: String, input: String },
+    /// The projects to share image `image` (an id; `image_name` is shown) with.
+    ShareWith {
+        image: String,
+        image_name: String,
+        input: String,
+    },
     /// Cancel build `id`? Only `y` says yes.
     ConfirmCancel { id: u64 },
     /// Stop or start instance `name`? Only `y` says yes.
@@ -116,6 +123,25 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
             }
             Vec::new()
         }
+        Prompt::ShareWith {
+            image,
+            image_name,
+            mut input,
+        } => {
+            match key {
+                Key::Enter => return super::images::share(app, image, image_name, &input),
+                Key::Esc => app.message = Some(format!("image {image_name} not shared")),
+                _ => {
+                    typed(&mut input, key);
+                    app.prompt = Some(Prompt::ShareWith {
+                        image,
+                        image_name,
+                        input,
+                    });
+                }
+            }
+            Vec::new()
+        }
         Prompt::CaptureName {
             instance,
             mut input,
@@ -143,7 +169,10 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                 app.message = Some(format!("deleting {} {name}...", what.noun()));
                 let request = match what {
                     Deletable::Template => Request::TemplateDelete(NameParams { name }),
-                    Deletable::Image => Request::ImageDelete(ImageParams { image: name }),
+                    Deletable::Image => Request::ImageDelete(ImageDeleteParams {
+                        image: name,
+                        force: false,
+                    }),
                     // Typing the name was the question: its VM is killed, not powered off.
                     Deletable::Instance => {
                         Request::InstanceDelete(InstanceParams { name, force: true })

@@ -85,8 +85,13 @@ fn connecting_asks_for_every_list_and_polling_never_piles_up() {
             Name::TemplateList,
             Name::BuildList,
             Name::InstanceList,
+            Name::ImageList,
             Name::ImageList
         ]
+    );
+    assert_ne!(
+        app.images.pending_tag, 0,
+        "the second lists the pending shares"
     );
     let fx = tick(&mut app, fixtures::at(10, 0, 2));
     assert!(fx.is_empty(), "lists still in flight");
@@ -142,6 +147,7 @@ fn images_are_polled_only_while_on_screen() {
             Name::TemplateList,
             Name::BuildList,
             Name::InstanceList,
+            Name::ImageList,
             Name::ImageList
         ]
     );

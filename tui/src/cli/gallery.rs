@@ -5,10 +5,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kiln_shared::client::Client;
 use kiln_shared::methods as m;
 use kiln_shared::protocol::{
-    Gallery, GalleryCreateParams, GalleryDeleteParams, GalleryImageCreateParams,
-    GalleryImageUpdateParams, GalleryParams, GalleryPruneParams, Retention,
+    Gallery, GalleryAnswerParams, GalleryCreateParams, GalleryDeleteParams,
+    GalleryImageCreateParams, GalleryImageUpdateParams, GalleryParams, GalleryPruneParams,
+    GalleryShareParams, Retention,
 };
 
 use super::output::{self, local_time, Align, Column, Table};
@@ -22,7 +24,7 @@ pub enum GalleryCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// List the project's galleries
+    /// List the project's galleries, then those other projects shared with it (with its answer)
     #[command(visible_alias = "ls")]
     List,
     /// Show a gallery: its image definitions and every version (highest first)
@@ -36,6 +38,39 @@ pub enum GalleryCommand {
         /// Do not ask for confirmation (needed with --recursive when stdin is not a terminal)
         #[arg(short = 'y', long)]
         yes: bool,
+        /// Delete even if it or its versions are shared or builds use them (running builds
+        /// keep reading their base until they end; instances still refuse it)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Offer every version of a gallery (present and future) to other projects: pending there
+    /// until each runs `kiln gallery accept GALLERY --from YOUR_PROJECT`
+    Share {
+        name: String,
+        #[arg(required = true, value_name = "PROJECT")]
+        projects: Vec<String>,
+    },
+    /// Stop sharing a gallery with projects (whatever they answered)
+    Unshare {
+        name: String,
+        #[arg(required = true, value_name = "PROJECT")]
+        projects: Vec<String>,
+    },
+    /// Accept a gallery another project shared with this one: its versions become visible
+    /// here as shared, and `[source] image = "GALLERY/IMAGE"` resolves in it when this project
+    /// has no gallery of that name
+    Accept {
+        name: String,
+        /// The project that owns it
+        #[arg(long, value_name = "PROJECT")]
+        from: String,
+    },
+    /// Reject a gallery shared with this project: its versions are hidden again
+    Reject {
+        name: String,
+        /// The project that owns it
+        #[arg(long, value_name = "PROJECT")]
+        from: String,
     },
     /// Image definitions: `GALLERY/IMAGE`, of one OS
     #[command(subcommand)]
@@ -123,6 +158,7 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
             name,
             recursive,
             yes,
+            force,
         } => {
             if recursive && !yes {
                 if !std::io::stdin().is_terminal() {
@@ -142,9 +178,22 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
             let params = GalleryDeleteParams {
                 name: name.clone(),
                 recursive,
+                force,
             };
             let (value, _) = call::<m::GalleryDelete>(&client, &params).await?;
             print_or(settings, &value, || format!("deleted gallery {name}"));
+        }
+        GalleryCommand::Share { name, projects } => {
+            share(settings, &client, &name, &projects, true).await?
+        }
+        GalleryCommand::Unshare { name, projects } => {
+            share(settings, &client, &name, &projects, false).await?
+        }
+        GalleryCommand::Accept { name, from } => {
+            answer(settings, &client, &name, &from, true).await?
+        }
+        GalleryCommand::Reject { name, from } => {
+            answer(settings, &client, &name, &from, false).await?
         }
         GalleryCommand::Image(GalleryImageCommand::Create {
             image,
@@ -232,6 +281,77 @@ fn retention_text(r: &Retention) -> String {
     }
 }
 
+/// `gallery share` (`add`) / `gallery unshare`.
+async fn share(
+    settings: &Settings,
+    client: &Client,
+    name: &str,
+    projects: &[String],
+    add: bool,
+) -> Result<(), Failure> {
+    for p in projects {
+        check_name("PROJECT", p)?;
+    }
+    let params = GalleryShareParams {
+        name: name.to_owned(),
+        projects: projects.to_vec(),
+    };
+    let (value, reply) = if add {
+        call::<m::GalleryShare>(client, &params).await?
+    } else {
+        call::<m::GalleryUnshare>(client, &params).await?
+    };
+    print_or(settings, &value, || {
+        let members = super::image::members_text(&reply.gallery.members);
+        format!(
+            "{} gallery {name} {} {}; now shared with {}",
+            if add { "shared" } else { "unshared" },
+            if add { "with" } else { "from" },
+            projects.join(", "),
+            if members.is_empty() {
+                "no project".into()
+            } else {
+                members
+            }
+        )
+    });
+    Ok(())
+}
+
+/// `gallery accept` / `gallery reject`, in the project it was shared with.
+async fn answer(
+    settings: &Settings,
+    client: &Client,
+    name: &str,
+    from: &str,
+    accept: bool,
+) -> Result<(), Failure> {
+    check_name("PROJECT", from)?;
+    let params = GalleryAnswerParams {
+        name: name.to_owned(),
+        from: from.to_owned(),
+    };
+    let (value, _) = if accept {
+        call::<m::GalleryAccept>(client, &params).await?
+    } else {
+        call::<m::GalleryReject>(client, &params).await?
+    };
+    print_or(settings, &value, || {
+        if accept {
+            format!(
+                "accepted gallery {name} of project {from}; its versions are shared with project {}",
+                settings.project
+            )
+        } else {
+            format!(
+                "rejected gallery {name} of project {from}; hidden from project {}",
+                settings.project
+            )
+        }
+    });
+    Ok(())
+}
+
 fn print_or(settings: &Settings, value: &serde_json::Value, line: impl FnOnce() -> String) {
     if settings.json {
         output::print_json(value);
@@ -246,6 +366,7 @@ fn table(galleries: &[Gallery]) -> Table {
         Column::fixed("IMAGES", Align::Right),
         Column::fixed("VERSIONS", Align::Right),
         Column::fixed("CREATED", Align::Left),
+        Column::flexible("SHARING", 8),
         Column::flexible("DESCRIPTION", 8),
     ]);
     for g in galleries {
@@ -258,10 +379,21 @@ fn table(galleries: &[Gallery]) -> Table {
                 .sum::<usize>()
                 .to_string(),
             local_time(&g.created_at),
+            sharing(g),
             g.description.clone(),
         ]);
     }
     t
+}
+
+/// Who a gallery is shared with (its owner's view), or who shared it and the answer (a
+/// member's); `-` for neither.
+fn sharing(g: &Gallery) -> String {
+    match g.share_status {
+        Some(s) => format!("from {} ({})", g.project, s.as_str()),
+        None if g.members.is_empty() => "-".into(),
+        None => format!("with {}", super::image::members_text(&g.members)),
+    }
 }
 
 /// A gallery in full: each definition, then its versions.
@@ -271,6 +403,9 @@ pub fn details(g: &Gallery) -> String {
         out.push_str(&format!(": {}", g.description));
     }
     out.push('\n');
+    if g.share_status.is_some() || !g.members.is_empty() {
+        out.push_str(&format!("shared: {}\n", sharing(g)));
+    }
     if g.images.is_empty() {
         out.push_str("no image definitions yet: `kiln gallery image create GALLERY/IMAGE --os OS`, or a build with a gallery target\n");
     }

@@ -1,5 +1,5 @@
-//! `kiln image ...`: list, show, delete, share and unshare catalog images; import image files;
-//! bootstrap public base images.
+//! `kiln image ...`: list, show, delete, share and unshare catalog images, accept or reject
+//! images shared with the project; import image files; bootstrap public base images.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,14 @@ use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
 use kiln_shared::methods::{self as m, Method};
 use kiln_shared::protocol::{
-    ImageBootstrapParams, ImageImportParams, ImageInfo, ImageListParams, ImageParams,
-    ImageProgress, ImageShareParams, ImageWarmParams, Visibility,
+    ImageBootstrapParams, ImageDeleteParams, ImageImportParams, ImageInfo, ImageListParams,
+    ImageParams, ImageProgress, ImageShareParams, ImageWarmParams, ShareMember, ShareStatus,
+    Visibility,
 };
 use serde_json::Value;
 
-use super::output::{self, local_time, local_time_long, Align, Column, Table};
+pub use super::image_details::image_details;
+use super::output::{self, local_time, Align, Column, Table};
 use super::{call, check_name, CmdResult, Failure, Settings};
 
 #[derive(Debug, Subcommand)]
@@ -23,8 +25,12 @@ pub enum ImageCommand {
     #[command(visible_alias = "ls")]
     List {
         /// Only images of this visibility
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, conflicts_with = "pending")]
         visibility: Option<VisibilityArg>,
+        /// Only images other projects shared with this one that wait for `kiln image accept`
+        /// (they are hidden everywhere else until accepted)
+        #[arg(long)]
+        pending: bool,
     },
     /// Show one image (by id or name) in full
     Show { image: String },
@@ -35,18 +41,34 @@ pub enum ImageCommand {
         /// Do not ask for confirmation (needed when stdin is not a terminal)
         #[arg(short = 'y', long)]
         yes: bool,
+        /// Delete even if it is shared or builds use it (running builds keep reading it until
+        /// they end; instances still refuse it)
+        #[arg(long)]
+        force: bool,
     },
-    /// Let other projects see and build from one of your project's images
+    /// Offer one of your project's images to other projects: pending there until each runs
+    /// `kiln image accept`, then they see and build from it
     Share {
         image: String,
         #[arg(required = true, value_name = "PROJECT")]
         projects: Vec<String>,
     },
-    /// Stop sharing an image with projects
+    /// Stop sharing an image with projects (whatever they answered)
     Unshare {
         image: String,
         #[arg(required = true, value_name = "PROJECT")]
         projects: Vec<String>,
+    },
+    /// Accept an image another project shared with this one: it is then listed as shared and
+    /// can be built from and run (find pending ones with `kiln image list --pending`)
+    Accept {
+        /// The image's id or name
+        image: String,
+    },
+    /// Reject an image shared with this project: hidden again (also after accepting it)
+    Reject {
+        /// The image's id or name
+        image: String,
     },
     /// Import a qcow2 or raw file as an image (copied into the catalog as zstd qcow2)
     ///
@@ -126,9 +148,14 @@ impl VisibilityArg {
 
 pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
     match command {
-        ImageCommand::List { visibility } => list(settings, visibility).await,
+        ImageCommand::List {
+            visibility,
+            pending,
+        } => list(settings, visibility, pending).await,
         ImageCommand::Show { image } => show(settings, &image).await,
-        ImageCommand::Delete { image, yes } => delete(settings, &image, yes).await,
+        ImageCommand::Delete { image, yes, force } => delete(settings, &image, yes, force).await,
+        ImageCommand::Accept { image } => answer(settings, &image, ShareStatus::Accepted).await,
+        ImageCommand::Reject { image } => answer(settings, &image, ShareStatus::Rejected).await,
         ImageCommand::Share { image, projects } => share(settings, &image, &projects, true).await,
         ImageCommand::Unshare { image, projects } => {
             share(settings, &image, &projects, false).await
@@ -192,7 +219,7 @@ pub fn image_table(images: &[ImageInfo]) -> Table {
     for i in images {
         table.push(vec![
             i.name.clone(),
-            i.visibility.as_str().to_string(),
+            visibility_text(i).to_string(),
             i.os.clone(),
             if i.file_size == 0 {
                 "-".to_string()
@@ -206,14 +233,37 @@ pub fn image_table(images: &[ImageInfo]) -> Table {
     table
 }
 
-async fn list(settings: &Settings, visibility: Option<VisibilityArg>) -> CmdResult {
+/// The visibility column: `pending` for a share not accepted yet, else the visibility.
+pub fn visibility_text(i: &ImageInfo) -> &'static str {
+    match i.share_status {
+        Some(ShareStatus::Pending) => "pending",
+        _ => i.visibility.as_str(),
+    }
+}
+
+/// A share list as the owner reads it: `db (accepted), ops (pending)`; empty when none.
+pub fn members_text(members: &[ShareMember]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{} ({})", m.project, m.status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn list(settings: &Settings, visibility: Option<VisibilityArg>, pending: bool) -> CmdResult {
     let client = settings.connect().await?;
     let params = ImageListParams {
         visibility: visibility.map(VisibilityArg::wire),
+        pending,
     };
     let (value, list) = call::<m::ImageList>(&client, &params).await?;
     if settings.json {
         output::print_json(&value);
+    } else if list.images.is_empty() && pending {
+        eprintln!(
+            "no images shared with project {} wait for an answer",
+            settings.project
+        );
     } else if list.images.is_empty() {
         eprintln!(
             "no images visible to project {}; bootstrap one with `kiln image bootstrap debian-12` \
@@ -224,105 +274,6 @@ async fn list(settings: &Settings, visibility: Option<VisibilityArg>) -> CmdResu
         output::print_table(&image_table(&list.images));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `image show` prints: one `field: value` line per field.
-pub fn image_details(i: &ImageInfo) -> String {
-    let dash = |s: Option<String>| s.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
-    let size = |b: u64| {
-        if b == 0 {
-            "-".to_string()
-        } else {
-            format!("{} ({b} bytes)", human_size(b))
-        }
-    };
-    let captured = i.from_instance.as_ref().map(|inst| match &i.parent_image {
-        Some(parent) => format!("instance {inst} (which ran image {parent})"),
-        None => format!("instance {inst}"),
-    });
-    let built_from = captured.or_else(|| {
-        i.template.as_ref().map(|t| {
-            let mut s = t.clone();
-            if let Some(r) = i.template_revision {
-                s.push_str(&format!(" revision {r}"));
-            }
-            if let Some(b) = i.build {
-                s.push_str(&format!(", build {b}"));
-            }
-            s
-        })
-    });
-    let mut rows = vec![
-        ("id", i.id.clone()),
-        ("name", i.name.clone()),
-        ("visibility", i.visibility.as_str().to_string()),
-        ("owner", dash(i.owner_project.clone())),
-        ("os", i.os.clone()),
-        ("state", i.state.as_str().to_string()),
-        ("format", i.format.clone()),
-        ("virtual size", size(i.virtual_size)),
-        ("file size", size(i.file_size)),
-        ("min disk", format!("{} GB", i.min_disk_gb)),
-        ("sha256", dash(Some(i.sha256.clone()))),
-        ("built from", dash(built_from)),
-        ("path", i.path.clone()),
-        ("created", local_time_long(&i.created_at)),
-        ("shared with", dash(Some(i.shared_with.join(", ")))),
-    ];
-    if let Some(d) = &i.description {
-        rows.push(("description", d.clone()));
-    }
-    // Back to the base: `lineage` lines, parent first.
-    for (n, e) in i.lineage.iter().enumerate() {
-        let mut line = format!("{}. ", n + 1);
-        if e.name.is_empty() {
-            line.push_str(&format!("{} ({})", e.id, e.visibility));
-        } else {
-            line.push_str(&format!("{} ({}, {})", e.name, e.id, e.visibility));
-        }
-        if let Some(t) = &e.template {
-            line.push_str(&format!(", template {t}"));
-            if let Some(r) = e.template_revision {
-                line.push_str(&format!(" revision {r}"));
-            }
-        }
-        if let Some(b) = e.build {
-            line.push_str(&format!(", build {b}"));
-        }
-        if let Some(inst) = &e.from_instance {
-            line.push_str(&format!(", captured from instance {inst}"));
-        }
-        if let Some(t) = &e.trigger {
-            line.push_str(&format!(", triggered by {} {}", t.image, t.version));
-        }
-        if !e.sha256.is_empty() {
-            line.push_str(&format!(", sha256 {}", &e.sha256[..e.sha256.len().min(16)]));
-        }
-        rows.push((if n == 0 { "lineage" } else { "" }, line));
-    }
-    if let Some(m) = &i.message {
-        rows.push(("message", m.clone()));
-    }
-    rows.push((
-        "warm start",
-        match &i.warm {
-            Some(w) => format!(
-                "saved VM from {} ({}, {} vCPUs, {} MB, {} memory state)",
-                local_time_long(&w.created_at),
-                w.accel,
-                w.cpus,
-                w.memory_mb,
-                human_size(w.state_bytes)
-            ),
-            None => "none (builds boot cold; `kiln image warm` saves one)".into(),
-        },
-    ));
-    rows.iter()
-        .map(|(k, v)| {
-            let clean = output::truncate(v, usize::MAX);
-            format!("{:<13} {clean}\n", format!("{k}:"))
-        })
-        .collect()
 }
 
 async fn get(client: &Client, image: &str) -> Result<(Value, ImageInfo), Failure> {
@@ -355,7 +306,7 @@ pub fn delete_question(i: &ImageInfo) -> String {
     )
 }
 
-async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
+async fn delete(settings: &Settings, image: &str, yes: bool, force: bool) -> CmdResult {
     if !yes && !std::io::stdin().is_terminal() {
         return Err(Failure::usage(format!(
             "not deleting image {image}: stdin is not a terminal to confirm on; pass --yes"
@@ -372,8 +323,9 @@ async fn delete(settings: &Settings, image: &str, yes: bool) -> CmdResult {
     }
     let (value, _) = call::<m::ImageDelete>(
         &client,
-        &ImageParams {
+        &ImageDeleteParams {
             image: info.id.clone(),
+            force,
         },
     )
     .await?;
@@ -406,7 +358,7 @@ async fn share(settings: &Settings, image: &str, projects: &[String], add: bool)
         let now = if i.shared_with.is_empty() {
             "no project".to_string()
         } else {
-            i.shared_with.join(", ")
+            members_text(&i.shared_with)
         };
         output::println(&format!(
             "{} {} {} {}; now shared with {now}",
@@ -415,6 +367,37 @@ async fn share(settings: &Settings, image: &str, projects: &[String], add: bool)
             if add { "with" } else { "from" },
             projects.join(", ")
         ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `image accept` / `image reject`.
+async fn answer(settings: &Settings, image: &str, status: ShareStatus) -> CmdResult {
+    let client = settings.connect().await?;
+    let params = ImageParams {
+        image: image.to_string(),
+    };
+    let (value, result) = if status == ShareStatus::Accepted {
+        call::<m::ImageAccept>(&client, &params).await?
+    } else {
+        call::<m::ImageReject>(&client, &params).await?
+    };
+    if settings.json {
+        output::print_json(&value);
+    } else {
+        let i = &result.image;
+        let owner = i.owner_project.as_deref().unwrap_or("-");
+        output::println(&if status == ShareStatus::Accepted {
+            format!(
+                "accepted image {} ({}) of project {owner}; project {} sees it as shared",
+                i.name, i.id, settings.project
+            )
+        } else {
+            format!(
+                "rejected image {} ({}) of project {owner}; hidden from project {}",
+                i.name, i.id, settings.project
+            )
+        });
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -585,6 +568,7 @@ mod tests {
             created_at: "2024-05-01T12:00:00Z".parse().expect("a time"),
             state: ImageState::Available,
             shared_with: vec![],
+            share_status: None,
             message: None,
             from_instance: None,
             parent_image: None,
@@ -592,7 +576,6 @@ mod tests {
             warm: None,
             gallery: None,
             parent_sha256: None,
-            trigger: None,
             trigger: None,
             lineage: Vec::new(),
         }

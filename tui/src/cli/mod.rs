@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod editor;
 pub mod gallery;
 pub mod image;
+mod image_details;
 pub mod instance;
 pub mod output;
 pub mod project;

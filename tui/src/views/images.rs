@@ -30,9 +30,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 "no private images yet: build one from a template (b on the Templates tab)"
                     .to_string()
             }
-            (true, _, Visibility::Shared) => {
-                format!("no image is shared with project {}", app.project)
-            }
+            (true, _, Visibility::Shared) => format!(
+                "no image is shared with project {}; another project shares one with `kiln image \
+                 share IMAGE {}`",
+                app.project, app.project
+            ),
         };
         return empty(f, app, area, &text);
     }
@@ -40,7 +42,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Row::new(vec![
             i.name.clone(),
             i.os.clone(),
-            i.visibility.as_str().to_string(),
+            crate::cli::image::visibility_text(i).to_string(),
             i.state.as_str().to_string(),
             size_text(i.file_size),
             i.created_at.format("%Y-%m-%d %H:%M").to_string(),
@@ -84,11 +86,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Line::from(format!("sha256 {sha}…")),
         Line::from(i.path.clone()),
     ];
-    if !i.shared_with.is_empty() {
-        lines.push(Line::from(format!(
-            "shared with {}",
-            i.shared_with.join(", ")
-        )));
+    if let Some(text) = sharing_text(i) {
+        lines.push(Line::from(text));
     }
     if let Some(m) = &i.message {
         lines.push(Line::styled(m.clone(), t.error()));
@@ -108,7 +107,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         (Visibility::Private, "Private"),
         (Visibility::Shared, "Shared"),
     ] {
-        let count = app.images.of(v).count();
+        let count = app.images.of_tab(v).len();
         let style = if app.images.tab == v {
             t.selected()
         } else {
@@ -136,6 +135,21 @@ pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
             .block(Block::bordered().title(format!(" image {} · any key closes ", i.name))),
         window,
     );
+}
+
+/// `shared with db (accepted), ops (pending)` for the owner; `shared by web (pending)` for a
+/// project it was shared with.
+fn sharing_text(i: &ImageInfo) -> Option<String> {
+    if let Some(status) = i.share_status {
+        let owner = i.owner_project.as_deref().unwrap_or("-");
+        return Some(format!("shared by {owner} ({})", status.as_str()));
+    }
+    (!i.shared_with.is_empty()).then(|| {
+        format!(
+            "shared with {}",
+            crate::cli::image::members_text(&i.shared_with)
+        )
+    })
 }
 
 /// `captured from instance box (of debian-12)`, for an image made of an instance.
@@ -183,14 +197,7 @@ fn detail_lines(i: &ImageInfo) -> Vec<String> {
         ),
         format!("path        {}", i.path),
         format!("sha256      {}", i.sha256),
-        format!(
-            "shared with {}",
-            if i.shared_with.is_empty() {
-                "nobody".to_string()
-            } else {
-                i.shared_with.join(", ")
-            }
-        ),
+        sharing_text(i).unwrap_or_else(|| "shared with nobody".into()),
     ];
     if let Some(m) = &i.message {
         lines.push(format!("message     {m}"));

@@ -174,6 +174,11 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
         Some(Prompt::InstanceName {
             image_name, input, ..
         }) => Line::from(format!("name for an instance of {image_name}: {input}▏")),
+        Some(Prompt::ShareWith {
+            image_name, input, ..
+        }) => Line::from(format!(
+            "share {image_name} with projects (space-separated): {input}▏"
+        )),
         Some(Prompt::CaptureName { instance, input }) => Line::from(format!(
             "image name for a capture of instance {instance}: {input}▏"
         )),

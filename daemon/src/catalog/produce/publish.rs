@@ -57,14 +57,11 @@ impl Catalog {
         record.template_revision = meta.template_revision;
         record.build = meta.build;
         record.min_disk_gb = meta.min_disk_gb;
-        record.shared_with = meta.share_with;
+        record.shared_with = crate::catalog::sharing::offered(&meta.share_with, &meta.project);
         record.from_instance = meta.from_instance;
         record.parent_image = meta.parent_image;
         record.description = meta.description;
         record.trigger = meta.trigger;
-        record.shared_with.retain(|p| p != &meta.project);
-        record.shared_with.sort();
-        record.shared_with.dedup();
         let creation = self.begin(record, |_, _| Ok(())).await?;
         let written = files::partial_of(&creation.record.path);
         qemu_img::convert(source, "qcow2", qemu_img::Format::Qcow2Zstd, &written).await?;
