@@ -6,7 +6,8 @@
 //! seen empty, with its keys in `?`. Then, with the bootstrapped base and its saved VM, a real
 //! instance's life from the dashboard: `r` on the image runs it with the pane's `HOME`'s key,
 //! `a` logs in to it in the same terminal (a command typed in its shell) and comes back, `s`
-//! stops it, `c` captures it as an image (a helper VM), `D` deletes it.
+//! stops it, `c` captures it as an image (a helper VM), `D` deletes it. And the Images view's
+//! Galleries tab: a gallery's definition listed, the gallery shared from it.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -151,6 +152,35 @@ fn build_from_the_dashboard_follow_its_log_and_cancel_it() {
     pane.keys(&["Escape"]);
 
     pane.keys(&["q"]);
+}
+
+#[test]
+fn the_galleries_tab_lists_definitions_and_shares_a_gallery() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    c.call("gallery.create", json!({"name": "prod"}));
+    c.call(
+        "gallery.image.create",
+        json!({"image": "prod/web", "os": "debian-12", "retention": {"keep_latest": 3}}),
+    );
+    let Some(pane) = Pane::start(&k, 80, 24, "NO_COLOR=1") else {
+        return;
+    };
+    pane.expect("connected");
+    pane.keys(&["Tab", "Tab", "4"]);
+    pane.expect("Galleries (1)");
+    let s = pane.expect("prod/web");
+    assert!(s.contains("keep the latest 3"), "{s}");
+    pane.keys(&["s"]);
+    pane.expect("share gallery prod with projects");
+    pane.keys(&["team-b", "Enter"]);
+    pane.expect("now shared with team-b (pending)");
+    let g = c.call("gallery.get", json!({"name": "prod"}));
+    assert_eq!(
+        g["gallery"]["members"],
+        json!([{"project": "team-b", "status": "pending"}]),
+        "{g}"
+    );
 }
 
 #[test]

@@ -87,6 +87,10 @@ calls! {
     InstanceStop,
     InstanceStart,
     InstanceDelete,
+    GalleryList,
+    GalleryShare,
+    GalleryAccept,
+    GalleryReject,
 }
 
 impl Request {

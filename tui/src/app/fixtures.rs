@@ -392,3 +392,88 @@ pub fn template_window(app: &App) -> Option<usize> {
         _ => None,
     }
 }
+
+/// Adds galleries to `app`, as `gallery.list` and `image.list` answer: this project's `prod`
+/// with the definition `web` (debian-12: 1.0.2 latest, 1.0.1 excluded from latest, 1.0.0
+/// deprecated) and the empty definition `db`, an empty gallery `staging`, and project ops'
+/// gallery `base` offered to this one (pending).
+pub fn with_galleries(app: &mut App) {
+    use kiln_shared::protocol::{
+        Gallery, GalleryImage, GalleryList, GalleryRef, GalleryVersion, Retention,
+    };
+    let version = |v: &str, build: u64| {
+        let mut i = image(&format!("prod/web:{v}"), Some(build));
+        i.id = format!("img-web-{v}");
+        i.shared_with = Vec::new();
+        i.gallery = Some(GalleryRef {
+            gallery: "prod".into(),
+            image: "web".into(),
+            version: v.into(),
+            exclude_from_latest: v == "1.0.1",
+            deprecated_at: (v == "1.0.0").then(|| at(9, 0, 0)),
+        });
+        i
+    };
+    let versions = [
+        version("1.0.2", 12),
+        version("1.0.1", 11),
+        version("1.0.0", 10),
+    ];
+    let gallery_version = |i: &ImageInfo| {
+        let g = i.gallery.clone().expect("a version");
+        GalleryVersion {
+            version: g.version,
+            image_id: i.id.clone(),
+            state: ImageState::Available,
+            exclude_from_latest: g.exclude_from_latest,
+            deprecated_at: g.deprecated_at,
+            created_at: i.created_at,
+            build: i.build,
+            file_size: i.file_size,
+            sha256: i.sha256.clone(),
+        }
+    };
+    let definition =
+        |name: &str, versions: Vec<GalleryVersion>, latest: Option<&str>| GalleryImage {
+            name: name.into(),
+            os: "debian-12".into(),
+            created_at: at(8, 0, 0),
+            retention: Retention {
+                keep_latest: Some(3),
+                max_age_days: None,
+            },
+            versions,
+            latest: latest.map(str::to_owned),
+        };
+    let gallery = |name: &str, project: &str, images: Vec<GalleryImage>| Gallery {
+        name: name.into(),
+        project: project.into(),
+        description: String::new(),
+        created_at: at(8, 0, 0),
+        images,
+        members: Vec::new(),
+        share_status: None,
+    };
+    let mut offered = gallery("base", "ops", vec![definition("deb", Vec::new(), None)]);
+    offered.share_status = Some(ShareStatus::Pending);
+    let galleries = vec![
+        gallery(
+            "prod",
+            "default",
+            vec![
+                definition(
+                    "web",
+                    versions.iter().map(gallery_version).collect(),
+                    Some("1.0.2"),
+                ),
+                definition("db", Vec::new(), None),
+            ],
+        ),
+        gallery("staging", "default", Vec::new()),
+        offered,
+    ];
+    let mut images = app.images.list.items.clone();
+    images.extend(versions);
+    reply(app, 0, Reply::ImageList(Ok(ImageList { images })));
+    reply(app, 0, Reply::GalleryList(Ok(GalleryList { galleries })));
+}

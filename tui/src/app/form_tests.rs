@@ -1,7 +1,7 @@
 //! `update` tests of the template editor, the base-image picker and the Images tabs.
 
 use kiln_shared::build::{BuildReply, BuildStartParams};
-use kiln_shared::protocol::{ErrorKind, ImageDeleteParams, TemplateList, TemplateRef, Visibility};
+use kiln_shared::protocol::{ErrorKind, ImageDeleteParams, TemplateList, TemplateRef};
 use kiln_shared::Violation;
 
 use super::fixtures::{app, key, press, record, refused, reply, stored_template};
@@ -371,7 +371,7 @@ fn the_source_picker_offers_only_images_of_the_templates_os() {
     let mut a = edit_form();
     focus(&mut a, Field::Source);
     key(&mut a, Key::Enter);
-    let names: Vec<&str> = a.picker_choices().iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<String> = a.picker_choices().into_iter().map(|i| i.name).collect();
     assert_eq!(
         names,
         ["debian-12", "web1", "team-b-base"],
@@ -416,7 +416,7 @@ fn b_asks_the_image_name_then_a_compatible_base_image_and_jumps_to_the_build() {
     reply(&mut a, tag, Reply::TemplateGet(Ok(record(&java, 7))));
     press(&mut a, "j1");
     key(&mut a, Key::Enter);
-    let names: Vec<&str> = a.picker_choices().iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<String> = a.picker_choices().into_iter().map(|i| i.name).collect();
     assert_eq!(names, ["ubuntu-24.04"], "only images of the template's OS");
     let fx = key(&mut a, Key::Enter);
     let start = BuildStartParams {
@@ -534,14 +534,18 @@ fn images_have_public_private_and_shared_tabs() {
         |a: &App| -> Vec<String> { a.images.visible().iter().map(|i| i.name.clone()).collect() };
     assert_eq!(names(&a), ["debian-12", "ubuntu-24.04"]);
     press(&mut a, "j]");
-    assert_eq!((a.images.tab, a.images.list.sel), (Visibility::Private, 0));
+    assert_eq!((a.images.tab, a.images.list.sel), (images::Tab::Private, 0));
     assert_eq!(names(&a), ["web1"]);
     press(&mut a, "3");
     assert_eq!(names(&a), ["team-b-base"]);
     key(&mut a, Key::Right);
-    assert_eq!(a.images.tab, Visibility::Public);
-    press(&mut a, "[2");
-    assert_eq!(a.images.tab, Visibility::Private);
+    assert_eq!(a.images.tab, images::Tab::Galleries);
+    key(&mut a, Key::Right);
+    assert_eq!(a.images.tab, images::Tab::Public);
+    press(&mut a, "[");
+    assert_eq!(a.images.tab, images::Tab::Galleries);
+    press(&mut a, "2");
+    assert_eq!(a.images.tab, images::Tab::Private);
     key(&mut a, Key::Enter);
     assert_eq!(a.overlay, Some(overlay::Overlay::ImageWindow));
     press(&mut a, "D");

@@ -1,21 +1,58 @@
 //! The Images view's state: the image catalog as this project sees it (public, private,
-//! shared, and the shares waiting for its answer), the tab shown, and what its keys do.
+//! shared, and the shares waiting for its answer), its galleries, the tab shown, and what its
+//! keys do.
 
 use kiln_shared::protocol::{
     ImageInfo, ImageListParams, ImageParams, ImageShareParams, Visibility,
 };
 
+use super::galleries::{self, Galleries};
 use super::keymap::Cmd;
 use super::listed::{movement, Listed};
 use super::overlay::Overlay;
-use super::{call, App, Deletable, Effect, Prompt, Request, View};
+use super::{call, App, Deletable, Effect, Prompt, Reply, Request, View};
+use kiln_shared::methods::Name;
+
+/// The Images view's tabs: the images of one visibility each, then the galleries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Public,
+    Private,
+    Shared,
+    Galleries,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 4] = [Tab::Public, Tab::Private, Tab::Shared, Tab::Galleries];
+
+    /// The visibility of the images the tab lists (`None`: the galleries tab).
+    pub fn visibility(self) -> Option<Visibility> {
+        match self {
+            Tab::Public => Some(Visibility::Public),
+            Tab::Private => Some(Visibility::Private),
+            Tab::Shared => Some(Visibility::Shared),
+            Tab::Galleries => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Tab::Public => "Public",
+            Tab::Private => "Private",
+            Tab::Shared => "Shared",
+            Tab::Galleries => "Galleries",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Images {
     /// Every image this project sees; `list.sel` indexes `visible()`.
     pub list: Listed<ImageInfo>,
-    /// The tab: the view lists the images of this visibility.
-    pub tab: Visibility,
+    /// The tab shown.
+    pub tab: Tab,
+    /// The galleries, for their tab and the base picker.
+    pub galleries: Galleries,
     /// Images other projects shared with this one that wait for its answer (listed on the
     /// shared tab, marked pending), from `image.list {pending}`.
     pub pending: Vec<ImageInfo>,
@@ -27,7 +64,8 @@ impl Default for Images {
     fn default() -> Images {
         Images {
             list: Listed::default(),
-            tab: Visibility::Public,
+            tab: Tab::Public,
+            galleries: Galleries::default(),
             pending: Vec::new(),
             pending_tag: 0,
         }
@@ -41,10 +79,13 @@ impl Images {
     }
 
     /// The images a tab lists: those of its visibility, and on the shared tab then the
-    /// pending shares.
-    pub fn of_tab(&self, tab: Visibility) -> Vec<&ImageInfo> {
-        let mut out: Vec<&ImageInfo> = self.of(tab).collect();
-        if tab == Visibility::Shared {
+    /// pending shares (none on the galleries tab).
+    pub fn of_tab(&self, tab: Tab) -> Vec<&ImageInfo> {
+        let Some(visibility) = tab.visibility() else {
+            return Vec::new();
+        };
+        let mut out: Vec<&ImageInfo> = self.of(visibility).collect();
+        if tab == Tab::Shared {
             out.extend(self.pending.iter());
         }
         out
@@ -62,6 +103,14 @@ impl Images {
         self.visible().get(self.list.sel).copied()
     }
 
+    /// How many rows the tab shown has.
+    fn rows(&self) -> usize {
+        match self.tab {
+            Tab::Galleries => self.galleries.rows().len(),
+            tab => self.of_tab(tab).len(),
+        }
+    }
+
     /// An `image.list` reply.
     pub(super) fn on_list(&mut self, images: Vec<ImageInfo>) {
         let keep = self.selected().map(|i| i.id.clone());
@@ -77,9 +126,27 @@ impl Images {
 /// A command in the Images view.
 pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
     if let Some(delta) = movement(cmd, app.list_page()) {
-        let len = app.images.visible().len();
-        app.images.list.move_sel(delta, len);
+        let len = app.images.rows();
+        match app.images.tab {
+            Tab::Galleries => {
+                let g = &mut app.images.galleries;
+                g.sel = super::listed::moved(g.sel, delta, len);
+            }
+            _ => app.images.list.move_sel(delta, len),
+        }
         return Vec::new();
+    }
+    let switch = matches!(
+        cmd,
+        Cmd::PrevTab
+            | Cmd::NextTab
+            | Cmd::ShowPublic
+            | Cmd::ShowPrivate
+            | Cmd::ShowShared
+            | Cmd::ShowGalleries
+    );
+    if app.images.tab == Tab::Galleries && !switch && cmd != Cmd::Back {
+        return galleries::on_command(app, cmd);
     }
     match cmd {
         Cmd::Back => app.view = View::Templates,
@@ -95,6 +162,7 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                     image: i.id,
                     image_name: i.name,
                     input: String::new(),
+                    gallery: false,
                 });
             }
             Some(i) => {
@@ -136,15 +204,19 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
                 });
             }
         }
-        Cmd::PrevTab | Cmd::NextTab | Cmd::ShowPublic | Cmd::ShowPrivate | Cmd::ShowShared => {
-            let tabs = [Visibility::Public, Visibility::Private, Visibility::Shared];
-            let at = tabs.iter().position(|v| *v == app.images.tab).unwrap_or(0);
+        _ if switch => {
+            let n = Tab::ALL.len();
+            let at = Tab::ALL
+                .iter()
+                .position(|t| *t == app.images.tab)
+                .unwrap_or(0);
             app.images.tab = match cmd {
-                Cmd::PrevTab => tabs[(at + 2) % 3],
-                Cmd::NextTab => tabs[(at + 1) % 3],
-                Cmd::ShowPrivate => Visibility::Private,
-                Cmd::ShowShared => Visibility::Shared,
-                _ => Visibility::Public,
+                Cmd::PrevTab => Tab::ALL[(at + n - 1) % n],
+                Cmd::NextTab => Tab::ALL[(at + 1) % n],
+                Cmd::ShowPrivate => Tab::Private,
+                Cmd::ShowShared => Tab::Shared,
+                Cmd::ShowGalleries => Tab::Galleries,
+                _ => Tab::Public,
             };
             app.images.list.sel = 0;
         }
@@ -153,29 +225,65 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
     Vec::new()
 }
 
-/// The `image.share` call for the projects typed in `input` (space- or comma-separated).
-pub(super) fn share(app: &mut App, image: String, image_name: String, input: &str) -> Vec<Effect> {
+/// The `image.share` (or, for a gallery, `gallery.share`) call for the projects typed in
+/// `input` (space- or comma-separated).
+pub(super) fn share(
+    app: &mut App,
+    image: String,
+    image_name: String,
+    input: &str,
+    gallery: bool,
+) -> Vec<Effect> {
+    let what = if gallery { "gallery" } else { "image" };
     let projects: Vec<String> = input
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect();
     if projects.is_empty() {
-        app.message = Some(format!("image {image_name} not shared: no project named"));
+        app.message = Some(format!("{what} {image_name} not shared: no project named"));
         return Vec::new();
     }
     app.message = Some(format!(
-        "sharing {image_name} with {}...",
+        "sharing {what} {image_name} with {}...",
         projects.join(", ")
     ));
+    if gallery {
+        return vec![galleries::share(app, image, projects)];
+    }
     vec![call(
         0,
         Request::ImageShare(ImageShareParams { image, projects }),
     )]
 }
 
+/// The calls that go with each `image.list`: the pending shares and the galleries.
+pub(super) fn list_beside(app: &mut App) -> Vec<Effect> {
+    let mut fx = vec![list_pending(app)];
+    fx.extend(galleries::list(app));
+    fx
+}
+
+/// Whether the reply tagged `tag` answers a call the Images view made under its own tag.
+pub(super) fn owns(app: &App, tag: u64) -> bool {
+    (tag != 0 && tag == app.images.pending_tag) || galleries::owns(app, tag)
+}
+
+/// The answer to a call the Images view tagged.
+pub(super) fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
+    if tag != app.images.pending_tag {
+        return galleries::on_reply(app, reply);
+    }
+    if let Reply::ImageList(r) = reply {
+        if let Some(list) = super::ok_or_show(app, Name::ImageList, r) {
+            on_pending(app, list.images);
+        }
+    }
+    Vec::new()
+}
+
 /// The `image.list {pending}` call that goes with each `image.list`, under its own tag.
-pub(super) fn list_pending(app: &mut App) -> Effect {
+fn list_pending(app: &mut App) -> Effect {
     let tag = app.tag();
     app.images.pending_tag = tag;
     call(

@@ -9,6 +9,7 @@ pub mod calls;
 #[cfg(test)]
 pub mod fixtures;
 pub mod form;
+pub mod galleries;
 pub mod images;
 pub mod instances;
 pub mod keymap;
@@ -25,7 +26,7 @@ use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::BuildListParams;
 use kiln_shared::methods::{Empty, Name};
-use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageInfo, ImageListParams};
+use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageListParams};
 use kiln_shared::Violation;
 
 use crate::ssh_key::KeyError;
@@ -256,9 +257,9 @@ impl App {
     }
 
     /// The images the picker offers now.
-    pub fn picker_choices(&self) -> Vec<&ImageInfo> {
+    pub fn picker_choices(&self) -> Vec<picker::Choice<'_>> {
         match self.picker() {
-            Some(p) => picker::compatible(&self.images.list.items, &p.os),
+            Some(p) => picker::choices(&self.images, &p.os),
             None => Vec::new(),
         }
     }
@@ -284,10 +285,9 @@ impl App {
         if !self.is_connected() || !self.images.list.request(true) {
             return Vec::new();
         }
-        vec![
-            call(0, Request::ImageList(ImageListParams::default())),
-            images::list_pending(self),
-        ]
+        let mut fx = vec![call(0, Request::ImageList(ImageListParams::default()))];
+        fx.extend(images::list_beside(self));
+        fx
     }
 
     fn refresh(&mut self) -> Vec<Effect> {
@@ -313,7 +313,7 @@ impl App {
         let images = &mut self.images.list;
         if images.request(self.view == View::Images || !images.loaded) {
             fx.push(call(0, Request::ImageList(ImageListParams::default())));
-            fx.push(images::list_pending(self));
+            fx.extend(images::list_beside(self));
         }
         fx
     }
@@ -323,6 +323,7 @@ impl App {
         self.templates.list.pending = false;
         self.builds.list.pending = false;
         self.images.list.pending = false;
+        self.images.galleries.tag = 0;
         self.instances.list.pending = false;
         self.events_sub = None;
     }
@@ -418,13 +419,8 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
 /// kilnd answered the call tagged `tag`: the call's owner (the form, the details pane, the build
 /// `b` starts) takes it, else the method says what it changes.
 fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
-    if tag != 0 && tag == app.images.pending_tag {
-        if let Reply::ImageList(r) = reply {
-            if let Some(list) = ok_or_show(app, Name::ImageList, r) {
-                images::on_pending(app, list.images);
-            }
-        }
-        return Vec::new();
+    if images::owns(app, tag) {
+        return images::on_reply(app, tag, reply);
     }
     if form::owns(app, tag) {
         return form::on_reply(app, tag, reply);
@@ -589,6 +585,10 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
         Reply::TemplateCreate(r) | Reply::TemplateUpdate(r) => {
             ok_or_show(app, method, r);
         }
+        r @ (Reply::GalleryList(_)
+        | Reply::GalleryShare(_)
+        | Reply::GalleryAccept(_)
+        | Reply::GalleryReject(_)) => return galleries::on_reply(app, r),
     }
     Vec::new()
 }
@@ -687,6 +687,8 @@ fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
 
 #[cfg(test)]
 mod form_tests;
+#[cfg(test)]
+mod gallery_tests;
 #[cfg(test)]
 mod image_tests;
 #[cfg(test)]

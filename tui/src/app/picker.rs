@@ -1,8 +1,11 @@
 //! The base-image picker: a window over the view that opened it, listing the images a template
-//! can start from (available, and of the template's OS), for a build or for a template's source.
+//! can start from (available, and of the template's OS), and the gallery definitions by the
+//! version their `latest` is now, for a build or for a template's source.
 
 use kiln_shared::build::BuildStartParams;
 use kiln_shared::protocol::{ImageInfo, ImageState, Visibility};
+
+use super::images::Images;
 
 use super::keymap::{self, Cmd, Key};
 use super::listed::{moved, movement};
@@ -47,6 +50,55 @@ pub fn compatible<'a>(images: &'a [ImageInfo], os: &str) -> Vec<&'a ImageInfo> {
     out.sort_by(|a, b| {
         (rank(a.visibility), &a.name, &a.id).cmp(&(rank(b.visibility), &b.name, &b.id))
     });
+    out
+}
+
+/// One row of the picker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice<'a> {
+    /// What the source (or the build's base image) becomes: the image's name, or
+    /// `GALLERY/IMAGE` for a definition, resolved to its `latest` when a build is queued.
+    pub name: String,
+    /// The image, or for a definition the version `latest` is now.
+    pub image: &'a ImageInfo,
+    /// A gallery definition by its latest version (`image` is that version).
+    pub latest: bool,
+}
+
+/// The picker's rows for `os`: public images, then each gallery definition of that OS by its
+/// `latest` (own galleries and accepted ones), then the project's own images and shared ones.
+pub fn choices<'a>(images: &'a Images, os: &str) -> Vec<Choice<'a>> {
+    let plain = compatible(&images.list.items, os);
+    let public = plain
+        .iter()
+        .take_while(|i| i.visibility == Visibility::Public)
+        .count();
+    let mut latest: Vec<Choice> = images
+        .galleries
+        .usable()
+        .flat_map(|g| g.images.iter().map(move |d| (g, d)))
+        .filter(|(_, d)| d.os == os)
+        .filter_map(|(g, d)| {
+            let version = d.latest.as_deref()?;
+            let id = &d.versions.iter().find(|v| v.version == version)?.image_id;
+            let image = *plain.iter().find(|i| &i.id == id)?;
+            Some(Choice {
+                name: format!("{}/{}", g.name, d.name),
+                image,
+                latest: true,
+            })
+        })
+        .collect();
+    latest.sort_by(|a, b| a.name.cmp(&b.name));
+    latest.dedup_by(|a, b| a.name == b.name);
+    let of = |i: &'a ImageInfo| Choice {
+        name: i.name.clone(),
+        image: i,
+        latest: false,
+    };
+    let mut out: Vec<Choice> = plain[..public].iter().copied().map(of).collect();
+    out.extend(latest);
+    out.extend(plain[public..].iter().copied().map(of));
     out
 }
 

@@ -34,6 +34,8 @@ pub enum Prompt {
         image: String,
         image_name: String,
         input: String,
+        /// `image` names a gallery (every version of it is offered).
+        gallery: bool,
     },
     /// Cancel build `id`? Only `y` says yes.
     ConfirmCancel { id: u64 },
@@ -127,16 +129,21 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
             image,
             image_name,
             mut input,
+            gallery,
         } => {
             match key {
-                Key::Enter => return super::images::share(app, image, image_name, &input),
-                Key::Esc => app.message = Some(format!("image {image_name} not shared")),
+                Key::Enter => return super::images::share(app, image, image_name, &input, gallery),
+                Key::Esc => {
+                    let what = if gallery { "gallery" } else { "image" };
+                    app.message = Some(format!("{what} {image_name} not shared"));
+                }
                 _ => {
                     typed(&mut input, key);
                     app.prompt = Some(Prompt::ShareWith {
                         image,
                         image_name,
                         input,
+                        gallery,
                     });
                 }
             }
@@ -252,7 +259,7 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                     .as_ref()
                     .filter(|b| b.template == template)
                     .and_then(|b| b.image.clone());
-                let sel = picker::compatible(&app.images.list.items, &os)
+                let sel = picker::choices(&app.images, &os)
                     .iter()
                     .position(|i| Some(&i.name) == source.as_ref())
                     .unwrap_or(0);

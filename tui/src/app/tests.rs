@@ -86,7 +86,8 @@ fn connecting_asks_for_every_list_and_polling_never_piles_up() {
             Name::BuildList,
             Name::InstanceList,
             Name::ImageList,
-            Name::ImageList
+            Name::ImageList,
+            Name::GalleryList
         ]
     );
     assert_ne!(

@@ -272,7 +272,7 @@ pub async fn run(settings: &Settings, command: GalleryCommand) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn retention_text(r: &Retention) -> String {
+pub(crate) fn retention_text(r: &Retention) -> String {
     match (r.keep_latest, r.max_age_days) {
         (None, None) => "keep all".into(),
         (Some(n), None) => format!("keep the latest {n}"),

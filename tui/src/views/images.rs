@@ -1,5 +1,6 @@
 //! The Images view: the catalog as the project sees it, in three tabs (public, private,
-//! shared), a details pane for the selected image and a window with all its details.
+//! shared) and the galleries' tab, a details pane for the selected image and a window with all
+//! its details.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -9,12 +10,16 @@ use ratatui::Frame;
 
 use super::builds::size_text;
 use super::{draw_list_table, empty, popup, Theme};
+use crate::app::images::Tab;
 use crate::app::App;
-use kiln_shared::protocol::{ImageInfo, Visibility};
+use kiln_shared::protocol::ImageInfo;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let [tabs, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     draw_tabs(f, app, tabs);
+    if app.images.tab == Tab::Galleries {
+        return super::galleries::draw(f, app, area);
+    }
     let (list, pane) = super::list_and_details(area);
     let t = Theme::of(app);
     let visible = app.images.visible();
@@ -22,15 +27,15 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         let text = match (app.images.list.loaded, app.is_connected(), app.images.tab) {
             (false, true, _) => "loading images…".to_string(),
             (false, false, _) => "not connected to kilnd".to_string(),
-            (true, _, Visibility::Public) => {
+            (true, _, Tab::Public | Tab::Galleries) => {
                 "no public images yet: `kiln image bootstrap debian-12` makes a base image"
                     .to_string()
             }
-            (true, _, Visibility::Private) => {
+            (true, _, Tab::Private) => {
                 "no private images yet: build one from a template (b on the Templates tab)"
                     .to_string()
             }
-            (true, _, Visibility::Shared) => format!(
+            (true, _, Tab::Shared) => format!(
                 "no image is shared with project {}; another project shares one with `kiln image \
                  share IMAGE {}`",
                 app.project, app.project
@@ -98,17 +103,17 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// `Public 2 │ Private 1 │ Shared 0`, the current tab reversed, and the keys that switch.
+/// `Public (2)  Private (1)  Shared (0)  Galleries (1)`, the current tab reversed, and the keys
+/// that switch.
 fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
     let t = Theme::of(app);
     let mut spans = Vec::new();
-    for (v, label) in [
-        (Visibility::Public, "Public"),
-        (Visibility::Private, "Private"),
-        (Visibility::Shared, "Shared"),
-    ] {
-        let count = app.images.of_tab(v).len();
-        let style = if app.images.tab == v {
+    for tab in Tab::ALL {
+        let (label, count) = match tab {
+            Tab::Galleries => (tab.label(), app.images.galleries.rows().len()),
+            _ => (tab.label(), app.images.of_tab(tab).len()),
+        };
+        let style = if app.images.tab == tab {
             t.selected()
         } else {
             Style::new()
@@ -116,12 +121,15 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::raw(" "));
         spans.push(Span::styled(format!(" {label} ({count}) "), style));
     }
-    spans.push(Span::styled("  [ ] or 1-3 switch · enter details", t.dim()));
+    spans.push(Span::styled("  [ ] 1-4 switch", t.dim()));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 /// Every field of the selected image, in a window (enter opens it, any key closes it).
 pub fn draw_details_window(f: &mut Frame, app: &App, area: Rect) {
+    if app.images.tab == Tab::Galleries {
+        return super::galleries::draw_window(f, app, area);
+    }
     let Some(i) = app.images.selected() else {
         return;
     };

@@ -3,6 +3,7 @@
 
 mod builds;
 mod form;
+mod galleries;
 mod images;
 mod instances;
 mod log;
@@ -175,9 +176,13 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
             image_name, input, ..
         }) => Line::from(format!("name for an instance of {image_name}: {input}▏")),
         Some(Prompt::ShareWith {
-            image_name, input, ..
+            image_name,
+            input,
+            gallery,
+            ..
         }) => Line::from(format!(
-            "share {image_name} with projects (space-separated): {input}▏"
+            "share {}{image_name} with projects (space-separated): {input}▏",
+            if *gallery { "gallery " } else { "" }
         )),
         Some(Prompt::CaptureName { instance, input }) => Line::from(format!(
             "image name for a capture of instance {instance}: {input}▏"

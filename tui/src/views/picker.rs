@@ -61,21 +61,29 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     // Keep the selection on screen in a short window.
     let room = usize::from(window.height.saturating_sub(5)).max(1);
     let first = p.sel.saturating_sub(room - 1);
-    for (i, image) in choices.iter().enumerate().skip(first).take(room) {
+    for (i, choice) in choices.iter().enumerate().skip(first).take(room) {
         let mark = if i == p.sel { "▶ " } else { "  " };
-        let note = if source.as_deref() == Some(image.name.as_str())
+        let image = choice.image;
+        let mut note = String::new();
+        let when = match &image.gallery {
+            // The version a build queued now would take.
+            Some(g) if choice.latest => format!("latest = {:<7}", g.version),
+            _ => image.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        };
+        if source.as_deref() == Some(choice.name.as_str())
             && matches!(p.purpose, PickFor::Build { .. })
         {
-            "  (template's source)"
+            note.push_str("  (template's source)");
+        }
+        let visible = if choice.latest {
+            "gallery"
         } else {
-            ""
+            image.visibility.as_str()
         };
         let text = format!(
-            "{mark}{} {:<8} {:>10}  {}{note}",
-            fit(&image.name, 24),
-            image.visibility.as_str(),
+            "{mark}{} {visible:<8} {:>10}  {when}{note}",
+            fit(&choice.name, 24),
             size_text(image.file_size),
-            image.created_at.format("%Y-%m-%d %H:%M"),
         );
         let style = if i == p.sel {
             t.selected()

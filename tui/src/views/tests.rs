@@ -210,6 +210,24 @@ fn images_private_and_shared_tabs_and_details() {
     check("images_shared_details", &a);
 }
 
+#[test]
+fn galleries_tab_details_window_and_picker() {
+    let mut a = app();
+    crate::app::fixtures::with_galleries(&mut a);
+    keys(&mut a, &[Key::Tab, Key::Tab]);
+    chars(&mut a, "4");
+    check("galleries", &a);
+    keys(&mut a, &[Key::Enter]);
+    check("galleries_window", &a);
+    keys(&mut a, &[Key::Esc]);
+    chars(&mut a, "jjj");
+    check("galleries_offered", &a);
+    keys(&mut a, &[Key::Esc, Key::Esc]);
+    chars(&mut a, "bnightly");
+    keys(&mut a, &[Key::Enter]);
+    check("picker_with_galleries", &a);
+}
+
 /// The dashboard on the Instances tab (box running, broken failed, web-test stopped).
 fn instances_app() -> App {
     let mut a = app();

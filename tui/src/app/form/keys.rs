@@ -152,7 +152,7 @@ fn activate(app: &mut App, field: Field) -> Vec<Effect> {
         Field::Source => {
             let os = form.draft.os.clone();
             let current = form.draft.source.image.clone();
-            let sel = picker::compatible(&app.images.list.items, &os)
+            let sel = picker::choices(&app.images, &os)
                 .iter()
                 .position(|i| i.name == current)
                 .unwrap_or(0);
@@ -196,6 +196,8 @@ fn activate(app: &mut App, field: Field) -> Vec<Effect> {
 pub(in crate::app) fn set_source(app: &mut App, image: String) {
     if let Some(form) = app.form.as_mut() {
         form.draft.source.image = image;
+        // A picked image or `GALLERY/IMAGE` is taken as it is now: no older pin stays.
+        form.draft.source.version = "latest".into();
         form.touch(Field::Source, &app.catalog);
     }
 }
