@@ -39,7 +39,7 @@ use instances::{Instances, NewInstance};
 use keymap::{Cmd, Key};
 use log::LogView;
 use overlay::Overlay;
-use picker::{PickFor, Picker};
+use picker::Picker;
 pub use prompt::{Deletable, Prompt};
 use templates::Templates;
 
@@ -434,7 +434,7 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
         .as_ref()
         .is_some_and(|b| b.tag == tag && tag != 0)
     {
-        on_build_source(app, reply);
+        picker::on_build_source(app, reply);
         return Vec::new();
     }
     let method = reply.method();
@@ -608,23 +608,6 @@ fn ok_or_show<T>(app: &mut App, method: Name, result: Result<T, CallError>) -> O
 fn deleted(app: &mut App, method: Name) -> Vec<Effect> {
     app.message = Some(format!("{}: done", method.as_str()));
     app.refresh()
-}
-
-/// `template.get` told the source image of the template `b` builds: the picker's default.
-fn on_build_source(app: &mut App, reply: Reply) {
-    let Reply::TemplateGet(Ok(record)) = reply else {
-        return;
-    };
-    let source = record.template.source.image;
-    if let Some(b) = app.build_source.as_mut() {
-        b.image = Some(source.clone());
-    }
-    let at = app.picker_choices().iter().position(|i| i.name == source);
-    if let (Some(p), Some(at)) = (app.picker_mut(), at) {
-        if matches!(p.purpose, PickFor::Build { .. }) && !p.touched {
-            p.sel = at;
-        }
-    }
 }
 
 fn on_key(app: &mut App, key: Key) -> Vec<Effect> {

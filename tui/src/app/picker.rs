@@ -10,7 +10,7 @@ use super::images::Images;
 use super::keymap::{self, Cmd, Key};
 use super::listed::{moved, movement};
 use super::overlay::{self, Overlay};
-use super::{call, form, App, Effect, Request};
+use super::{call, form, App, Effect, Reply, Request};
 
 /// What the chosen image is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,23 @@ pub fn choices<'a>(images: &'a Images, os: &str) -> Vec<Choice<'a>> {
     out.extend(latest);
     out.extend(plain[public..].iter().copied().map(of));
     out
+}
+
+/// `template.get` told the source image of the template `b` builds: the picker's default.
+pub(super) fn on_build_source(app: &mut App, reply: Reply) {
+    let Reply::TemplateGet(Ok(record)) = reply else {
+        return;
+    };
+    let source = record.template.source.image;
+    if let Some(b) = app.build_source.as_mut() {
+        b.image = Some(source.clone());
+    }
+    let at = app.picker_choices().iter().position(|i| i.name == source);
+    if let (Some(p), Some(at)) = (app.picker_mut(), at) {
+        if matches!(p.purpose, PickFor::Build { .. }) && !p.touched {
+            p.sel = at;
+        }
+    }
 }
 
 /// A key while the picker is open (and on top).
