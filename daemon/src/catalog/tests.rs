@@ -174,6 +174,10 @@ async fn publish_and_export_are_atomic_and_hashed() {
     let meta = PublishMeta {
         name: "web".into(),
         os: "debian-12".into(),
+        login: crate::store::Login {
+            family: "debian".into(),
+            default_user: "cloud".into(),
+        },
         project: "p".into(),
         template: Some("web".into()),
         template_revision: Some(3),

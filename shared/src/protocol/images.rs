@@ -79,6 +79,12 @@ pub struct ImageInfo {
     pub id: String,
     pub name: String,
     pub os: String,
+    /// The OS family whose guest commands kiln uses (`debian` for Debian and Ubuntu).
+    #[serde(default)]
+    pub family: String,
+    /// The user builds, warm starts and instances log in as.
+    #[serde(default)]
+    pub default_user: String,
     pub visibility: Visibility,
     /// `None` for public images.
     pub owner_project: Option<String>,
@@ -216,6 +222,10 @@ pub struct ImageImportParams {
     pub path: String,
     pub name: String,
     pub os: String,
+    /// The image's login user; default: the one its cloud-init config names
+    /// (`system_info.default_user.name`), else the import is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Import as a public image (needs the admin group) instead of a private one.
     #[serde(default)]
     pub public: bool,

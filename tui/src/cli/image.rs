@@ -554,6 +554,8 @@ mod tests {
             id: "img-0123456789abcdef".into(),
             name: name.into(),
             os: "debian-12".into(),
+            family: "debian".into(),
+            default_user: "debian".into(),
             visibility,
             owner_project: None,
             template: Some("web".into()),
