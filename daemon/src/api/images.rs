@@ -184,7 +184,7 @@ pub async fn import(
     let progress = |line| progress.line(line);
     let mut image = daemon
         .catalog
-        .import(who, &p.path, &p.name, &p.os, p.public)
+        .import(who, &p.path, &p.name, &p.os, p.user.as_deref(), p.public)
         .await?;
     if p.warm.unwrap_or(false) {
         let (_, log) = collecting(&progress);

@@ -3,6 +3,7 @@
 //! mirror), import (a caller's file), publish (a build's image) and export (a build's file).
 
 mod bootstrap;
+mod cloud_user;
 mod export;
 mod import;
 pub(super) mod publish;
