@@ -215,6 +215,29 @@ pub struct ImageBootstrapParams {
     pub warm: Option<bool>,
 }
 
+/// Result of `image.bootstrap_list`: every OS kiln can bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapList {
+    pub oses: Vec<BootstrapOs>,
+}
+
+/// One OS `image.bootstrap` knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapOs {
+    /// `debian-13`: the OS id and the name of the public image it makes.
+    pub os: String,
+    /// The distribution's release name: `trixie`.
+    pub suite: String,
+    pub family: String,
+    /// The user the bootstrapped image logs in as.
+    pub default_user: String,
+    /// Programs kilnd's host lacks for it, as `PROGRAM (package PACKAGE)`; empty when ready.
+    #[serde(default)]
+    pub missing_tools: Vec<String>,
+    /// Whether kilnd runs as root, which bootstrapping needs.
+    pub as_root: bool,
+}
+
 /// Params of `image.import`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageImportParams {
