@@ -200,10 +200,21 @@ mod tests {
     #[test]
     fn apps_for_debian_13() {
         let catalog = AppCatalog::builtin();
-        let names: Vec<&str> = catalog.for_os("debian-13").map(|a| a.name.as_str()).collect();
+        let names: Vec<&str> = catalog
+            .for_os("debian-13")
+            .map(|a| a.name.as_str())
+            .collect();
         assert_eq!(
             names,
-            ["nginx", "apache2", "docker", "mariadb", "postgresql", "redis", "nodejs"]
+            [
+                "nginx",
+                "apache2",
+                "docker",
+                "mariadb",
+                "postgresql",
+                "redis",
+                "nodejs"
+            ]
         );
         assert_eq!(catalog.for_os("plan9-4").count(), 0);
     }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_tests::base_image::{base_image, base_image_13};
 use kiln_tests::{json_out, stderr, Kilnd};
@@ -38,6 +38,7 @@ fn build_as(k: &Kilnd, template: Value, image: &str, user: &str) -> Vec<String> 
     let name = template["name"].as_str().unwrap().to_string();
     c.create_template(template);
     let id = c.start_build(&name, image);
+    c.set_timeout(Duration::from_secs(3600));
     let b = c.call("build.wait", json!({"id": id}))["build"].clone();
     let log = c.log_lines(id);
     assert_eq!(b["state"], "succeeded", "{b}\n{}", log.join("\n"));
@@ -87,7 +88,14 @@ fn debian_13_is_bootstrapped_and_built_on() {
     } else {
         let path = cached.to_str().unwrap();
         let out = k.kiln(&[
-            "image", "import", path, "--name", "debian-13", "--os", "debian-13", "--public",
+            "image",
+            "import",
+            path,
+            "--name",
+            "debian-13",
+            "--os",
+            "debian-13",
+            "--public",
             "--json",
         ]);
         json_out(&out)["image"].clone()
@@ -104,7 +112,10 @@ fn debian_13_is_bootstrapped_and_built_on() {
         "on-13",
         "debian",
     );
-    eprintln!("build on debian-13: {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "build on debian-13: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         log.iter()
             .any(|l| l.contains("OS debian-13, family debian, logging in as debian")),
@@ -124,14 +135,28 @@ fn cloud_user_image(base: &Path, dir: &Path) -> String {
     let (raw_s, out_s) = (raw.to_str().unwrap(), out.to_str().unwrap());
     run(
         "qemu-img",
-        &["convert", "-f", "qcow2", "-O", "raw", base.to_str().unwrap(), raw_s],
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            base.to_str().unwrap(),
+            raw_s,
+        ],
     );
     let write = format!(
         "write {} /etc/cloud/cloud.cfg.d/99_cloud_user.cfg",
         cfg.display()
     );
-    run("debugfs", &["-w", "-R", &write, &format!("{raw_s}?offset=1048576")]);
-    run("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", raw_s, out_s]);
+    run(
+        "debugfs",
+        &["-w", "-R", &write, &format!("{raw_s}?offset=1048576")],
+    );
+    run(
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "qcow2", raw_s, out_s],
+    );
     std::fs::remove_file(&raw).unwrap();
     out_s.to_string()
 }
@@ -145,7 +170,14 @@ fn an_image_whose_user_is_cloud_builds_as_cloud() {
     let file = cloud_user_image(&base, k.dir.path());
     let started = Instant::now();
     let image = json_out(&k.kiln(&[
-        "image", "import", &file, "--name", "cloud-12", "--os", "debian-12", "--json",
+        "image",
+        "import",
+        &file,
+        "--name",
+        "cloud-12",
+        "--os",
+        "debian-12",
+        "--json",
     ]))["image"]
         .clone();
     eprintln!(
@@ -169,12 +201,26 @@ fn an_image_without_a_readable_user_needs_user() {
     let empty = k.dir.path().join("blank.qcow2");
     run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", empty.to_str().unwrap(), "64M"],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            empty.to_str().unwrap(),
+            "64M",
+        ],
     );
     let path = empty.to_str().unwrap();
     let import = |extra: &[&str]| {
         let mut args = vec![
-            "image", "import", path, "--name", "blank", "--os", "ubuntu-24.04", "--json",
+            "image",
+            "import",
+            path,
+            "--name",
+            "blank",
+            "--os",
+            "ubuntu-24.04",
+            "--json",
         ];
         args.extend_from_slice(extra);
         k.kiln(&args)
@@ -190,7 +236,11 @@ fn an_image_without_a_readable_user_needs_user() {
     );
     let out = import(&["--user", "Bad User"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a login name"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a login name"),
+        "{}",
+        stderr(&out)
+    );
     let image = json_out(&import(&["--user", "ubuntu"]))["image"].clone();
     assert_eq!(
         (&image["default_user"], &image["family"]),

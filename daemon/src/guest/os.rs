@@ -244,7 +244,10 @@ mod tests {
         let err = of("fedora-40").unwrap_err();
         assert!(err.contains("\"fedora-40\""), "{err}");
         let err = of_family("fedora").unwrap_err();
-        assert!(err.contains("\"fedora\"") && err.contains("debian"), "{err}");
+        assert!(
+            err.contains("\"fedora\"") && err.contains("debian"),
+            "{err}"
+        );
     }
 
     #[test]

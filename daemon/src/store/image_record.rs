@@ -370,9 +370,15 @@ mod tests {
         fields.remove("family");
         fields.remove("default_user");
         let r: ImageRecord = serde_json::from_value(stored).unwrap();
-        assert_eq!((r.family.as_str(), r.default_user.as_str()), ("debian", "debian"));
+        assert_eq!(
+            (r.family.as_str(), r.default_user.as_str()),
+            ("debian", "debian")
+        );
         let info = r.info_for("web").unwrap();
-        assert_eq!((info.family, info.default_user), ("debian".into(), "debian".into()));
+        assert_eq!(
+            (info.family, info.default_user),
+            ("debian".into(), "debian".into())
+        );
     }
 
     #[test]

@@ -9,9 +9,8 @@ use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
 use kiln_shared::methods::{self as m, Method};
 use kiln_shared::protocol::{
-    ImageDeleteParams, ImageInfo, ImageListParams,
-    ImageParams, ImageProgress, ImageShareParams, ImageWarmParams, ShareMember, ShareStatus,
-    Visibility,
+    ImageDeleteParams, ImageInfo, ImageListParams, ImageParams, ImageProgress, ImageShareParams,
+    ImageWarmParams, ShareMember, ShareStatus, Visibility,
 };
 use serde_json::Value;
 

@@ -26,7 +26,12 @@ fn absolute(file: &Path) -> Result<PathBuf, Failure> {
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))
 }
 
-pub async fn import(settings: &Settings, what: Imported<'_>, public: bool, warm: bool) -> CmdResult {
+pub async fn import(
+    settings: &Settings,
+    what: Imported<'_>,
+    public: bool,
+    warm: bool,
+) -> CmdResult {
     let Imported {
         file,
         name,

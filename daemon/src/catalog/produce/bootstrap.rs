@@ -255,7 +255,14 @@ mod tests {
         let rows: Vec<(&str, &str, &str, &str)> = list
             .oses
             .iter()
-            .map(|o| (o.os.as_str(), o.suite.as_str(), o.family.as_str(), o.default_user.as_str()))
+            .map(|o| {
+                (
+                    o.os.as_str(),
+                    o.suite.as_str(),
+                    o.family.as_str(),
+                    o.default_user.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             rows,

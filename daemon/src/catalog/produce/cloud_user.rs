@@ -28,7 +28,10 @@ impl Ext4Read for Window {
         start_byte: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let at = self.start.checked_add(start_byte).ok_or("offset overflow")?;
+        let at = self
+            .start
+            .checked_add(start_byte)
+            .ok_or("offset overflow")?;
         self.file.read_exact_at(dst, at)?;
         Ok(())
     }
@@ -177,26 +180,41 @@ mod tests {
         check(
             &[
                 ("cloud.cfg", DEBIAN),
-                ("cloud.cfg.d/90_user.cfg", "system_info:\n  default_user:\n    name: cloud\n"),
+                (
+                    "cloud.cfg.d/90_user.cfg",
+                    "system_info:\n  default_user:\n    name: cloud\n",
+                ),
             ],
             Some("cloud"),
         );
         check(
             &[
                 ("cloud.cfg", DEBIAN),
-                ("cloud.cfg.d/01_kiln_datasource.cfg", "datasource_list: [ NoCloud, None ]\n"),
+                (
+                    "cloud.cfg.d/01_kiln_datasource.cfg",
+                    "datasource_list: [ NoCloud, None ]\n",
+                ),
             ],
             Some("debian"),
         );
         check(
             &[
-                ("cloud.cfg", "system_info:\n  default_user:\n    name: ubuntu\n"),
+                (
+                    "cloud.cfg",
+                    "system_info:\n  default_user:\n    name: ubuntu\n",
+                ),
                 ("cloud.cfg.d/50_bad.cfg", "system_info: [unclosed\n"),
             ],
             Some("ubuntu"),
         );
         check(&[("cloud.cfg", "users: [default]\n")], None);
-        check(&[("cloud.cfg", "system_info:\n  default_user:\n    name: [x]\n")], None);
+        check(
+            &[(
+                "cloud.cfg",
+                "system_info:\n  default_user:\n    name: [x]\n",
+            )],
+            None,
+        );
         check(&[], None);
     }
 

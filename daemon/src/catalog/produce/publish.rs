@@ -7,8 +7,8 @@ use kiln_shared::protocol::ImageInfo;
 
 use crate::catalog::names::{check_name, check_os, check_project_name, new_id};
 use crate::catalog::{files, Catalog, CatalogError, ImageRecord};
-use crate::store::Login;
 use crate::qemu_img;
+use crate::store::Login;
 
 /// What the build pipeline knows about an image it publishes (a `distribute` target of type
 /// `image`): a private image of `project`.

@@ -158,7 +158,10 @@ mod tests {
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains("  - \"ssh-ed25519 AAAAC kiln-build\"\n"));
         assert!(text.contains("  - name: \"cloud\"\n"), "{text}");
-        assert!(text.contains("      - \"ssh-ed25519 AAAAC kiln-build\"\n"), "{text}");
+        assert!(
+            text.contains("      - \"ssh-ed25519 AAAAC kiln-build\"\n"),
+            "{text}"
+        );
         assert!(text.contains(
             "  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    b3Bl\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: \"ssh-ed25519 AAAAH\"\n"
         ));
