@@ -37,12 +37,25 @@ CFG
     # hostname, hosts (fstab was written by the essential hook, before the initramfs was built)
     echo debian > "$ROOT/etc/hostname"
     printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
-    # networking: ifupdown + cloud-init's eni renderer (writes interfaces.d/50-cloud-init)
-    cat > "$ROOT/etc/network/interfaces" <<'CFG'
+    if [[ $SUITE == bookworm ]]; then
+        # networking: ifupdown + cloud-init's eni renderer (writes interfaces.d/50-cloud-init)
+        cat > "$ROOT/etc/network/interfaces" <<'CFG'
 source /etc/network/interfaces.d/*
 auto lo
 iface lo inet loopback
 CFG
+    else
+        # networking: systemd-networkd + resolved, by cloud-init's networkd renderer. Since
+        # trixie cloud-init's fallback config asks for DHCPv6 too, which ifupdown's dhclient -6
+        # waits on for 5 minutes where no DHCPv6 server answers (QEMU's user network);
+        # networkd asks for DHCPv6 only when the router says so.
+        cat > "$ROOT/etc/cloud/cloud.cfg.d/02_kiln_network.cfg" <<'CFG'
+system_info:
+  network:
+    renderers: [networkd]
+CFG
+        chroot "$ROOT" systemctl enable systemd-networkd.service systemd-resolved.service
+    fi
     # apt sources with updates and security
     cat > "$ROOT/etc/apt/sources.list" <<CFG
 deb http://deb.debian.org/debian $SUITE main
@@ -100,6 +113,9 @@ CFG
     : > "$ROOT/etc/machine-id"
     rm -f "$ROOT/var/lib/dbus/machine-id"
     rm -f "$ROOT/etc/resolv.conf"
+    if [[ $SUITE != bookworm ]]; then
+        ln -s ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
+    fi
     rm -rf "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/log/*.log \
            "$ROOT"/var/lib/cloud/* "$ROOT"/tmp/* "$ROOT"/var/tmp/*
 
@@ -146,7 +162,8 @@ chmod 666 "$WORK/disk.raw" "$WORK/part_kib"
 
 echo "==> mmdebstrap $SUITE (mode=$MODE, kernel=$KERNEL)"
 t=$(date +%s.%N)
-PKGS="$KERNEL,grub-pc,cloud-init,cloud-guest-utils,openssh-server,sudo,ca-certificates,curl,qemu-guest-agent,ifupdown,isc-dhcp-client,systemd-sysv,dbus"
+PKGS="$KERNEL,grub-pc,cloud-init,cloud-guest-utils,openssh-server,sudo,ca-certificates,curl,qemu-guest-agent,systemd-sysv,dbus"
+if [[ $SUITE == bookworm ]]; then PKGS="$PKGS,ifupdown,isc-dhcp-client"; else PKGS="$PKGS,systemd-resolved"; fi
 mmdebstrap --mode="$MODE" --variant=important --include="$PKGS" \
     --aptopt='Acquire::Languages "none"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \

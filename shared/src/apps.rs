@@ -118,6 +118,11 @@ impl AppCatalog {
         Ok(())
     }
 
+    /// The apps that can be installed on the OS with this id, in catalog order.
+    pub fn for_os<'a>(&'a self, os: &'a str) -> impl Iterator<Item = &'a App> + 'a {
+        self.apps.iter().filter(move |a| a.supports(os))
+    }
+
     pub fn get(&self, name: &str) -> Option<&App> {
         self.apps.iter().find(|a| a.name == name)
     }
@@ -190,6 +195,28 @@ mod tests {
         let mysql = AppCatalog::builtin().get("mysql").cloned().unwrap();
         assert!(!mysql.supports("debian-12"));
         assert!(mysql.supports("ubuntu-24.04"));
+    }
+
+    #[test]
+    fn apps_for_debian_13() {
+        let catalog = AppCatalog::builtin();
+        let names: Vec<&str> = catalog
+            .for_os("debian-13")
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "nginx",
+                "apache2",
+                "docker",
+                "mariadb",
+                "postgresql",
+                "redis",
+                "nodejs"
+            ]
+        );
+        assert_eq!(catalog.for_os("plan9-4").count(), 0);
     }
 
     const ONE_SIDED: &str = r##"

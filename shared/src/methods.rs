@@ -100,6 +100,8 @@ methods! {
     ImageReject = "image.reject" (p::ImageParams) -> p::ImageResult;
     /// [`p::ImageProgress`] notifications while it runs.
     ImageBootstrap = "image.bootstrap" (p::ImageBootstrapParams) -> p::ImageBootstrapResult;
+    /// The OSes `image.bootstrap` knows, and whether kilnd's host has their tools.
+    ImageBootstrapList = "image.bootstrap_list" (Empty) -> p::BootstrapList;
     /// [`p::ImageProgress`] notifications while it warms (`warm: true`).
     ImageImport = "image.import" (p::ImageImportParams) -> p::ImageResult;
     /// [`p::ImageProgress`] notifications while it runs.

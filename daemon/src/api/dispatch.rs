@@ -289,6 +289,12 @@ impl Daemon {
                 progress.finish().await;
                 r
             }
+            Name::ImageBootstrapList => {
+                serve::<m::ImageBootstrapList, _>(params, |_| async {
+                    Ok::<_, RpcError>(crate::catalog::bootstrap_list())
+                })
+                .await
+            }
             Name::ImageImport => {
                 let (who, progress) = (images::requester(self, peer, p), Progress::to(sink));
                 let r = serve::<m::ImageImport, _>(params, |i| {
@@ -623,7 +629,7 @@ mod tests {
         check(
             "image.nope",
             "unknown method \"image.nope\"; the image methods are image.list, image.get, \
-             image.delete, image.share, image.unshare, image.accept, image.reject, image.bootstrap, image.import, image.warm, \
+             image.delete, image.share, image.unshare, image.accept, image.reject, image.bootstrap, image.bootstrap_list, image.import, image.warm, \
              image.create_from_instance",
         );
     }

@@ -184,7 +184,7 @@ pub async fn import(
     let progress = |line| progress.line(line);
     let mut image = daemon
         .catalog
-        .import(who, &p.path, &p.name, &p.os, p.public)
+        .import(who, &p.path, &p.name, &p.os, p.user.as_deref(), p.public)
         .await?;
     if p.warm.unwrap_or(false) {
         let (_, log) = collecting(&progress);
@@ -222,7 +222,7 @@ async fn warm(
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<WarmState, RpcError> {
     let lease = daemon.catalog.lease_to_manage(who, key).await?;
-    let os = crate::guest::os::of(&lease.record().os)
+    let os = crate::guest::os::of_family(&lease.record().family)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("image {key}: {e}")))?;
     daemon
         .warm
@@ -230,7 +230,7 @@ async fn warm(
             &lease.record().id,
             lease.path(),
             WarmShape::default(),
-            os,
+            (os, &lease.record().default_user),
             &daemon.accel,
             progress,
         )

@@ -384,6 +384,7 @@ impl Catalog {
         build: &kiln_shared::build::Build,
         template: &kiln_shared::Template,
         target: VersionTarget,
+        login: crate::store::Login,
     ) -> Result<ImageInfo, CatalogError> {
         let project = build.project.clone();
         self.define(
@@ -418,6 +419,7 @@ impl Catalog {
         record.build = Some(build.id);
         record.parent_image = Some(build.base_image.clone());
         record.trigger = build.triggered_by.clone();
+        record.set_login(login);
         record.min_disk_gb = u64::from(template.min_disk_gb);
         record.shared_with = super::sharing::offered(&target.share_with, &project);
         let (p, asked, exclude) = (

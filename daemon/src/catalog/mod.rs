@@ -42,6 +42,7 @@ pub use access::{is_admin, Requester};
 pub use files::sha256_file;
 pub use galleries::VersionTarget;
 pub use lease::ImageLease;
+pub use produce::bootstrap::bootstrap_list;
 pub use produce::publish::PublishMeta;
 
 #[derive(Debug, thiserror::Error)]

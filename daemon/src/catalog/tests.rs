@@ -61,7 +61,7 @@ async fn another_users_import_reads_only_what_they_may() {
     };
     let theirs = disk("readable.qcow2", 0o644);
     let image = catalog
-        .import(&who, &theirs, "readable", "debian-12", false)
+        .import(&who, &theirs, "readable", "debian-12", None, false)
         .await
         .unwrap();
     assert_eq!(image.virtual_size, 64 << 20);
@@ -82,7 +82,7 @@ async fn another_users_import_reads_only_what_they_may() {
         hidden.join("link").display().to_string(),
     ] {
         let err = catalog
-            .import(&who, &path, "secret", "debian-12", false)
+            .import(&who, &path, "secret", "debian-12", None, false)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
@@ -112,14 +112,14 @@ async fn another_users_import_reads_only_what_they_may() {
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
     let evil = evil.display().to_string();
     let err = catalog
-        .import(&who, &evil, "evil", "debian-12", false)
+        .import(&who, &evil, "evil", "debian-12", None, false)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
     assert!(err.to_string().contains("has a backing file"), "{err}");
     for special in ["/dev/zero", "/proc/self/environ"] {
         let err = catalog
-            .import(&who, special, "special", "debian-12", false)
+            .import(&who, special, "special", "debian-12", None, false)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParams, "{err}");
@@ -174,6 +174,10 @@ async fn publish_and_export_are_atomic_and_hashed() {
     let meta = PublishMeta {
         name: "web".into(),
         os: "debian-12".into(),
+        login: crate::store::Login {
+            family: "debian".into(),
+            default_user: "cloud".into(),
+        },
         project: "p".into(),
         template: Some("web".into()),
         template_revision: Some(3),

@@ -1,16 +1,17 @@
-//! What kilnd types into a guest, per OS family: the default user, reboot, deprovisioning, key
-//! removal, downloads, key rotation after a resume. A second OS family is a second table here;
-//! the pipeline and the drivers only ever ask the table.
+//! What kilnd types into a guest, per OS family: reboot, deprovisioning, key removal, downloads,
+//! key rotation after a resume. A second OS family is a second table here; the pipeline and the
+//! drivers only ever ask the table. Who logs in is not the family's business: every image
+//! records its own default user.
 
 use super::shell_quote;
 
 /// The commands of one OS family. Debian and Ubuntu share [`DEBIAN`].
 #[derive(Debug)]
 pub struct GuestOs {
+    /// The family's id as images record it: "debian".
+    pub id: &'static str,
     /// For messages: "Debian/Ubuntu".
     pub family: &'static str,
-    /// The cloud image's login user, who gets kiln's build key.
-    pub default_user: &'static str,
     /// Prints the boot id; a reboot is over when it changes.
     pub boot_id: &'static str,
     /// Reboots; the connection drops while it runs.
@@ -58,20 +59,43 @@ pub struct Identity {
 /// Where a resumed guest's new host private key is uploaded before `rotate_keys` installs it.
 pub const UPLOADED_HOST_KEY: &str = "/tmp/kiln-host-key";
 
-/// The table of the OS named `os` (a template's or image's `os`, e.g. "debian-12").
-pub fn of(os: &str) -> Result<&'static GuestOs, String> {
-    let family = os.split('-').next().unwrap_or_default();
-    match family {
-        "debian" | "ubuntu" => Ok(&DEBIAN),
-        _ => Err(format!(
-            "kiln has no guest commands for OS {os:?} (it knows the Debian/Ubuntu family)"
-        )),
+/// Every family kiln has guest commands for.
+static FAMILIES: &[&GuestOs] = &[&DEBIAN];
+
+/// The family of the OS named `os` (e.g. "ubuntu-24.04" -> "debian"): a known family's id, else
+/// the distribution part of the name (which [`of_family`] then refuses).
+pub fn family_of(os: &str) -> &str {
+    let distribution = os.split('-').next().unwrap_or_default();
+    match distribution {
+        "debian" | "ubuntu" => DEBIAN.id,
+        other => other,
     }
 }
 
+/// The table of the OS named `os` (a template's or image's `os`, e.g. "debian-12").
+pub fn of(os: &str) -> Result<&'static GuestOs, String> {
+    of_family(family_of(os)).map_err(|_| {
+        format!("kiln has no guest commands for OS {os:?} (it knows the Debian/Ubuntu family)")
+    })
+}
+
+/// The table of the family an image records (`debian`).
+pub fn of_family(family: &str) -> Result<&'static GuestOs, String> {
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| f.id == family)
+        .ok_or_else(|| {
+            format!(
+                "kiln has no guest commands for OS family {family:?} (it knows: {})",
+                FAMILIES.iter().map(|f| f.id).collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
 pub static DEBIAN: GuestOs = GuestOs {
+    id: "debian",
     family: "Debian/Ubuntu",
-    default_user: "debian",
     boot_id: "cat /proc/sys/kernel/random/boot_id",
     reboot: "sudo systemctl reboot",
     cloud_init_wait: "cloud-init status --wait --long",
@@ -214,9 +238,16 @@ mod tests {
     #[test]
     fn families_by_os_name() {
         assert_eq!(of("debian-12").unwrap().family, "Debian/Ubuntu");
-        assert_eq!(of("ubuntu-24.04").unwrap().default_user, "debian");
+        assert_eq!(of("ubuntu-24.04").unwrap().id, "debian");
+        assert_eq!(family_of("ubuntu-22.04"), "debian");
+        assert_eq!(family_of("fedora-40"), "fedora");
         let err = of("fedora-40").unwrap_err();
         assert!(err.contains("\"fedora-40\""), "{err}");
+        let err = of_family("fedora").unwrap_err();
+        assert!(
+            err.contains("\"fedora\"") && err.contains("debian"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Instances {
         }
         kiln_shared::names::check(&p.name)
             .map_err(|e| InstanceError::Invalid(format!("image name {e}")))?;
-        let os = crate::guest::os::of(&i.os).map_err(InstanceError::Invalid)?;
+        let os = crate::guest::os::of_family(&rec.family).map_err(InstanceError::Invalid)?;
         let dir = self.dir.join(format!("{project}.{name}.capture"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
@@ -61,7 +61,7 @@ impl Instances {
             disk_gb: 0,
             cpus: i.cpus,
             memory_mb: i.memory_mb,
-            user: os.default_user.into(),
+            user: i.ssh.user.clone(),
             os,
         };
         let failed = |what: &str, e: String| InstanceError::Driver(format!("capture: {what}: {e}"));
@@ -111,6 +111,10 @@ impl Instances {
         let meta = PublishMeta {
             name: p.name.clone(),
             os: i.os.clone(),
+            login: crate::store::Login {
+                family: rec.family.clone(),
+                default_user: i.ssh.user.clone(),
+            },
             project: project.clone(),
             template: None,
             template_revision: None,

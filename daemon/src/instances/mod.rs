@@ -250,7 +250,8 @@ impl Instances {
         // Held until the record names the image: a delete meanwhile sees one or the other.
         let lease = self.catalog.lease(&project, &p.image).await?;
         let image = lease.record().clone();
-        let os = crate::guest::os::of(&image.os).map_err(InstanceError::Invalid)?;
+        crate::guest::os::of_family(&image.family)
+            .map_err(|e| InstanceError::Invalid(format!("image {}: {e}", image.name)))?;
         let defaults = kiln_shared::template::Vm::default();
         let work_dir = self.dir.join(format!("{project}.{}", p.name));
         let now = Utc::now();
@@ -268,7 +269,7 @@ impl Instances {
                 ssh: SshInfo {
                     host: "127.0.0.1".into(),
                     port: 0,
-                    user: os.default_user.into(),
+                    user: image.default_user.clone(),
                     host_key: String::new(),
                 },
                 created_at: now,
@@ -279,6 +280,7 @@ impl Instances {
             work_dir: work_dir.clone(),
             vm: None,
             ssh_public_key: p.ssh_public_key.trim().to_owned(),
+            family: image.family.clone(),
         };
         self.save(&rec)?;
         let made = std::fs::create_dir_all(&work_dir).map_err(|e| {
@@ -305,7 +307,7 @@ impl Instances {
         base: PathBuf,
     ) -> Result<(), InstanceError> {
         let i = &rec.instance;
-        let os = crate::guest::os::of(&i.os).map_err(InstanceError::Invalid)?;
+        let os = crate::guest::os::of_family(&rec.family).map_err(InstanceError::Invalid)?;
         let spec = InstanceSpec {
             vm: VmSpec {
                 base_image: base,

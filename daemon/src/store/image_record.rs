@@ -43,6 +43,14 @@ pub struct ImageRecord {
     pub id: String,
     pub name: String,
     pub os: String,
+    /// The OS family whose guest commands kiln types (`debian` for Debian and Ubuntu); records
+    /// written before families were recorded are Debian's.
+    #[serde(default = "debian")]
+    pub family: String,
+    /// The cloud image's login user, who gets kiln's key in builds, warm starts and instances;
+    /// records written before it was recorded are bootstrapped Debian images: `debian`.
+    #[serde(default = "debian")]
+    pub default_user: String,
     /// The owning project; `None` for a public image.
     pub owner: Option<String>,
     #[serde(default)]
@@ -85,6 +93,18 @@ pub struct ImageRecord {
     /// The new base version whose trigger queued the build that made it.
     #[serde(default)]
     pub trigger: Option<kiln_shared::build::TriggeredBy>,
+}
+
+/// Who logs into an image and which guest commands it takes: what an image made from another
+/// (a build, a capture) inherits from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub family: String,
+    pub default_user: String,
+}
+
+fn debian() -> String {
+    "debian".to_string()
 }
 
 /// A share list as stored: members with a status, or (records written before shares needed an
@@ -135,6 +155,8 @@ impl ImageRecord {
             id: id.to_string(),
             name: name.to_string(),
             os: os.to_string(),
+            family: crate::guest::os::family_of(os).to_string(),
+            default_user: debian(),
             owner: owner.map(str::to_string),
             template: None,
             template_revision: None,
@@ -156,6 +178,19 @@ impl ImageRecord {
             parent_sha256: None,
             trigger: None,
         }
+    }
+
+    /// Its family and default user, for the images made from it.
+    pub fn login(&self) -> Login {
+        Login {
+            family: self.family.clone(),
+            default_user: self.default_user.clone(),
+        }
+    }
+
+    pub fn set_login(&mut self, login: Login) {
+        self.family = login.family;
+        self.default_user = login.default_user;
     }
 
     /// How `project` sees this image, or `None` when it may not see it at all: public images
@@ -201,6 +236,8 @@ impl ImageRecord {
             id: self.id.clone(),
             name: self.name.clone(),
             os: self.os.clone(),
+            family: self.family.clone(),
+            default_user: self.default_user.clone(),
             visibility,
             owner_project: self.owner.clone(),
             template: self.template.clone(),
@@ -324,6 +361,24 @@ mod tests {
         stored.as_object_mut().unwrap().remove("shared_with");
         let r: ImageRecord = serde_json::from_value(stored).unwrap();
         assert!(r.shared_with.is_empty());
+    }
+
+    #[test]
+    fn old_records_without_a_user_read_as_debian() {
+        let mut stored = serde_json::to_value(image(None, &[])).unwrap();
+        let fields = stored.as_object_mut().unwrap();
+        fields.remove("family");
+        fields.remove("default_user");
+        let r: ImageRecord = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            (r.family.as_str(), r.default_user.as_str()),
+            ("debian", "debian")
+        );
+        let info = r.info_for("web").unwrap();
+        assert_eq!(
+            (info.family, info.default_user),
+            ("debian".into(), "debian".into())
+        );
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub struct InstanceRecord {
     pub vm: Option<VmHandle>,
     /// The public key line its default user logs in with.
     pub ssh_public_key: String,
+    /// Its image's OS family, whose guest commands a resume and a capture type (records written
+    /// before families were recorded ran Debian images).
+    #[serde(default = "debian")]
+    pub family: String,
+}
+
+fn debian() -> String {
+    "debian".to_string()
 }
 
 impl Store {

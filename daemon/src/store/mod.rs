@@ -12,7 +12,7 @@ mod instances;
 
 pub use builds::BuildRecord;
 pub use galleries::{DefinitionRecord, GalleryRecord, GALLERIES};
-pub use image_record::{member_status, set_member, ImageRecord, State};
+pub use image_record::{member_status, set_member, ImageRecord, Login, State};
 pub use instances::{InstanceRecord, INSTANCES};
 
 use std::path::{Path, PathBuf};

@@ -79,6 +79,12 @@ pub struct ImageInfo {
     pub id: String,
     pub name: String,
     pub os: String,
+    /// The OS family whose guest commands kiln uses (`debian` for Debian and Ubuntu).
+    #[serde(default)]
+    pub family: String,
+    /// The user builds, warm starts and instances log in as.
+    #[serde(default)]
+    pub default_user: String,
     pub visibility: Visibility,
     /// `None` for public images.
     pub owner_project: Option<String>,
@@ -209,6 +215,29 @@ pub struct ImageBootstrapParams {
     pub warm: Option<bool>,
 }
 
+/// Result of `image.bootstrap_list`: every OS kiln can bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapList {
+    pub oses: Vec<BootstrapOs>,
+}
+
+/// One OS `image.bootstrap` knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapOs {
+    /// `debian-13`: the OS id and the name of the public image it makes.
+    pub os: String,
+    /// The distribution's release name: `trixie`.
+    pub suite: String,
+    pub family: String,
+    /// The user the bootstrapped image logs in as.
+    pub default_user: String,
+    /// Programs kilnd's host lacks for it, as `PROGRAM (package PACKAGE)`; empty when ready.
+    #[serde(default)]
+    pub missing_tools: Vec<String>,
+    /// Whether kilnd runs as root, which bootstrapping needs.
+    pub as_root: bool,
+}
+
 /// Params of `image.import`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageImportParams {
@@ -216,6 +245,10 @@ pub struct ImageImportParams {
     pub path: String,
     pub name: String,
     pub os: String,
+    /// The image's login user; default: the one its cloud-init config names
+    /// (`system_info.default_user.name`), else the import is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Import as a public image (needs the admin group) instead of a private one.
     #[serde(default)]
     pub public: bool,

@@ -283,6 +283,8 @@ pub fn image(name: &str, build: Option<u64>) -> ImageInfo {
         id: format!("img-{name}"),
         name: name.into(),
         os: "debian-12".into(),
+        family: "debian".into(),
+        default_user: "debian".into(),
         visibility: if build.is_some() {
             Visibility::Private
         } else {

@@ -2,20 +2,20 @@
 //! images shared with the project; import image files; bootstrap public base images.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use kiln_shared::client::Client;
 use kiln_shared::methods::{self as m, Method};
 use kiln_shared::protocol::{
-    ImageBootstrapParams, ImageDeleteParams, ImageImportParams, ImageInfo, ImageListParams,
-    ImageParams, ImageProgress, ImageShareParams, ImageWarmParams, ShareMember, ShareStatus,
-    Visibility,
+    ImageDeleteParams, ImageInfo, ImageListParams, ImageParams, ImageProgress, ImageShareParams,
+    ImageWarmParams, ShareMember, ShareStatus, Visibility,
 };
 use serde_json::Value;
 
 pub use super::image_details::image_details;
+use super::image_sources::{self, Imported};
 use super::output::{self, local_time, Align, Column, Table};
 use super::{call, check_name, CmdResult, Failure, Settings};
 
@@ -84,11 +84,14 @@ pub enum ImageCommand {
         /// Its OS as distribution-version, e.g. debian-12
         #[arg(long)]
         os: String,
+        /// The user kiln logs in as (default: the one its cloud-init config names)
+        #[arg(long)]
+        user: Option<String>,
         /// Make it a public image every project sees (needs kilnd's admin group)
         #[arg(long)]
         public: bool,
         /// Then boot it once and save the ready VM, so builds from it start in seconds (it must
-        /// boot with cloud-init NoCloud and have the user debian)
+        /// boot with cloud-init NoCloud)
         #[arg(long)]
         warm: bool,
     },
@@ -97,11 +100,21 @@ pub enum ImageCommand {
     /// Needs kilnd running as root with mmdebstrap installed, and kilnd's admin group.
     /// Replaces an older image of the same name once the new one is available.
     Bootstrap {
-        /// The OS to bootstrap: debian-12
-        os: String,
+        /// The OS to bootstrap: debian-12 or debian-13
+        #[arg(required_unless_present = "list")]
+        os: Option<String>,
+        /// List the OSes kilnd can bootstrap, and whether its host has their tools
+        #[arg(long, conflicts_with_all = ["os", "no_warm"])]
+        list: bool,
         /// Don't save a booted VM of it for fast builds (default: kilnd.toml's warm_start)
         #[arg(long)]
         no_warm: bool,
+    },
+    /// List the applications a template may select, and the OSes each supports
+    Apps {
+        /// Only the applications this OS supports, e.g. debian-13
+        #[arg(long)]
+        os: Option<String>,
     },
     /// Make an image of a stopped instance (generalized like a build's, unless told not to)
     Create {
@@ -164,10 +177,23 @@ pub async fn run(settings: &Settings, command: ImageCommand) -> CmdResult {
             file,
             name,
             os,
+            user,
             public,
             warm,
-        } => import(settings, &file, &name, &os, public, warm).await,
-        ImageCommand::Bootstrap { os, no_warm } => bootstrap(settings, &os, !no_warm).await,
+        } => {
+            let file = Imported {
+                file: &file,
+                name: &name,
+                os: &os,
+                user,
+            };
+            image_sources::import(settings, file, public, warm).await
+        }
+        ImageCommand::Apps { os } => image_sources::apps(settings, os.as_deref()),
+        ImageCommand::Bootstrap { list: true, .. } => image_sources::list(settings).await,
+        ImageCommand::Bootstrap { os, no_warm, .. } => {
+            image_sources::bootstrap(settings, os.as_deref().unwrap_or_default(), !no_warm).await
+        }
         ImageCommand::Warm { image } => warm(settings, &image).await,
         ImageCommand::Create {
             from_instance,
@@ -402,55 +428,6 @@ async fn answer(settings: &Settings, image: &str, status: ShareStatus) -> CmdRes
     Ok(ExitCode::SUCCESS)
 }
 
-/// The file as kilnd must see it: absolute, symlinks resolved (kilnd runs elsewhere).
-fn absolute(file: &Path) -> Result<PathBuf, Failure> {
-    std::fs::canonicalize(file)
-        .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))
-}
-
-async fn import(
-    settings: &Settings,
-    file: &Path,
-    name: &str,
-    os: &str,
-    public: bool,
-    warm: bool,
-) -> CmdResult {
-    check_name("--name", name)?;
-    let path = absolute(file)?;
-    if !path.is_file() {
-        return Err(Failure::io(format!("{} is not a file", file.display())));
-    }
-    let Some(path) = path.to_str() else {
-        return Err(Failure::usage(format!(
-            "{} is not valid UTF-8: kilnd takes UTF-8 paths; rename the file",
-            path.display()
-        )));
-    };
-    let params = ImageImportParams {
-        path: path.to_string(),
-        name: name.to_string(),
-        os: os.to_string(),
-        public,
-        warm: warm.then_some(true),
-    };
-    let (value, result, _) = with_progress::<m::ImageImport>(settings, &params).await?;
-    if settings.json {
-        output::print_json(&value);
-    } else {
-        let i = &result.image;
-        output::println(&format!(
-            "imported {} as {} image {} ({}, {})",
-            file.display(),
-            i.visibility.as_str(),
-            i.name,
-            i.id,
-            human_size(i.file_size)
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Calls `method`, printing its `image.progress` notifications to stderr as they arrive (not
 /// with --json, so that stderr holds nothing but a JSON error when there is one). Returns the
 /// result and how many progress lines were shown.
@@ -512,38 +489,6 @@ async fn warm(settings: &Settings, image: &str) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bootstrap(settings: &Settings, os: &str, warm: bool) -> CmdResult {
-    // Progress arrives as `image.progress` notifications when kilnd streams it, else with the
-    // result.
-    let show = !settings.json;
-    if show {
-        eprintln!("kiln: bootstrapping {os} on kilnd; this takes a few minutes");
-    }
-    let params = ImageBootstrapParams {
-        os: os.to_string(),
-        warm: (!warm).then_some(false),
-    };
-    let (value, result, streamed) = with_progress::<m::ImageBootstrap>(settings, &params).await?;
-    if show && streamed == 0 {
-        for line in &result.progress {
-            eprintln!("{}", output::truncate(line, usize::MAX));
-        }
-    }
-    if settings.json {
-        output::print_json(&value);
-    } else {
-        let i = &result.image;
-        output::println(&format!(
-            "bootstrapped public image {} ({}, {}, min disk {} GB)",
-            i.name,
-            i.id,
-            human_size(i.file_size),
-            i.min_disk_gb
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +499,8 @@ mod tests {
             id: "img-0123456789abcdef".into(),
             name: name.into(),
             os: "debian-12".into(),
+            family: "debian".into(),
+            default_user: "debian".into(),
             visibility,
             owner_project: None,
             template: Some("web".into()),

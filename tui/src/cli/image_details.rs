@@ -38,6 +38,8 @@ pub fn image_details(i: &ImageInfo) -> String {
         ("visibility", i.visibility.as_str().to_string()),
         ("owner", dash(i.owner_project.clone())),
         ("os", i.os.clone()),
+        ("family", dash(Some(i.family.clone()))),
+        ("default user", dash(Some(i.default_user.clone()))),
         ("state", i.state.as_str().to_string()),
         ("format", i.format.clone()),
         ("virtual size", size(i.virtual_size)),

@@ -7,6 +7,7 @@ pub mod editor;
 pub mod gallery;
 pub mod image;
 mod image_details;
+mod image_sources;
 pub mod instance;
 pub mod output;
 pub mod project;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kiln_shared::protocol::ImageInfo;
+use kiln_shared::protocol::{BootstrapList, BootstrapOs, ImageInfo};
 
 use super::RemoveOnDrop;
 use crate::catalog::names::new_id;
@@ -31,18 +31,54 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("mount", "mount"),
 ];
 
-pub const RECIPES: &[Recipe] = &[Recipe {
-    os: "debian-12",
-    suite: "bookworm",
-    script: include_str!("../../../assets/bootstrap-debian.sh"),
-    tools: DEBIAN_TOOLS,
-}];
+const DEBIAN_SCRIPT: &str = include_str!("../../../assets/bootstrap-debian.sh");
+
+/// Every bootstrapped image is of the Debian family and logs in as `debian`, the user Debian's
+/// cloud-init config names.
+const BOOTSTRAP_USER: &str = "debian";
+
+pub const RECIPES: &[Recipe] = &[
+    Recipe {
+        os: "debian-12",
+        suite: "bookworm",
+        script: DEBIAN_SCRIPT,
+        tools: DEBIAN_TOOLS,
+    },
+    Recipe {
+        os: "debian-13",
+        suite: "trixie",
+        script: DEBIAN_SCRIPT,
+        tools: DEBIAN_TOOLS,
+    },
+];
 
 pub fn recipe(os: &str) -> Option<&'static Recipe> {
     RECIPES.iter().find(|r| r.os == os)
 }
 
-/// The OSes kilnd can bootstrap, for messages: `debian-12`.
+/// What `image.bootstrap_list` answers: every recipe, and what this host lacks for it.
+pub fn bootstrap_list() -> BootstrapList {
+    let as_root = kiln_shared::paths::current_uid() == 0;
+    BootstrapList {
+        oses: RECIPES
+            .iter()
+            .map(|r| BootstrapOs {
+                os: r.os.into(),
+                suite: r.suite.into(),
+                family: crate::guest::os::family_of(r.os).into(),
+                default_user: BOOTSTRAP_USER.into(),
+                missing_tools: r
+                    .missing_tools()
+                    .iter()
+                    .map(|(t, p)| format!("{t} (package {p})"))
+                    .collect(),
+                as_root,
+            })
+            .collect(),
+    }
+}
+
+/// The OSes kilnd can bootstrap, for messages: `debian-12, debian-13`.
 pub fn supported() -> String {
     RECIPES.iter().map(|r| r.os).collect::<Vec<_>>().join(", ")
 }
@@ -139,7 +175,8 @@ impl Catalog {
         };
 
         let id = new_id();
-        let record = ImageRecord::new(&id, os, os, None, self.image_path(&id));
+        let mut record = ImageRecord::new(&id, os, os, None, self.image_path(&id));
+        record.default_user = BOOTSTRAP_USER.into();
         let creation = self.begin(record, |_, _| Ok(())).await?;
         let script = self.dir.join(format!("{}{id}.sh", files::SCRIPT_PREFIX));
         let written = self.dir.join(format!("{id}.bootstrap{}", files::PARTIAL));
@@ -208,7 +245,32 @@ mod tests {
         assert!(r.script.starts_with("#!/usr/bin/env bash"));
         assert!(r.script.contains("==> "));
         assert!(recipe("plan9-4").is_none());
-        assert_eq!(supported(), "debian-12");
+        assert_eq!(supported(), "debian-12, debian-13");
+        assert_eq!(recipe("debian-13").map(|r| r.suite), Some("trixie"));
+    }
+
+    #[test]
+    fn the_list_has_every_recipe_with_its_user() {
+        let list = bootstrap_list();
+        let rows: Vec<(&str, &str, &str, &str)> = list
+            .oses
+            .iter()
+            .map(|o| {
+                (
+                    o.os.as_str(),
+                    o.suite.as_str(),
+                    o.family.as_str(),
+                    o.default_user.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("debian-12", "bookworm", "debian", "debian"),
+                ("debian-13", "trixie", "debian", "debian")
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,26 @@ use crate::catalog::names::{check_name, check_os, new_id, scope_text};
 use crate::catalog::{blocking, files, io_err, Catalog, CatalogError, ImageRecord, Requester};
 use crate::qemu_img;
 
+use super::cloud_user;
+
+/// A login name as useradd takes it: a lowercase letter or `_`, then lowercase letters, digits,
+/// `_` or `-`, at most 32 bytes.
+fn check_user(user: &str) -> Result<(), CatalogError> {
+    let mut chars = user.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+    if first_ok && rest_ok && user.len() <= 32 {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "--user {user:?} is not a login name: a lowercase letter or _, then lowercase \
+             letters, digits, _ or -, at most 32 bytes (e.g. debian, ubuntu, cloud-user)"
+        )))
+    }
+}
+
 impl Catalog {
     /// Imports the qcow2 or raw file at `path` (absolute; readable by `who`) as image `name`:
     /// private to `who`'s project, or public (admins only). Refuses files with a backing file or
@@ -25,6 +45,7 @@ impl Catalog {
         path: &str,
         name: &str,
         os: &str,
+        login_user: Option<&str>,
         public: bool,
     ) -> Result<ImageInfo, CatalogError> {
         use crate::as_user::OpenError;
@@ -33,6 +54,9 @@ impl Catalog {
         }
         check_name(name)?;
         check_os(os)?;
+        if let Some(user) = login_user {
+            check_user(user)?;
+        }
         let given = Path::new(path);
         if !given.is_absolute() {
             return Err(CatalogError::Invalid(format!(
@@ -56,7 +80,10 @@ impl Catalog {
 
         let owner = (!public).then(|| who.project.clone());
         let id = new_id();
-        let record = ImageRecord::new(&id, name, os, owner.as_deref(), self.image_path(&id));
+        let mut record = ImageRecord::new(&id, name, os, owner.as_deref(), self.image_path(&id));
+        if let Some(user) = login_user {
+            record.default_user = user.to_owned();
+        }
         let check_record = record.clone();
         let creation = self
             .begin(record, move |existing, _| {
@@ -119,6 +146,19 @@ impl Catalog {
                  only self-contained images"
             )));
         }
+        if login_user.is_none() {
+            let found = self.read_default_user(&copy, format, path, &id).await?;
+            let (store, row) = (self.store.clone(), id.clone());
+            blocking(move || {
+                store
+                    .update_image(&row, |r| {
+                        r.default_user = found;
+                        Ok::<(), CatalogError>(())
+                    })
+                    .map(drop)
+            })
+            .await?;
+        }
         let written = files::partial_of(&creation.record.path);
         qemu_img::convert_alone(&copy, format, qemu_img::Format::Qcow2Zstd, &written).await?;
         drop(_copy);
@@ -127,5 +167,37 @@ impl Catalog {
         record
             .info_for(&who.project)
             .ok_or_else(|| CatalogError::Conflict("image vanished".into()))
+    }
+
+    /// The default user named by the cloud-init config inside `copy` (kilnd's private copy of
+    /// the caller's `shown` file, as `format`), or the refusal that asks for `--user`. A qcow2
+    /// copy is first converted (standing alone, like the import itself) into a sparse raw file.
+    async fn read_default_user(
+        &self,
+        copy: &Path,
+        format: &str,
+        shown: &str,
+        id: &str,
+    ) -> Result<String, CatalogError> {
+        let started = std::time::Instant::now();
+        let raw = self.dir.join(format!("{id}.raw{}", files::PARTIAL));
+        let _raw = RemoveOnDrop(Some(raw.clone()));
+        let read_from = if format == "raw" {
+            copy.to_owned()
+        } else {
+            qemu_img::convert_alone(copy, format, qemu_img::Format::Raw, &raw).await?;
+            raw.clone()
+        };
+        let found = blocking(move || Ok(cloud_user::read(&read_from))).await?;
+        tracing::info!(
+            "import: read the default user of {shown} in {:.2} s: {found:?}",
+            started.elapsed().as_secs_f64()
+        );
+        found.map_err(|why| {
+            CatalogError::Invalid(format!(
+                "{shown}: kiln cannot tell the image's default user: {why}. Name it: \
+                 `kiln image import {shown} --user NAME ...`"
+            ))
+        })
     }
 }

@@ -2,7 +2,8 @@
 //! and [`super::files::Pinned`] make safe: bootstrap (a public base image from a distribution's
 //! mirror), import (a caller's file), publish (a build's image) and export (a build's file).
 
-mod bootstrap;
+pub(super) mod bootstrap;
+mod cloud_user;
 mod export;
 mod import;
 pub(super) mod publish;

@@ -8,6 +8,7 @@ use kiln_shared::protocol::ImageInfo;
 use crate::catalog::names::{check_name, check_os, check_project_name, new_id};
 use crate::catalog::{files, Catalog, CatalogError, ImageRecord};
 use crate::qemu_img;
+use crate::store::Login;
 
 /// What the build pipeline knows about an image it publishes (a `distribute` target of type
 /// `image`): a private image of `project`.
@@ -15,6 +16,8 @@ use crate::qemu_img;
 pub struct PublishMeta {
     pub name: String,
     pub os: String,
+    /// The base image's family and default user, which the new image inherits.
+    pub login: Login,
     pub project: String,
     pub template: Option<String>,
     pub template_revision: Option<u64>,
@@ -53,6 +56,7 @@ impl Catalog {
             Some(&meta.project),
             self.image_path(&id),
         );
+        record.set_login(meta.login);
         record.template = meta.template;
         record.template_revision = meta.template_revision;
         record.build = meta.build;
@@ -73,16 +77,18 @@ impl Catalog {
     }
 
     /// `publish` for a build of `template`: a private image of the build's project named as the
-    /// build asked, recording template, revision and build id.
+    /// build asked, recording template, revision and build id, logged into as its base was.
     pub async fn publish_build(
         &self,
         source: &Path,
         build: &kiln_shared::build::Build,
         template: &kiln_shared::Template,
+        login: Login,
     ) -> Result<ImageInfo, CatalogError> {
         let meta = PublishMeta {
             name: build.image_name.clone(),
             os: template.os.clone(),
+            login,
             project: build.project.clone(),
             template: Some(build.template.clone()),
             template_revision: Some(build.revision),

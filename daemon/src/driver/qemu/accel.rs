@@ -149,7 +149,8 @@ pub(super) async fn settle_on(
         host_public_key: String::new(),
         serial_log: dir.join("serial.log"),
         qmp_socket: dir.join("qmp.sock"),
-        user: os.default_user.into(),
+        // Nobody logs in: the probe only watches the serial console for the kernel.
+        user: String::new(),
         os,
         cpus,
         memory_mb,

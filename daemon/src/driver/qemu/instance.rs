@@ -127,6 +127,7 @@ async fn new_identity(work: &Path, spec: &InstanceSpec) -> Result<Identity, Driv
         &seed::Seed {
             instance_id: seed::instance_id(),
             hostname: spec.hostname.clone(),
+            user: spec.vm.user.clone(),
             client_public_key: spec.login_key.trim().to_owned(),
             host_private_key: host_private_key.clone(),
             host_public_key: host_public_key.clone(),

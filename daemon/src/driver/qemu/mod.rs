@@ -98,6 +98,12 @@ impl VmDriver for QemuDriver {
         if let Some(why) = state.misfit(spec.cpus, spec.memory_mb) {
             return Err(format!("not possible ({why})"));
         }
+        if state.meta.user != spec.user {
+            return Err(format!(
+                "not possible (the saved VM's user is {}, the base image's {})",
+                state.meta.user, spec.user
+            ));
+        }
         let accel = state
             .accel(&self.accel, &spec.base_image, &spec.work_dir, spec.os)
             .await

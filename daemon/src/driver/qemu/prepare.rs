@@ -125,6 +125,7 @@ pub async fn prepare(spec: &VmSpec) -> Result<Prepared, DriverError> {
         &seed::Seed {
             instance_id: seed::instance_id(),
             hostname: "kiln-build".into(),
+            user: spec.user.clone(),
             client_public_key: client_public.trim().to_owned(),
             host_private_key: host_private,
             host_public_key: host_public_key.clone(),

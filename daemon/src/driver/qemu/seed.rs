@@ -15,6 +15,9 @@ use crate::driver::DriverError;
 pub struct Seed {
     pub instance_id: String,
     pub hostname: String,
+    /// The image's default user, who gets `client_public_key` (and passwordless sudo) even when
+    /// the image's cloud-init config names another default user.
+    pub user: String,
     /// OpenSSH public key line for the default user's authorized_keys.
     pub client_public_key: String,
     /// OpenSSH private key (PEM-like block) the guest's sshd will use.
@@ -60,6 +63,10 @@ pub fn user_data(seed: &Seed) -> String {
     format!(
         "#cloud-config\n\
          ssh_authorized_keys:\n  - {client}\n\
+         # the image's recorded user; when cloud-init's default user is the same, this only adds\n\
+         # the key it has already\n\
+         users:\n  - default\n  - name: {user}\n    shell: /bin/bash\n    \
+         sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    ssh_authorized_keys:\n      - {client}\n\
          ssh_pwauth: false\n\
          # without it sudo warns \"unable to resolve host\" on every call\n\
          manage_etc_hosts: localhost\n\
@@ -68,6 +75,7 @@ pub fn user_data(seed: &Seed) -> String {
          ssh_genkeytypes: []\n\
          ssh_keys:\n  ed25519_private: |\n{private}  ed25519_public: {public}\n",
         client = scalar(&seed.client_public_key),
+        user = scalar(&seed.user),
         public = scalar(&seed.host_public_key),
     )
 }
@@ -139,6 +147,7 @@ mod tests {
         let seed = Seed {
             instance_id: "kiln-1".into(),
             hostname: "kiln-build".into(),
+            user: "cloud".into(),
             client_public_key: "ssh-ed25519 AAAAC kiln-build".into(),
             host_private_key:
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -148,6 +157,11 @@ mod tests {
         let text = user_data(&seed);
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains("  - \"ssh-ed25519 AAAAC kiln-build\"\n"));
+        assert!(text.contains("  - name: \"cloud\"\n"), "{text}");
+        assert!(
+            text.contains("      - \"ssh-ed25519 AAAAC kiln-build\"\n"),
+            "{text}"
+        );
         assert!(text.contains(
             "  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    b3Bl\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: \"ssh-ed25519 AAAAH\"\n"
         ));

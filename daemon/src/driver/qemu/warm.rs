@@ -280,7 +280,7 @@ impl WarmStates {
         id: &str,
         base: &Path,
         machine: WarmShape,
-        os: &'static GuestOs,
+        (os, user): (&'static GuestOs, &str),
         probe: &AccelProbe,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<WarmState, DriverError> {
@@ -304,7 +304,7 @@ impl WarmStates {
             disk_gb: 0,
             cpus: machine.cpus,
             memory_mb: machine.memory_mb,
-            user: os.default_user.into(),
+            user: user.to_owned(),
             os,
         };
         let prepared = prepare(&spec).await?;

@@ -26,7 +26,7 @@ impl Run {
                     ));
                     self.queue
                         .catalog
-                        .publish_build(&overlay, &self.rec.build, template)
+                        .publish_build(&overlay, &self.rec.build, template, self.login())
                         .await
                         .map(|img| RunOutput {
                             run_output_name: name.clone(),
@@ -88,7 +88,7 @@ impl Run {
                     };
                     self.queue
                         .catalog
-                        .publish_version(&overlay, &self.rec.build, template, target)
+                        .publish_version(&overlay, &self.rec.build, template, target, self.login())
                         .await
                         .map(|img| {
                             self.log

@@ -77,6 +77,8 @@ struct Run {
     log: Arc<BuildLog>,
     token: CancellationToken,
     os: &'static GuestOs,
+    /// The base image's default user: who the build and its boot tests log in as.
+    user: String,
     machine: Option<Box<dyn Machine>>,
     shell: Option<Arc<dyn Shell>>,
     /// The build VM's disk, once it is powered off: what validate boots and distribute publishes.
@@ -102,6 +104,7 @@ pub async fn run(queue: Arc<Queue>, id: u64, token: CancellationToken) -> Outcom
         log,
         token: token.clone(),
         os: os.clone().unwrap_or(&crate::guest::os::DEBIAN),
+        user: String::new(),
         machine: None,
         shell: None,
         disk: None,
@@ -178,6 +181,14 @@ impl Run {
         ));
     }
 
+    /// The base image's family and user, which the images this build publishes inherit.
+    fn login(&self) -> crate::store::Login {
+        crate::store::Login {
+            family: self.os.id.to_string(),
+            default_user: self.user.clone(),
+        }
+    }
+
     /// Where the driver's lines go: the build log.
     fn say(&self) -> Say {
         let log = self.log.clone();
@@ -203,13 +214,24 @@ impl Run {
             .lease(&self.rec.build.project, &self.rec.build.base_image)
             .await
             .map_err(|e| failed(format!("base image {}: {e}", self.rec.build.base_image)))?;
+        // The base image says which guest commands and which user: a build inherits both.
+        self.os = crate::guest::os::of_family(&lease.record().family)
+            .map_err(|e| failed(format!("base image {}: {e}", self.rec.build.base_image)))?;
+        self.user = lease.record().default_user.clone();
+        self.log.kiln(&format!(
+            "base image {}: OS {}, family {}, logging in as {}",
+            self.rec.build.base_image,
+            lease.record().os,
+            self.os.id,
+            self.user
+        ));
         let spec = VmSpec {
             base_image: lease.path().to_owned(),
             work_dir: self.work_dir.clone(),
             disk_gb: u64::from(template.min_disk_gb.max(template.vm.os_disk_gb)),
             cpus: template.vm.cpus,
             memory_mb: template.vm.memory_mb,
-            user: self.os.default_user.into(),
+            user: self.user.clone(),
             os: self.os,
         };
         self.base_lease = Some(lease);

@@ -276,7 +276,7 @@ impl Run {
             disk_gb: 0,
             cpus,
             memory_mb,
-            user: self.os.default_user.into(),
+            user: self.user.clone(),
             os: self.os,
         };
         let machine = self
