@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 /// How deep parameters and variables may refer to each other (a cycle stops here).
 const MAX_DEPTH: usize = 32;
 
+const NOT_EVALUATED: &str = "kiln cannot evaluate the expression";
+
 /// The parameters and variables an expression can read.
 #[derive(Debug, Default)]
 pub struct Scope {
@@ -83,7 +85,12 @@ impl Scope {
         });
         let expr = expr.map_err(|e| format!("cannot read the expression {text}: {e}"))?;
         self.eval(&expr, depth).map_err(|e| {
-            format!("kiln cannot evaluate the expression {text}: {e}; kiln evaluates parameters(), variables() and concat() only")
+            // An error from a parameter's or variable's own expression is already whole.
+            if e.starts_with(NOT_EVALUATED) || e.starts_with("cannot read") {
+                e
+            } else {
+                format!("{NOT_EVALUATED} {text}: {e}; kiln evaluates parameters(), variables() and concat() only")
+            }
         })
     }
 
@@ -95,6 +102,10 @@ impl Scope {
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Member(field) => Err(format!("property access .{field} is not supported")),
             Expr::Call(name, args) => {
+                let known = ["parameters", "variables", "concat"];
+                if !known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+                    return Err(format!("the function {name}() is not supported"));
+                }
                 let values = args
                     .iter()
                     .map(|a| self.eval(a, depth))
@@ -104,7 +115,9 @@ impl Scope {
                         let v = self
                             .parameters
                             .get(n)
-                            .ok_or_else(|| format!("no parameter {n:?} has a value"))?;
+                            .ok_or_else(|| {
+                                format!("no parameter {n:?} has a value: give it in a parameters file (--parameters FILE)")
+                            })?;
                         self.resolve_nested(v, depth)
                     }
                     ("variables", [Value::String(n)]) => {

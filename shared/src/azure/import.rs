@@ -107,13 +107,15 @@ impl Mapper {
     }
 
     /// `value` with its expressions evaluated (errors recorded at their paths).
-    fn eval(&mut self, value: &Value, path: &str) -> Value {
+    /// `None` when an expression failed: its error is the one to report, not what follows from it.
+    fn eval(&mut self, value: &Value, path: &str) -> Option<Value> {
         let mut errs = Vec::new();
         let v = self.scope.resolve(value, path, &mut errs);
+        let failed = !errs.is_empty();
         for (p, e) in errs {
             self.error(p, e);
         }
-        v
+        (!failed).then_some(v)
     }
 
     /// Warns about every key of `obj` not in `known`: with its reason when kiln knows the field.
@@ -127,7 +129,7 @@ impl Mapper {
     /// A string field, evaluated; `<placeholders>` are kept without their brackets, with a warning.
     fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
         let at = join(path, key);
-        let v = self.eval(obj.get(key)?, &at);
+        let v = self.eval(obj.get(key)?, &at)?;
         match v {
             Value::String(s) => Some(self.unplaceholder(s, &at)),
             Value::Null => None,
@@ -153,7 +155,7 @@ impl Mapper {
 
     fn number(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u32> {
         let at = join(path, key);
-        let v = self.eval(obj.get(key)?, &at);
+        let v = self.eval(obj.get(key)?, &at)?;
         let n = match &v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse().ok(),
@@ -170,7 +172,7 @@ impl Mapper {
 
     fn bool(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<bool> {
         let at = join(path, key);
-        match self.eval(obj.get(key)?, &at) {
+        match self.eval(obj.get(key)?, &at)? {
             Value::Bool(b) => Some(b),
             Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
             Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
@@ -195,7 +197,8 @@ impl Mapper {
         let at = join(path, key);
         let mut out = BTreeMap::new();
         let Some(v) = obj.get(key) else { return out };
-        match self.eval(v, &at) {
+        let Some(v) = self.eval(v, &at) else { return out };
+        match v {
             Value::Object(map) => {
                 for (k, v) in map {
                     match v {
@@ -353,7 +356,8 @@ impl Mapper {
             tags: self.tags(r, "tags", prefix),
             ..Template::default()
         };
-        if t.name.is_empty() {
+        let name_failed = self.errors.iter().any(|e| e.path == join(prefix, "name"));
+        if t.name.is_empty() && !name_failed {
             self.error(
                 join(prefix, "name"),
                 "the template has no name: give one with --name",
@@ -592,7 +596,10 @@ impl Mapper {
     }
 
     fn lines(&mut self, v: &Value, path: &str) -> Vec<String> {
-        match self.eval(v, path) {
+        let Some(v) = self.eval(v, path) else {
+            return Vec::new();
+        };
+        match v {
             Value::Array(items) => items
                 .into_iter()
                 .enumerate()
@@ -676,7 +683,12 @@ impl Mapper {
                 }
                 "SharedImage" => {
                     self.drop_unknown(d, &at, &["type", "runOutputName", "artifactTags", "galleryImageId", "excludeFromLatest", "versioning"]);
-                    let id = self.string(d, "galleryImageId", &at).unwrap_or_default();
+                    let Some(id) = self.string(d, "galleryImageId", &at) else {
+                        if !d.contains_key("galleryImageId") {
+                            self.error(join(&at, "galleryImageId"), "required: the gallery image's id");
+                        }
+                        continue;
+                    };
                     let Some((gallery, image, version)) = gallery_parts(&id) else {
                         self.error(join(&at, "galleryImageId"), format!("{id:?} is not a gallery image id (.../galleries/G/images/I)"));
                         continue;
