@@ -326,6 +326,6 @@ mod tests {
         assert!(eval("[uniqueString('x')]").unwrap_err().contains("uniqueString()"));
         assert!(eval("[resourceGroup().location]").is_err());
         assert!(eval("[variables('loop')]").unwrap_err().contains("cycle"));
-        assert!(eval("[concat('a'").unwrap_err().contains("not closed"));
+        assert!(eval("[concat('a']").unwrap_err().contains("not closed"));
     }
 }
