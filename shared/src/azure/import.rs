@@ -153,6 +153,22 @@ impl Mapper {
         }
     }
 
+    /// A script's or file's URI: a `<placeholder>` there cannot be guessed, so it is an error.
+    fn uri(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
+        let at = join(path, key);
+        match self.eval(obj.get(key)?, &at)? {
+            Value::String(s) if s.contains('<') && s.contains('>') => {
+                self.error(at, format!("{s:?} holds a <placeholder>: replace it with the https URL"));
+                None
+            }
+            Value::String(s) => Some(s),
+            other => {
+                self.error(at, format!("must be a string, not {other}"));
+                None
+            }
+        }
+    }
+
     fn number(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<u32> {
         let at = join(path, key);
         let v = self.eval(obj.get(key)?, &at)?;
@@ -235,6 +251,20 @@ impl Mapper {
                     );
                     return None;
                 }
+            }
+            let props = root.get("properties");
+            let looks_like_one = root.contains_key("type")
+                || ["source", "customize", "distribute"]
+                    .iter()
+                    .any(|k| props.and_then(|p| p.get(*k)).is_some());
+            if !looks_like_one {
+                let message = if props.and_then(|p| p.get("kind")).is_some() {
+                    "this is an image template trigger, not an image template: kiln's triggers are the template's [trigger] table (on_base_change)".to_string()
+                } else {
+                    format!("this is not an Azure image template: kiln imports {RESOURCE_TYPE} resources (with properties.source, customize, distribute) or ARM deployments holding one")
+                };
+                self.error("", message);
+                return None;
             }
             if parameters.is_some() {
                 self.warn("", "a bare resource has no parameters: the parameters file is unused");
@@ -350,7 +380,11 @@ impl Mapper {
             prefix,
             &["type", "apiVersion", "name", "tags", "properties", "comments"],
         );
-        let resource_name = self.string(r, "name", prefix);
+        // With --name, the resource's own name (often an unset parameter) is not needed.
+        let resource_name = match name {
+            Some(_) => None,
+            None => self.string(r, "name", prefix),
+        };
         let mut t = Template {
             name: name.map(str::to_string).or(resource_name).unwrap_or_default(),
             tags: self.tags(r, "tags", prefix),
@@ -391,7 +425,21 @@ impl Mapper {
         }
         let os_tag = t.tags.remove(OS_TAG);
         match p.get("source") {
-            Some(s) => self.source(s, &join(&path, "source"), os_tag, &mut t),
+            Some(s) => {
+                let before = self.errors.len();
+                self.source(s, &join(&path, "source"), os_tag, &mut t);
+                if base_image.is_some() {
+                    // --base-image replaces the source: what kiln could not read of it is moot,
+                    // unless it is Windows.
+                    for e in self.errors.split_off(before) {
+                        if e.message.contains("Windows") {
+                            self.errors.push(e);
+                        } else {
+                            self.warn(e.path, format!("{} (moot: --base-image replaces it)", e.message));
+                        }
+                    }
+                }
+            }
             None if base_image.is_none() => {
                 self.error(join(&path, "source"), "required: the image to start from")
             }
@@ -530,7 +578,7 @@ impl Mapper {
                     }
                     None => self.error(
                         join(path, "imageVersionId"),
-                        format!("{id:?} is not a gallery image id (.../galleries/G/images/I/versions/V)"),
+                        format!("{id:?} is not a gallery image id (.../galleries/G/images/I/versions/V): write one, or give --base-image IMAGE"),
                     ),
                 }
                 assumed_os(self, t);
@@ -560,7 +608,7 @@ impl Mapper {
                 "Shell" => {
                     self.drop_unknown(s, &at, &["type", "name", "inline", "scriptUri", "sha256Checksum"]);
                     let inline = s.get("inline").map(|l| self.lines(l, &join(&at, "inline")));
-                    let script = self.string(s, "scriptUri", &at);
+                    let script = self.uri(s, "scriptUri", &at);
                     let sha256 = self.string(s, "sha256Checksum", &at).filter(|h| !h.is_empty());
                     match inline.as_deref() {
                         Some([one]) if customize && script.is_none() && is_reboot(one) => {
@@ -578,7 +626,7 @@ impl Mapper {
                     self.drop_unknown(s, &at, &["type", "name", "sourceUri", "destination", "sha256Checksum"]);
                     out.push(Customizer::File {
                         name,
-                        source: self.string(s, "sourceUri", &at).unwrap_or_default(),
+                        source: self.uri(s, "sourceUri", &at).unwrap_or_default(),
                         destination: self.string(s, "destination", &at).unwrap_or_default(),
                         sha256: self.string(s, "sha256Checksum", &at).filter(|h| !h.is_empty()),
                     });
