@@ -3,6 +3,7 @@
 //! terminal client alike; no I/O beyond the client.
 
 pub mod apps;
+pub mod azure;
 pub mod build;
 pub mod client;
 pub mod methods;

@@ -74,6 +74,8 @@ methods! {
     TemplateDelete = "template.delete" (p::NameParams) -> Empty;
     TemplateValidate = "template.validate" (p::TemplateParams) -> p::ValidationResult;
     TemplateRevisions = "template.revisions" (p::NameParams) -> p::RevisionList;
+    /// Maps an Azure Image Builder template and stores it as a new template (unless `dry_run`).
+    TemplateImportAzure = "template.import_azure" (p::TemplateImportAzureParams) -> p::TemplateImportAzureResult;
     BuildStart = "build.start" (b::BuildStartParams) -> b::BuildReply;
     BuildGet = "build.get" (b::BuildIdParams) -> b::BuildReply;
     BuildList = "build.list" (b::BuildListParams) -> b::BuildList;

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::builds::{self, FollowUp, Sink};
+use super::azure;
 use super::events;
 use super::galleries;
 use super::images::{self, Progress};
@@ -204,6 +205,9 @@ impl Daemon {
             }
             Name::TemplateRevisions => {
                 serve::<m::TemplateRevisions, _>(params, |t| self.template_revisions(p, t)).await
+            }
+            Name::TemplateImportAzure => {
+                serve::<m::TemplateImportAzure, _>(params, |t| azure::import(self, peer, p, t)).await
             }
             Name::BuildStart => {
                 serve::<m::BuildStart, _>(params, |b| builds::start(self, peer, p, b)).await
@@ -422,7 +426,7 @@ impl Daemon {
     }
 
     /// Tells `events.subscribe` subscribers of `project` that template `name` changed.
-    fn template_changed(&self, project: &str, name: &str) {
+    pub(super) fn template_changed(&self, project: &str, name: &str) {
         // Nobody subscribed is no error.
         let _ = self.template_changes.send(super::TemplateChanged {
             project: project.to_string(),
@@ -600,7 +604,7 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
 }
 
 /// Runs a store call on the blocking pool (redb does file I/O and fsync).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, RpcError> {
     match tokio::task::spawn_blocking(f).await {

@@ -1,5 +1,6 @@
 //! The local-socket API: listener setup (permissions, stale sockets), connections, dispatch.
 
+mod azure;
 mod builds;
 mod conn;
 mod dispatch;

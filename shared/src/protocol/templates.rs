@@ -85,3 +85,30 @@ pub struct RevisionInfo {
 pub struct RevisionList {
     pub revisions: Vec<RevisionInfo>,
 }
+
+/// Params of `template.import_azure`: an Azure Image Builder template (bare resource or ARM
+/// deployment) and what `kiln template import --azure` takes besides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateImportAzureParams {
+    pub azure: Value,
+    /// An ARM parameters file (`{"parameters": {"x": {"value": ...}}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+    /// Map and validate only; store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Result of `template.import_azure`: the mapped template, what did not map, and (unless a dry
+/// run) the stored template's name and revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateImportAzureResult {
+    pub template: Template,
+    pub warnings: Vec<crate::azure::Warning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<TemplateRef>,
+}

@@ -12,6 +12,7 @@ pub mod instance;
 pub mod output;
 pub mod project;
 pub mod template;
+mod template_azure;
 pub mod template_file;
 pub mod template_trigger;
 

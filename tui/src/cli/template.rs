@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use super::editor;
 use super::output::{self, local_time, local_time_long, Align, Column, Table};
-use super::template_file::{self, Format, TemplateFile};
+use super::template_azure;
+pub(super) use super::template_file::to_wire;
+use super::template_file::{self, about_file, read_template, Format, TemplateFile};
 use super::template_trigger;
 use super::{call, plural, CmdResult, Failure, Settings};
 
@@ -44,9 +46,18 @@ pub enum TemplateCommand {
         #[arg(long, value_name = "N")]
         revision: Option<u64>,
     },
+    /// Store a new template mapped from an Azure Image Builder template (see README)
+    Import(template_azure::ImportArgs),
+    /// Store a file as a new revision of template NAME
+    Update(template_azure::UpdateArgs),
+    /// Create or update the template named inside the file; nothing new when nothing changed
+    Apply(template_azure::ApplyArgs),
     /// Print only the template, as TOML or JSON that `kiln template create -f` takes back
     Export {
         name: String,
+        /// As an Azure Image Builder resource (JSON) instead; what Azure cannot hold is named on stderr
+        #[arg(long, conflicts_with = "format")]
+        azure: bool,
         /// Output format [default: toml; json with --json]
         #[arg(long, value_enum)]
         format: Option<ExportFormat>,
@@ -96,10 +107,20 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
         TemplateCommand::Create { file } => create(settings, &file).await,
         TemplateCommand::List => list(settings).await,
         TemplateCommand::Show { name, revision } => show(settings, &name, revision).await,
+        TemplateCommand::Import(args) => template_azure::import(settings, args).await,
+        TemplateCommand::Update(args) => template_azure::update(settings, args).await,
+        TemplateCommand::Apply(args) => template_azure::apply(settings, args).await,
+        TemplateCommand::Export {
+            name,
+            azure: true,
+            revision,
+            ..
+        } => template_azure::export(settings, &name, revision).await,
         TemplateCommand::Export {
             name,
             format,
             revision,
+            ..
         } => export(settings, &name, format, revision).await,
         TemplateCommand::Revisions { name } => revisions(settings, &name).await,
         TemplateCommand::Delete { name, yes } => delete(settings, &name, yes).await,
@@ -109,28 +130,6 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
     }
 }
 
-/// Reads and parses a template file, shape errors reported against the file.
-fn read_template(path: &Path) -> Result<(TemplateFile, Template), Failure> {
-    let file = TemplateFile::read(path)?;
-    let template = file
-        .parse()
-        .map_err(|v| Failure::invalid_template(&file.display, vec![v]))?;
-    Ok((file, template))
-}
-
-pub(super) fn to_wire(template: &Template) -> Result<Value, Failure> {
-    serde_json::to_value(template)
-        .map_err(|e| Failure::new("internal", format!("cannot encode the template: {e}")))
-}
-
-/// Attaches the file to a daemon's verdict on it, so violations read `FILE: path: message`.
-fn about_file(failure: Failure, file: &str) -> Failure {
-    if failure.kind == ErrorKind::InvalidTemplate.as_str() {
-        failure.in_file(file)
-    } else {
-        failure
-    }
-}
 
 async fn create(settings: &Settings, path: &Path) -> CmdResult {
     let (file, template) = read_template(path)?;

@@ -235,6 +235,30 @@ pub fn local_violations(template: &Template) -> Vec<Violation> {
     violations
 }
 
+/// Reads and parses a template file, shape errors reported against the file.
+pub fn read_template(path: &Path) -> Result<(TemplateFile, Template), Failure> {
+    let file = TemplateFile::read(path)?;
+    let template = file
+        .parse()
+        .map_err(|v| Failure::invalid_template(&file.display, vec![v]))?;
+    Ok((file, template))
+}
+
+/// The template as the wire's JSON.
+pub fn to_wire(template: &Template) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(template)
+        .map_err(|e| Failure::new("internal", format!("cannot encode the template: {e}")))
+}
+
+/// Attaches the file to a daemon's verdict on it, so violations read `FILE: path: message`.
+pub fn about_file(failure: Failure, file: &str) -> Failure {
+    if failure.kind == kiln_shared::protocol::ErrorKind::InvalidTemplate.as_str() {
+        failure.in_file(file)
+    } else {
+        failure
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
