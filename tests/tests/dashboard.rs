@@ -7,7 +7,8 @@
 //! instance's life from the dashboard: `r` on the image runs it with the pane's `HOME`'s key,
 //! `a` logs in to it in the same terminal (a command typed in its shell) and comes back, `s`
 //! stops it, `c` captures it as an image (a helper VM), `D` deletes it. And the Images view's
-//! Galleries tab: a gallery's definition listed, the gallery shared from it.
+//! Galleries tab: a gallery's definition listed, the gallery shared from it. And `i`: an Azure
+//! Image Builder template imported from a file, its warnings seen before it is stored.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -181,6 +182,49 @@ fn the_galleries_tab_lists_definitions_and_shares_a_gallery() {
         json!([{"project": "team-b", "status": "pending"}]),
         "{g}"
     );
+}
+
+#[test]
+fn i_imports_an_azure_template_after_showing_what_was_dropped() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    let file = k.dir.path().join("azure.json");
+    let azure = json!({
+        "type": "Microsoft.VirtualMachineImages/imageTemplates",
+        "apiVersion": "2022-02-14",
+        "name": "from-azure",
+        "location": "westus2",
+        "properties": {
+            "buildTimeoutInMinutes": 80,
+            "source": {"type": "PlatformImage", "publisher": "Debian", "offer": "debian-12",
+                       "sku": "12", "version": "latest"},
+            "customize": [{"type": "Shell", "name": "hello", "inline": ["echo hello"]}],
+            "distribute": [{"type": "ManagedImage", "imageId": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/web",
+                            "location": "westus2", "runOutputName": "web"}]
+        }
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&azure).unwrap()).unwrap();
+    let Some(pane) = Pane::start(&k, 100, 30, "NO_COLOR=1") else {
+        return;
+    };
+    pane.expect("connected");
+    pane.keys(&["i"]);
+    pane.expect("import an Azure Image Builder template");
+    pane.keys(&[file.to_str().unwrap(), "Enter"]);
+    let s = pane.expect("not carried over");
+    assert!(s.contains("location"), "{s}");
+    assert!(s.contains("build_timeout_minutes = 80"), "{s}");
+    let list = c.call("template.list", json!({}));
+    assert_eq!(
+        list["templates"],
+        json!([]),
+        "nothing stored before enter: {list}"
+    );
+    pane.keys(&["Enter"]);
+    pane.expect("imported from-azure revision 1");
+    let t = c.call("template.get", json!({"name": "from-azure"}))["template"].clone();
+    assert_eq!(t["build_timeout_minutes"], 80, "{t}");
+    assert_eq!(t["customize"][0]["inline"], json!(["echo hello"]), "{t}");
 }
 
 #[test]

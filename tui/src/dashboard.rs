@@ -172,6 +172,10 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
                         let result = run_attached(terminal, &gate, settings, &what).await?;
                         let _ = tx.send(Action::Attached { what, result });
                     }
+                    Effect::ReadFile { path, shown } => {
+                        let text = read_small(&path, crate::app::import::MAX_FILE);
+                        let _ = tx.send(Action::FileRead { shown, text });
+                    }
                     Effect::ReadPublicKey(run) => {
                         let key = crate::ssh_key::default_key();
                         let _ = tx.send(Action::PublicKey { run, key });
@@ -180,6 +184,20 @@ async fn event_loop(terminal: &mut Term, settings: &Settings, color: bool) -> st
             }
         }
     }
+}
+
+/// The text of the file at `path`, refused past `max` bytes.
+fn read_small(path: &std::path::Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {} MiB", max / (1024 * 1024)));
+    }
+    Ok(text)
 }
 
 /// Lets the shell take the terminal's input away from the input thread while `$EDITOR` or a login

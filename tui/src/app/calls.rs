@@ -70,6 +70,7 @@ calls! {
     TemplateCreate,
     TemplateUpdate,
     TemplateDelete,
+    TemplateImportAzure,
     BuildList,
     BuildStart,
     BuildCancel,

@@ -6,6 +6,7 @@ use super::instances::{NewInstance, Power};
 use super::keymap::Key;
 use super::*;
 use kiln_shared::build::SubReply;
+use kiln_shared::protocol::{Event, EventKind};
 use kiln_shared::protocol::{
     ImageFromInstanceParams, ImageProgress, ImageResult, Instance, InstanceList, InstanceParams,
     InstanceReply, InstanceRunParams, InstanceState,

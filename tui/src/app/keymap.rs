@@ -49,6 +49,7 @@ pub enum Cmd {
     Timestamps,
     Serial,
     NewTemplate,
+    ImportAzure,
     EditTemplate,
     PrevTab,
     NextTab,
@@ -127,6 +128,7 @@ const ALL: Scope = Scope::Global;
 #[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
     bind(T, &[Char('n')], Cmd::NewTemplate, "new", "new template (opens the editor form)"),
+    bind(T, &[Char('i')], Cmd::ImportAzure, "", "import an Azure Image Builder template (asks its file)"),
     bind(T, &[Char('e')], Cmd::EditTemplate, "edit", "edit the template (a new revision when saved)"),
     bind(T, &[Char('/')], Cmd::Find, "filter", "filter templates (name, OS, application)"),
     bind(T, &[Enter], Cmd::Open, "builds", "show the template's builds"),

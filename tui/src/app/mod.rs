@@ -6,11 +6,13 @@
 pub mod attach;
 pub mod builds;
 pub mod calls;
+mod events;
 #[cfg(test)]
 pub mod fixtures;
 pub mod form;
 pub mod galleries;
 pub mod images;
+pub mod import;
 pub mod instances;
 pub mod keymap;
 pub mod listed;
@@ -26,7 +28,7 @@ use chrono::{DateTime, Utc};
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::build::BuildListParams;
 use kiln_shared::methods::{Empty, Name};
-use kiln_shared::protocol::{ErrorKind, Event, EventKind, ImageListParams};
+use kiln_shared::protocol::{ErrorKind, ImageListParams};
 use kiln_shared::Violation;
 
 use crate::ssh_key::KeyError;
@@ -134,6 +136,11 @@ pub enum Action {
         run: NewInstance,
         key: Result<String, KeyError>,
     },
+    /// The file read for an `Effect::ReadFile` (or why not).
+    FileRead {
+        shown: String,
+        text: Result<String, String>,
+    },
     /// The program run for an `Effect::Attach` exited with this status (`None`: by a signal),
     /// or could not run.
     Attached {
@@ -158,6 +165,12 @@ pub enum Effect {
     /// Read the person's default SSH public key (`crate::ssh_key`) for the instance `r` runs and
     /// answer with `Action::PublicKey`.
     ReadPublicKey(NewInstance),
+    /// Read the file at `path` (at most `import::MAX_FILE` bytes; `shown` as typed) and answer
+    /// with `Action::FileRead`.
+    ReadFile {
+        path: PathBuf,
+        shown: String,
+    },
     /// Suspend the dashboard, run `Attach` in its terminal, resume when it exits and answer with
     /// `Action::Attached`.
     Attach(Attach),
@@ -192,6 +205,8 @@ pub struct App {
     pub log: Option<LogView>,
     /// The template editor, while open.
     pub form: Option<Form>,
+    /// The Azure template `i` is importing.
+    pub import: Option<import::Import>,
     /// The template `b` is about to build, and its source image once `template.get` told it.
     pub build_source: Option<BuildSource>,
     /// The application catalog the form offers and validates against (kiln's builtin one).
@@ -234,6 +249,7 @@ impl App {
             detail: Detail::default(),
             log: None,
             form: None,
+            import: None,
             build_source: None,
             catalog: AppCatalog::builtin(),
             cwd: PathBuf::new(),
@@ -329,28 +345,6 @@ impl App {
     }
 }
 
-/// An `event` from the events subscription: one build, template or instance changed (or the
-/// events were lost and everything is listed again).
-fn on_event(app: &mut App, e: Event) -> Vec<Effect> {
-    if app.events_sub != Some(e.sub) {
-        return Vec::new();
-    }
-    match e.kind {
-        EventKind::Build { build } => app.builds.on_event(*build),
-        EventKind::Template { name, template } => app.templates.on_event(name, template),
-        EventKind::Instance { name, instance } => {
-            app.instances.on_change(&name, instance.map(|i| *i))
-        }
-        EventKind::Resync => {
-            app.templates.list.loaded = false;
-            app.builds.list.loaded = false;
-            app.instances.list.loaded = false;
-            return app.refresh();
-        }
-    }
-    Vec::new()
-}
-
 /// Applies one action to the state and returns what the shell must do about it.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     let mut fx = apply(app, action);
@@ -393,7 +387,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Reply { tag, reply } => on_reply(app, tag, *reply),
-        Action::Notification(Note::Event(e)) => on_event(app, e),
+        Action::Notification(Note::Event(e)) => events::on_event(app, e),
         Action::Notification(Note::Progress(p)) => {
             if app.instances.capturing > 0 {
                 app.message = Some(format!("capture: {}", p.line));
@@ -409,6 +403,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::PublicKey { run, key } => instances::on_public_key(app, run, key),
+        Action::FileRead { shown, text } => import::on_read(app, shown, text),
         Action::Attached { what, result } => {
             attach::on_attached(app, &what, result);
             Vec::new()
@@ -421,6 +416,9 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
 fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
     if images::owns(app, tag) {
         return images::on_reply(app, tag, reply);
+    }
+    if import::owns(app, tag) {
+        return import::on_reply(app, reply);
     }
     if form::owns(app, tag) {
         return form::on_reply(app, tag, reply);
@@ -589,6 +587,10 @@ fn on_reply(app: &mut App, tag: u64, reply: Reply) -> Vec<Effect> {
         | Reply::GalleryShare(_)
         | Reply::GalleryAccept(_)
         | Reply::GalleryReject(_)) => return galleries::on_reply(app, r),
+        // An import dropped meanwhile (esc): only a failure is news.
+        Reply::TemplateImportAzure(r) => {
+            ok_or_show(app, method, r);
+        }
     }
     Vec::new()
 }
@@ -674,6 +676,8 @@ mod form_tests;
 mod gallery_tests;
 #[cfg(test)]
 mod image_tests;
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod instance_tests;
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub enum Overlay {
     ImageWindow,
     /// The selected template's details, scrolled down this many lines.
     TemplateWindow { scroll: usize },
+    /// An Azure template's import: what was not carried over, the template (enter stores it).
+    ImportWindow { scroll: usize },
 }
 
 impl Overlay {
@@ -67,6 +69,7 @@ pub(super) fn on_key(app: &mut App, overlay: Overlay, key: Key) -> Vec<Effect> {
             picker::on_key(app, key)
         }
         Overlay::ImageWindow => Vec::new(),
+        Overlay::ImportWindow { scroll } => super::import::on_key(app, scroll, key),
         Overlay::TemplateWindow { scroll } => {
             let page = app.list_page();
             let max = crate::views::templates::window_max_scroll(app);

@@ -37,6 +37,8 @@ pub enum Prompt {
         /// `image` names a gallery (every version of it is offered).
         gallery: bool,
     },
+    /// The Azure template file `i` imports.
+    ImportPath { input: String },
     /// Cancel build `id`? Only `y` says yes.
     ConfirmCancel { id: u64 },
     /// Stop or start instance `name`? Only `y` says yes.
@@ -145,6 +147,17 @@ pub(super) fn on_key(app: &mut App, prompt: Prompt, key: Key) -> Vec<Effect> {
                         input,
                         gallery,
                     });
+                }
+            }
+            Vec::new()
+        }
+        Prompt::ImportPath { mut input } => {
+            match key {
+                Key::Enter => return super::import::read(app, &input),
+                Key::Esc => {}
+                _ => {
+                    typed(&mut input, key);
+                    app.prompt = Some(Prompt::ImportPath { input });
                 }
             }
             Vec::new()

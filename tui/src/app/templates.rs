@@ -199,6 +199,7 @@ pub(super) fn on_command(app: &mut App, cmd: Cmd) -> Vec<Effect> {
             }
         }
         Cmd::NewTemplate => return form::open_new(app),
+        Cmd::ImportAzure => super::import::ask(app),
         Cmd::EditTemplate => {
             if let Some(name) = app.templates.selected().map(|t| t.name.clone()) {
                 return form::open_edit(app, name);

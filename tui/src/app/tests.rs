@@ -4,6 +4,7 @@ use super::fixtures::{app, connect, disconnect, key, log_line, press, reply, tic
 use super::keymap::Key;
 use super::*;
 use kiln_shared::build::{Build, BuildIdParams, BuildList, BuildLogsParams, BuildState, SubReply};
+use kiln_shared::protocol::{Event, EventKind};
 use kiln_shared::protocol::{
     InstanceList, LogNote, NameParams, RevisionInfo, RevisionList, TemplateList,
 };

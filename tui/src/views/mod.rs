@@ -5,6 +5,7 @@ mod builds;
 mod form;
 mod galleries;
 mod images;
+mod import;
 mod instances;
 mod log;
 mod picker;
@@ -50,6 +51,7 @@ pub fn draw(f: &mut Frame, app: &App) {
     match &app.overlay {
         None => {}
         Some(Overlay::ImageWindow) => images::draw_details_window(f, app, area),
+        Some(Overlay::ImportWindow { scroll }) => import::draw_window(f, app, *scroll, area),
         Some(Overlay::TemplateWindow { scroll }) => {
             templates::draw_details_window(f, app, *scroll, area)
         }
@@ -183,6 +185,9 @@ fn draw_message(f: &mut Frame, app: &App, area: Rect) {
         }) => Line::from(format!(
             "share {}{image_name} with projects (space-separated): {input}▏",
             if *gallery { "gallery " } else { "" }
+        )),
+        Some(Prompt::ImportPath { input }) => Line::from(format!(
+            "import an Azure Image Builder template (JSON file): {input}▏"
         )),
         Some(Prompt::CaptureName { instance, input }) => Line::from(format!(
             "image name for a capture of instance {instance}: {input}▏"

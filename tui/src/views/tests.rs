@@ -228,6 +228,33 @@ fn galleries_tab_details_window_and_picker() {
     check("picker_with_galleries", &a);
 }
 
+#[test]
+fn azure_import_prompt_and_window() {
+    let mut a = app();
+    chars(&mut a, "iazure.json");
+    assert!(render(&a, 80, 24)
+        .contains("import an Azure Image Builder template (JSON file): azure.json▏"));
+    keys(&mut a, &[Key::Enter]);
+    update(
+        &mut a,
+        Action::FileRead {
+            shown: "azure.json".into(),
+            text: Ok("{}".into()),
+        },
+    );
+    let tag = a.import.as_ref().map_or(0, |i| i.tag);
+    let result = kiln_shared::protocol::TemplateImportAzureResult {
+        template: stored_template(),
+        warnings: vec![kiln_shared::azure::Warning {
+            path: "properties.vmProfile.vnetConfig".into(),
+            message: "dropped: builds use kiln's own network".into(),
+        }],
+        stored: None,
+    };
+    reply(&mut a, tag, Reply::TemplateImportAzure(Ok(result)));
+    check("azure_import_window", &a);
+}
+
 /// The dashboard on the Instances tab (box running, broken failed, web-test stopped).
 fn instances_app() -> App {
     let mut a = app();
