@@ -9,12 +9,16 @@ use std::path::PathBuf;
 
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::azure::{export, import};
-use kiln_shared::template::{Customizer, Distribute, ErrorHandling, OnError, Source, ValidateSpec, Vm};
+use kiln_shared::template::{
+    Customizer, Distribute, ErrorHandling, OnError, Source, ValidateSpec, Vm,
+};
 use kiln_shared::Template;
 use serde_json::Value;
 
 fn corpus(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/azure")
+        .join(file)
 }
 
 fn read_json(file: &str) -> Value {
@@ -32,7 +36,13 @@ fn check(
 ) {
     let azure = read_json(&format!("{case}.json"));
     let params = parameters.map(read_json);
-    let got = match import(&azure, params.as_ref(), name, base_image, &AppCatalog::builtin()) {
+    let got = match import(
+        &azure,
+        params.as_ref(),
+        name,
+        base_image,
+        &AppCatalog::builtin(),
+    ) {
         Ok(imported) => {
             let mut out = imported.template.to_toml();
             out.push_str("\n# warnings\n");
@@ -59,7 +69,13 @@ fn linux_managed_image_with_shell_and_file() {
 #[test]
 fn managed_image_onto_debian_12() {
     // What the real build test imports: the same template, its source mapped to kiln's debian-12.
-    check("managed-debian-12", "managed-shell-file", None, Some("hello-debian"), Some("debian-12"));
+    check(
+        "managed-debian-12",
+        "managed-shell-file",
+        None,
+        Some("hello-debian"),
+        Some("debian-12"),
+    );
 }
 
 #[test]
@@ -84,7 +100,13 @@ fn arm_deployment_with_defaults_needs_the_parameter() {
 
 #[test]
 fn arm_deployment_with_parameters_file() {
-    check("arm-deployment-parameters", "arm-deployment", Some("arm-deployment.parameters.json"), None, None);
+    check(
+        "arm-deployment-parameters",
+        "arm-deployment",
+        Some("arm-deployment.parameters.json"),
+        None,
+        None,
+    );
 }
 
 #[test]
@@ -216,5 +238,9 @@ fn export_names_what_azure_cannot_hold() {
     t.vm.cpus = 3;
     let (_, warnings) = export(&t);
     let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
-    assert_eq!(paths, ["vm", "distribute[0]", "applications"], "{warnings:?}");
+    assert_eq!(
+        paths,
+        ["vm", "distribute[0]", "applications"],
+        "{warnings:?}"
+    );
 }

@@ -2,7 +2,9 @@
 //! it as a new template, with the same checks and errors as `template.create`.
 
 use kiln_shared::azure;
-use kiln_shared::protocol::{RpcError, TemplateImportAzureParams, TemplateImportAzureResult, TemplateRef};
+use kiln_shared::protocol::{
+    RpcError, TemplateImportAzureParams, TemplateImportAzureResult, TemplateRef,
+};
 
 use super::dispatch::{blocking, Daemon};
 use crate::access::Peer;

@@ -16,8 +16,8 @@ use kiln_shared::Template;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::builds::{self, FollowUp, Sink};
 use super::azure;
+use super::builds::{self, FollowUp, Sink};
 use super::events;
 use super::galleries;
 use super::images::{self, Progress};
@@ -207,7 +207,8 @@ impl Daemon {
                 serve::<m::TemplateRevisions, _>(params, |t| self.template_revisions(p, t)).await
             }
             Name::TemplateImportAzure => {
-                serve::<m::TemplateImportAzure, _>(params, |t| azure::import(self, peer, p, t)).await
+                serve::<m::TemplateImportAzure, _>(params, |t| azure::import(self, peer, p, t))
+                    .await
             }
             Name::BuildStart => {
                 serve::<m::BuildStart, _>(params, |b| builds::start(self, peer, p, b)).await

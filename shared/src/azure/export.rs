@@ -12,7 +12,8 @@ use crate::template::{Customizer, Distribute, OnError, Template, Vm};
 pub const API_VERSION: &str = "2024-02-01";
 
 /// Placeholders for the Azure ids kiln cannot know.
-const SUB: &str = "/subscriptions/<subscriptionID>/resourceGroups/<resourceGroup>/providers/Microsoft.Compute";
+const SUB: &str =
+    "/subscriptions/<subscriptionID>/resourceGroups/<resourceGroup>/providers/Microsoft.Compute";
 
 /// The template as a bare Azure resource, and what did not fit.
 pub fn export(t: &Template) -> (Value, Vec<Warning>) {
@@ -30,7 +31,10 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
         .collect();
     let mut props = Map::new();
     if t.build_timeout_minutes != 0 {
-        props.insert("buildTimeoutInMinutes".into(), json!(t.build_timeout_minutes));
+        props.insert(
+            "buildTimeoutInMinutes".into(),
+            json!(t.build_timeout_minutes),
+        );
     }
     let mut vm = Map::new();
     if t.vm.cpus != Vm::default().cpus || t.vm.memory_mb != Vm::default().memory_mb {
@@ -87,7 +91,10 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
             json!({"inVMValidations": t.validate.in_vm.iter().map(step).collect::<Vec<_>>()}),
         );
     } else if t.validate.boot_test {
-        warn("validate.boot_test", "a boot test with no checks has no Azure form: not exported".into());
+        warn(
+            "validate.boot_test",
+            "a boot test with no checks has no Azure form: not exported".into(),
+        );
     }
     let on = |e: OnError| match e {
         OnError::Cleanup => "cleanup",
@@ -102,27 +109,52 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
     for (i, d) in t.distribute.iter().enumerate() {
         let at = format!("distribute[{i}]");
         match d {
-            Distribute::Image { run_output_name } => distribute.push(json!({"type": "ManagedImage",
+            Distribute::Image { run_output_name } => {
+                distribute.push(json!({"type": "ManagedImage",
                 "runOutputName": run_output_name,
-                "imageId": format!("{SUB}/images/{run_output_name}"), "location": "<region>"})),
-            Distribute::Gallery { run_output_name, gallery, image, version, exclude_from_latest, share_with } => {
+                "imageId": format!("{SUB}/images/{run_output_name}"), "location": "<region>"}))
+            }
+            Distribute::Gallery {
+                run_output_name,
+                gallery,
+                image,
+                version,
+                exclude_from_latest,
+                share_with,
+            } => {
                 let mut id = format!("{SUB}/galleries/{gallery}/images/{image}");
                 if version != "auto" {
                     id.push_str(&format!("/versions/{version}"));
                 }
-                distribute.push(json!({"type": "SharedImage", "runOutputName": run_output_name,
-                    "galleryImageId": id, "excludeFromLatest": exclude_from_latest}));
+                distribute.push(
+                    json!({"type": "SharedImage", "runOutputName": run_output_name,
+                    "galleryImageId": id, "excludeFromLatest": exclude_from_latest}),
+                );
                 if !share_with.is_empty() {
-                    warn(&format!("{at}.share_with"), "Azure shares galleries through RBAC: not exported".into());
+                    warn(
+                        &format!("{at}.share_with"),
+                        "Azure shares galleries through RBAC: not exported".into(),
+                    );
                 }
             }
-            Distribute::Export { run_output_name, format, path, .. } if format == "vhd" => {
+            Distribute::Export {
+                run_output_name,
+                format,
+                path,
+                ..
+            } if format == "vhd" => {
                 distribute.push(json!({"type": "VHD", "runOutputName": run_output_name}));
                 if *path != default_vhd_path(run_output_name) {
-                    warn(&format!("{at}.path"), format!("an Azure VHD goes to a storage account: {path} not exported"));
+                    warn(
+                        &format!("{at}.path"),
+                        format!("an Azure VHD goes to a storage account: {path} not exported"),
+                    );
                 }
             }
-            Distribute::Export { format, .. } => warn(&at, format!("Azure exports VHD only: this {format} export is not exported")),
+            Distribute::Export { format, .. } => warn(
+                &at,
+                format!("Azure exports VHD only: this {format} export is not exported"),
+            ),
         }
     }
     props.insert("distribute".into(), Value::Array(distribute));
@@ -132,7 +164,10 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
         ("min_disk_gb", t.min_disk_gb != 0),
         ("generalize.skip", t.generalize.skip),
         ("trigger", !t.trigger.is_unset()),
-        ("source.version", platform.is_some() && t.source.version != "latest"),
+        (
+            "source.version",
+            platform.is_some() && t.source.version != "latest",
+        ),
     ] {
         if set {
             warn(field, "has no Azure form: not exported".into());
@@ -153,7 +188,12 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
 
 fn step(c: &Customizer) -> Value {
     match c {
-        Customizer::Shell { name, inline, script, sha256 } => {
+        Customizer::Shell {
+            name,
+            inline,
+            script,
+            sha256,
+        } => {
             let mut v = json!({"type": "Shell", "name": name});
             if let Some(lines) = inline {
                 v["inline"] = json!(lines);
@@ -166,13 +206,20 @@ fn step(c: &Customizer) -> Value {
             }
             v
         }
-        Customizer::File { name, source, destination, sha256 } => {
+        Customizer::File {
+            name,
+            source,
+            destination,
+            sha256,
+        } => {
             let mut v = json!({"type": "File", "name": name, "sourceUri": source, "destination": destination});
             if let Some(h) = sha256 {
                 v["sha256Checksum"] = json!(h);
             }
             v
         }
-        Customizer::Reboot { name, .. } => json!({"type": "Shell", "name": name, "inline": ["sudo reboot"]}),
+        Customizer::Reboot { name, .. } => {
+            json!({"type": "Shell", "name": name, "inline": ["sudo reboot"]})
+        }
     }
 }

@@ -303,10 +303,11 @@ mod tests {
                 .as_object()
                 .cloned()
                 .unwrap(),
-            variables: json!({"v": "[concat(parameters('p'), '-x')]", "loop": "[variables('loop')]"})
-                .as_object()
-                .cloned()
-                .unwrap(),
+            variables:
+                json!({"v": "[concat(parameters('p'), '-x')]", "loop": "[variables('loop')]"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
         };
         let mut errors = Vec::new();
         let v = scope.resolve(&json!(text), "f", &mut errors);
@@ -320,10 +321,15 @@ mod tests {
     fn expressions() {
         assert_eq!(eval("[parameters('p')]"), Ok(json!("a")));
         assert_eq!(eval("[parameters('ref')]"), Ok(json!("a-x")));
-        assert_eq!(eval("[concat('it''s ', parameters('n'))]"), Ok(json!("it's 3")));
+        assert_eq!(
+            eval("[concat('it''s ', parameters('n'))]"),
+            Ok(json!("it's 3"))
+        );
         assert_eq!(eval("[[literal]"), Ok(json!("[literal]")));
         assert_eq!(eval("plain"), Ok(json!("plain")));
-        assert!(eval("[uniqueString('x')]").unwrap_err().contains("uniqueString()"));
+        assert!(eval("[uniqueString('x')]")
+            .unwrap_err()
+            .contains("uniqueString()"));
         assert!(eval("[resourceGroup().location]").is_err());
         assert!(eval("[variables('loop')]").unwrap_err().contains("cycle"));
         assert!(eval("[concat('a']").unwrap_err().contains("not closed"));

@@ -68,16 +68,15 @@ fn join(path: &str, key: &str) -> String {
 }
 
 fn is_template_type(t: &str) -> bool {
-    t.eq_ignore_ascii_case(RESOURCE_TYPE) || t.eq_ignore_ascii_case("Microsoft.VirtualMachineImages")
+    t.eq_ignore_ascii_case(RESOURCE_TYPE)
+        || t.eq_ignore_ascii_case("Microsoft.VirtualMachineImages")
 }
 
 /// Why a known Azure field has no local meaning.
 fn drop_reason(key: &str) -> Option<&'static str> {
     Some(match key {
         "location" => "kiln builds on this host; the Azure region is dropped",
-        "identity" | "userAssignedIdentities" => {
-            "kiln needs no managed identity; dropped"
-        }
+        "identity" | "userAssignedIdentities" => "kiln needs no managed identity; dropped",
         "vnetConfig" => "the build VM uses kiln's own network; dropped",
         "stagingResourceGroup" => "kiln has no resource groups; dropped",
         "replicationRegions" | "targetRegions" => "kiln has no regions to replicate to; dropped",
@@ -85,7 +84,9 @@ fn drop_reason(key: &str) -> Option<&'static str> {
         "dependsOn" => "ARM deployment ordering has no kiln meaning; dropped",
         "managedResourceTags" => "kiln creates no Azure resources to tag; dropped",
         "optimize" | "autoRun" => "kiln has no such option; dropped",
-        "imageId" => "the image's name is given when the build starts (kiln build start IMAGE_NAME); dropped",
+        "imageId" => {
+            "the image's name is given when the build starts (kiln build start IMAGE_NAME); dropped"
+        }
         "uri" => "a VHD goes to a local file, not a storage account; dropped",
         _ => return None,
     })
@@ -158,7 +159,10 @@ impl Mapper {
         let at = join(path, key);
         match self.eval(obj.get(key)?, &at)? {
             Value::String(s) if s.contains('<') && s.contains('>') => {
-                self.error(at, format!("{s:?} holds a <placeholder>: replace it with the https URL"));
+                self.error(
+                    at,
+                    format!("{s:?} holds a <placeholder>: replace it with the https URL"),
+                );
                 None
             }
             Value::String(s) => Some(s),
@@ -209,11 +213,18 @@ impl Mapper {
         }
     }
 
-    fn tags(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
+    fn tags(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> BTreeMap<String, String> {
         let at = join(path, key);
         let mut out = BTreeMap::new();
         let Some(v) = obj.get(key) else { return out };
-        let Some(v) = self.eval(v, &at) else { return out };
+        let Some(v) = self.eval(v, &at) else {
+            return out;
+        };
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
@@ -267,7 +278,10 @@ impl Mapper {
                 return None;
             }
             if parameters.is_some() {
-                self.warn("", "a bare resource has no parameters: the parameters file is unused");
+                self.warn(
+                    "",
+                    "a bare resource has no parameters: the parameters file is unused",
+                );
             }
             return Some((root, String::new()));
         };
@@ -378,7 +392,14 @@ impl Mapper {
         self.drop_unknown(
             r,
             prefix,
-            &["type", "apiVersion", "name", "tags", "properties", "comments"],
+            &[
+                "type",
+                "apiVersion",
+                "name",
+                "tags",
+                "properties",
+                "comments",
+            ],
         );
         // With --name, the resource's own name (often an unset parameter) is not needed.
         let resource_name = match name {
@@ -386,7 +407,10 @@ impl Mapper {
             None => self.string(r, "name", prefix),
         };
         let mut t = Template {
-            name: name.map(str::to_string).or(resource_name).unwrap_or_default(),
+            name: name
+                .map(str::to_string)
+                .or(resource_name)
+                .unwrap_or_default(),
             tags: self.tags(r, "tags", prefix),
             ..Template::default()
         };
@@ -435,7 +459,10 @@ impl Mapper {
                         if e.message.contains("Windows") {
                             self.errors.push(e);
                         } else {
-                            self.warn(e.path, format!("{} (moot: --base-image replaces it)", e.message));
+                            self.warn(
+                                e.path,
+                                format!("{} (moot: --base-image replaces it)", e.message),
+                            );
                         }
                     }
                 }
@@ -488,7 +515,9 @@ impl Mapper {
     }
 
     fn vm_profile(&mut self, v: &Value, path: &str, t: &mut Template) {
-        let Some(vm) = self.object(v, path) else { return };
+        let Some(vm) = self.object(v, path) else {
+            return;
+        };
         self.drop_unknown(vm, path, &["vmSize", "osDiskSizeGB"]);
         if let Some(size) = self.string(vm, "vmSize", path) {
             match vm_size(&size) {
@@ -511,7 +540,9 @@ impl Mapper {
     }
 
     fn source(&mut self, v: &Value, path: &str, os_tag: Option<String>, t: &mut Template) {
-        let Some(s) = self.object(v, path) else { return };
+        let Some(s) = self.object(v, path) else {
+            return;
+        };
         let kind = self.string(s, "type", path).unwrap_or_default();
         let assumed_os = |m: &mut Mapper, t: &mut Template| {
             t.os = os_tag.clone().unwrap_or_else(|| {
@@ -599,20 +630,31 @@ impl Mapper {
         let mut out = Vec::new();
         for (i, step) in list.iter().enumerate() {
             let at = format!("{path}[{i}]");
-            let Some(s) = self.object(step, &at) else { continue };
+            let Some(s) = self.object(step, &at) else {
+                continue;
+            };
             let kind = self.string(s, "type", &at).unwrap_or_default();
             let name = self
                 .string(s, "name", &at)
                 .unwrap_or_else(|| format!("{}-{i}", kind.to_ascii_lowercase()));
             match kind.as_str() {
                 "Shell" => {
-                    self.drop_unknown(s, &at, &["type", "name", "inline", "scriptUri", "sha256Checksum"]);
+                    self.drop_unknown(
+                        s,
+                        &at,
+                        &["type", "name", "inline", "scriptUri", "sha256Checksum"],
+                    );
                     let inline = s.get("inline").map(|l| self.lines(l, &join(&at, "inline")));
                     let script = self.uri(s, "scriptUri", &at);
-                    let sha256 = self.string(s, "sha256Checksum", &at).filter(|h| !h.is_empty());
+                    let sha256 = self
+                        .string(s, "sha256Checksum", &at)
+                        .filter(|h| !h.is_empty());
                     match inline.as_deref() {
                         Some([one]) if customize && script.is_none() && is_reboot(one) => {
-                            out.push(Customizer::Reboot { name, timeout: None })
+                            out.push(Customizer::Reboot {
+                                name,
+                                timeout: None,
+                            })
                         }
                         _ => out.push(Customizer::Shell {
                             name,
@@ -623,20 +665,34 @@ impl Mapper {
                     }
                 }
                 "File" => {
-                    self.drop_unknown(s, &at, &["type", "name", "sourceUri", "destination", "sha256Checksum"]);
+                    self.drop_unknown(
+                        s,
+                        &at,
+                        &["type", "name", "sourceUri", "destination", "sha256Checksum"],
+                    );
                     out.push(Customizer::File {
                         name,
                         source: self.uri(s, "sourceUri", &at).unwrap_or_default(),
                         destination: self.string(s, "destination", &at).unwrap_or_default(),
-                        sha256: self.string(s, "sha256Checksum", &at).filter(|h| !h.is_empty()),
+                        sha256: self
+                            .string(s, "sha256Checksum", &at)
+                            .filter(|h| !h.is_empty()),
                     });
                 }
-                "PowerShell" | "WindowsRestart" | "WindowsUpdate" => {
-                    self.error(at, format!("{kind} is Windows-only; kiln builds Linux images"))
-                }
+                "PowerShell" | "WindowsRestart" | "WindowsUpdate" => self.error(
+                    at,
+                    format!("{kind} is Windows-only; kiln builds Linux images"),
+                ),
                 other => self.error(
                     join(&at, "type"),
-                    format!("{other:?} is not a {} kiln knows: use Shell or File", if customize { "customizer" } else { "validation" }),
+                    format!(
+                        "{other:?} is not a {} kiln knows: use Shell or File",
+                        if customize {
+                            "customizer"
+                        } else {
+                            "validation"
+                        }
+                    ),
                 ),
             }
         }
@@ -654,7 +710,10 @@ impl Mapper {
                 .filter_map(|(i, l)| match l {
                     Value::String(s) => Some(s),
                     other => {
-                        self.error(format!("{path}[{i}]"), format!("must be a string, not {other}"));
+                        self.error(
+                            format!("{path}[{i}]"),
+                            format!("must be a string, not {other}"),
+                        );
                         None
                     }
                 })
@@ -668,8 +727,18 @@ impl Mapper {
     }
 
     fn validation(&mut self, v: &Value, path: &str, t: &mut Template) {
-        let Some(o) = self.object(v, path) else { return };
-        self.drop_unknown(o, path, &["inVMValidations", "continueDistributeOnFailure", "sourceValidationOnly"]);
+        let Some(o) = self.object(v, path) else {
+            return;
+        };
+        self.drop_unknown(
+            o,
+            path,
+            &[
+                "inVMValidations",
+                "continueDistributeOnFailure",
+                "sourceValidationOnly",
+            ],
+        );
         if let Some(list) = o.get("inVMValidations") {
             t.validate.in_vm = self.steps(list, &join(path, "inVMValidations"), false);
             t.validate.boot_test = true;
@@ -689,17 +758,31 @@ impl Mapper {
     }
 
     fn error_handling(&mut self, v: &Value, path: &str, t: &mut Template) {
-        let Some(o) = self.object(v, path) else { return };
+        let Some(o) = self.object(v, path) else {
+            return;
+        };
         self.drop_unknown(o, path, &["onCustomizerError", "onValidationError"]);
         for (key, slot) in [
-            ("onCustomizerError", &mut t.error_handling.on_customizer_error),
-            ("onValidationError", &mut t.error_handling.on_validation_error),
+            (
+                "onCustomizerError",
+                &mut t.error_handling.on_customizer_error,
+            ),
+            (
+                "onValidationError",
+                &mut t.error_handling.on_validation_error,
+            ),
         ] {
-            match self.string(o, key, path).map(|s| s.to_ascii_lowercase()).as_deref() {
+            match self
+                .string(o, key, path)
+                .map(|s| s.to_ascii_lowercase())
+                .as_deref()
+            {
                 None => {}
                 Some("cleanup") => *slot = OnError::Cleanup,
                 Some("abort") => *slot = OnError::Abort,
-                Some(other) => self.error(join(path, key), format!("{other:?}: use cleanup or abort")),
+                Some(other) => {
+                    self.error(join(path, key), format!("{other:?}: use cleanup or abort"))
+                }
             }
         }
     }
@@ -711,18 +794,26 @@ impl Mapper {
         };
         for (i, target) in list.iter().enumerate() {
             let at = format!("{path}[{i}]");
-            let Some(d) = self.object(target, &at) else { continue };
+            let Some(d) = self.object(target, &at) else {
+                continue;
+            };
             let kind = self.string(d, "type", &at).unwrap_or_default();
             let run_output_name = self.string(d, "runOutputName", &at).unwrap_or_default();
             for (k, v) in self.tags(d, "artifactTags", &at) {
                 if t.tags.get(&k).is_some_and(|old| *old != v) {
-                    self.warn(join(&at, "artifactTags"), format!("tag {k:?} differs from the template's; the template's is kept"));
+                    self.warn(
+                        join(&at, "artifactTags"),
+                        format!("tag {k:?} differs from the template's; the template's is kept"),
+                    );
                 } else {
                     t.tags.insert(k, v);
                 }
             }
             if d.contains_key("artifactTags") {
-                self.warn(join(&at, "artifactTags"), "kiln tags every output alike: merged into the template's tags");
+                self.warn(
+                    join(&at, "artifactTags"),
+                    "kiln tags every output alike: merged into the template's tags",
+                );
             }
             match kind.as_str() {
                 "ManagedImage" => {

@@ -4,8 +4,8 @@
 //! writes a template back as a bare resource. Pure functions: the CLI's `--dry-run` and kilnd's
 //! `template.import_azure` share them.
 
-mod expr;
 mod export;
+mod expr;
 mod import;
 pub mod tables;
 

@@ -66,12 +66,37 @@ pub const PLATFORM_IMAGES: &[(&str, &str, &str, &str)] = &[
     ("Debian", "debian-11", "11-gen2", "debian-11"),
     ("Canonical", "UbuntuServer", "18.04-LTS", "ubuntu-18.04"),
     ("Canonical", "UbuntuServer", "16.04-LTS", "ubuntu-16.04"),
-    ("Canonical", "0001-com-ubuntu-server-focal", "20_04-lts", "ubuntu-20.04"),
-    ("Canonical", "0001-com-ubuntu-server-focal", "20_04-lts-gen2", "ubuntu-20.04"),
-    ("Canonical", "0001-com-ubuntu-server-jammy", "22_04-lts", "ubuntu-22.04"),
-    ("Canonical", "0001-com-ubuntu-server-jammy", "22_04-lts-gen2", "ubuntu-22.04"),
+    (
+        "Canonical",
+        "0001-com-ubuntu-server-focal",
+        "20_04-lts",
+        "ubuntu-20.04",
+    ),
+    (
+        "Canonical",
+        "0001-com-ubuntu-server-focal",
+        "20_04-lts-gen2",
+        "ubuntu-20.04",
+    ),
+    (
+        "Canonical",
+        "0001-com-ubuntu-server-jammy",
+        "22_04-lts",
+        "ubuntu-22.04",
+    ),
+    (
+        "Canonical",
+        "0001-com-ubuntu-server-jammy",
+        "22_04-lts-gen2",
+        "ubuntu-22.04",
+    ),
     ("Canonical", "ubuntu-24_04-lts", "server", "ubuntu-24.04"),
-    ("Canonical", "ubuntu-24_04-lts", "server-gen1", "ubuntu-24.04"),
+    (
+        "Canonical",
+        "ubuntu-24_04-lts",
+        "server-gen1",
+        "ubuntu-24.04",
+    ),
 ];
 
 /// Windows publishers: a source from one of them is refused.

@@ -130,7 +130,6 @@ pub async fn run(settings: &Settings, command: TemplateCommand) -> CmdResult {
     }
 }
 
-
 async fn create(settings: &Settings, path: &Path) -> CmdResult {
     let (file, template) = read_template(path)?;
     // kilnd reads local files itself; one that is not there is reported before anything is sent.

@@ -8,12 +8,16 @@ use clap::Args;
 use kiln_shared::apps::AppCatalog;
 use kiln_shared::azure::{self, Warning};
 use kiln_shared::methods as m;
-use kiln_shared::protocol::{ErrorKind, TemplateImportAzureParams, TemplateParams, TemplateUpdateParams};
+use kiln_shared::protocol::{
+    ErrorKind, TemplateImportAzureParams, TemplateParams, TemplateUpdateParams,
+};
 use kiln_shared::Template;
 use serde_json::{json, Value};
 
 use super::template::get;
-use super::template_file::{about_file, missing_local_files, read_template, resolve_local_paths, to_wire, TemplateFile};
+use super::template_file::{
+    about_file, missing_local_files, read_template, resolve_local_paths, to_wire, TemplateFile,
+};
 use super::{call, CmdResult, Failure, Settings};
 
 /// How an Azure file is read: the options `import`, `update --azure` and `apply --azure` share.
@@ -117,7 +121,9 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> CmdResult {
         let (_, imported) = map_locally(&args.azure, &args.from, args.name.as_deref())?;
         warn_all(&imported.warnings);
         if settings.json {
-            super::output::print_json(&json!({"template": imported.template, "warnings": imported.warnings}));
+            super::output::print_json(
+                &json!({"template": imported.template, "warnings": imported.warnings}),
+            );
         } else {
             super::output::print(&imported.template.to_toml());
         }
