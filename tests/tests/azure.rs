@@ -285,3 +285,45 @@ fn imported_managed_image_template_builds_and_boots() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The method as the dashboard calls it: a dry run stores nothing and has no `stored`; a refusal
+/// is `invalid_template` with every path.
+#[test]
+fn import_azure_method_dry_run_and_refusal() {
+    let k = Kilnd::start();
+    let mut c = k.connect();
+    let azure: Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus("vhd.json")).unwrap()).unwrap();
+    let reply = c.call(
+        "template.import_azure",
+        json!({"azure": azure, "name": "v", "dry_run": true}),
+    );
+    assert_eq!(reply["template"]["name"], "v");
+    assert!(reply.get("stored").is_none(), "{reply}");
+    assert!(reply["warnings"][0]["path"].is_string(), "{reply}");
+    let list = c.call("template.list", json!({}));
+    assert_eq!(list["templates"], json!([]));
+
+    let windows: Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus("windows.json")).unwrap()).unwrap();
+    let (kind, err) = c.call_err(
+        "template.import_azure",
+        json!({"azure": windows, "dry_run": true}),
+    );
+    assert_eq!(kind, "invalid_template");
+    let paths: Vec<&str> = err["data"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "properties.source",
+            "properties.customize[0]",
+            "properties.customize[1]",
+            "properties.customize[3]"
+        ]
+    );
+}
