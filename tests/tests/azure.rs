@@ -212,6 +212,20 @@ fn update_and_apply() {
     );
     let out = k.kiln(&[
         "template",
+        "apply",
+        "--azure",
+        "--name",
+        "hello-vhd",
+        "-f",
+        &corpus("vhd.json"),
+        "--json",
+    ]);
+    assert_eq!(
+        json_out(&out),
+        json!({"action": "created", "name": "hello-vhd", "revision": 1})
+    );
+    let out = k.kiln(&[
+        "template",
         "update",
         "web-sig",
         "--azure",
