@@ -75,6 +75,18 @@ pub fn export(t: &Template) -> (Value, Vec<Warning>) {
     };
     props.insert("source".into(), source);
     let mut customize: Vec<Value> = t.customize.iter().map(step).collect();
+    for (i, c) in t.customize.iter().enumerate() {
+        if let Customizer::Reboot {
+            timeout: Some(_), ..
+        } = c
+        {
+            warn(
+                &format!("customize[{i}].timeout"),
+                "a Linux restart in Azure is a Shell `sudo reboot`, with no timeout: not exported"
+                    .into(),
+            );
+        }
+    }
     if let Some(script) = &t.user_script {
         customize.push(json!({"type": "Shell", "name": USER_SCRIPT_STEP, "inline": [script]}));
         warn(

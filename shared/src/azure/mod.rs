@@ -7,6 +7,7 @@
 mod export;
 mod expr;
 mod import;
+mod sections;
 pub mod tables;
 
 pub use export::{export, API_VERSION};

@@ -71,6 +71,9 @@ pub struct ApplyArgs {
     /// The file is an Azure Image Builder template
     #[arg(long)]
     azure: bool,
+    /// With --azure: the template's name (else the resource's `name`)
+    #[arg(long, value_name = "N", requires = "azure")]
+    name: Option<String>,
     #[command(flatten)]
     from: AzureArgs,
 }
@@ -213,7 +216,7 @@ pub async fn update(settings: &Settings, args: UpdateArgs) -> CmdResult {
 }
 
 pub async fn apply(settings: &Settings, args: ApplyArgs) -> CmdResult {
-    let (file, template) = file_template(&args.file, args.azure, &args.from, None)?;
+    let (file, template) = file_template(&args.file, args.azure, &args.from, args.name.as_deref())?;
     let client = settings.connect().await?;
     let current = match get(&client, &template.name, None).await {
         Ok((_, record)) => Some(record),
