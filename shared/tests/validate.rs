@@ -572,8 +572,13 @@ fn every_rule() {
         &["applications", "applications"],
     );
     check(
-        r#"os = "debian-13""#,
+        r#"os = "debian-14""#,
         &["applications[0]", "applications[1]"],
+    );
+    check(r#"os = "debian-13""#, &[]);
+    check(
+        "os = \"debian-13\"\napplications = [\"nginx\", \"openjdk\", \"mysql\"]",
+        &["applications[1]", "applications[2]"],
     );
     // A malformed os is reported once, not again for every application.
     check(r#"os = "Debian 13""#, &["os"]);

@@ -38,7 +38,7 @@ impl Daemon {
         assert!(ok);
         d.conn().call(
             "image.import",
-            json!({"path": base, "name": "debian-12", "os": "debian-12"}),
+            json!({"path": base, "name": "debian-12", "os": "debian-12", "user": "debian"}),
         );
         d
     }

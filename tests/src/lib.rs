@@ -84,6 +84,8 @@ impl Kilnd {
             "debian-12",
             "--os",
             "debian-12",
+            "--user",
+            "debian",
             "--public",
         ];
         if warm {

@@ -50,6 +50,8 @@ fn check_refused(k: &Kilnd, file: &str, what: &str) {
         "x",
         "--os",
         "debian-12",
+        "--user",
+        "debian",
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -75,6 +77,8 @@ fn import_list_show_delete() {
         "base",
         "--os",
         "debian-12",
+        "--user",
+        "debian",
         "--public",
         "--json",
     ]))["image"]
@@ -100,6 +104,8 @@ fn import_list_show_delete() {
             "mine",
             "--os",
             "debian-12",
+            "--user",
+            "debian",
             "--json",
         ])
         .current_dir(dir)
@@ -118,6 +124,8 @@ fn import_list_show_delete() {
         "mine",
         "--os",
         "debian-12",
+        "--user",
+        "debian",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
@@ -207,6 +215,8 @@ fn refuses_backing_and_data_files() {
         "x",
         "--os",
         "debian-12",
+        "--user",
+        "debian",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/no/such.qcow2"), "{}", stderr(&out));
@@ -222,7 +232,7 @@ fn projects_see_public_own_and_shared_images() {
     let import = |c: &mut kiln_tests::Conn, name: &str, project: &str, public: bool| {
         c.call(
             "image.import",
-            json!({"path": file, "name": name, "os": "debian-12", "public": public, "project": project}),
+            json!({"path": file, "name": name, "os": "debian-12", "user": "debian", "public": public, "project": project}),
         )["image"]
             .clone()
     };
@@ -363,7 +373,7 @@ fn restart_repairs_unfinished_images() {
     let file = disk(k.dir.path(), "a.qcow2", "qcow2");
     let kept = k.connect().call(
         "image.import",
-        json!({"path": file, "name": "kept", "os": "debian-12"}),
+        json!({"path": file, "name": "kept", "os": "debian-12", "user": "debian"}),
     )["image"]
         .clone();
     assert!(k.terminate());
@@ -447,7 +457,17 @@ fn kill_9_mid_import_leaves_no_process_behind() {
         ),
     );
     let mut import = k
-        .kiln_cmd(&["image", "import", &file, "--name", "a", "--os", "debian-12"])
+        .kiln_cmd(&[
+            "image",
+            "import",
+            &file,
+            "--name",
+            "a",
+            "--os",
+            "debian-12",
+            "--user",
+            "debian",
+        ])
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -630,6 +650,8 @@ fn import_of_a_file_swapped_after_inspection_never_reads_a_backing_file() {
             "swapped",
             "--os",
             "debian-12",
+            "--user",
+            "debian",
         ],
     )
     .unwrap();
@@ -655,6 +677,8 @@ fn import_of_a_file_swapped_after_inspection_never_reads_a_backing_file() {
             "evil",
             "--os",
             "debian-12",
+            "--user",
+            "debian",
         ],
     )
     .unwrap_err();
@@ -667,7 +691,7 @@ fn import_of_a_file_swapped_after_inspection_never_reads_a_backing_file() {
 fn import_as_other(k: &Kilnd, path: &str, name: &str) -> Result<Value, (String, String)> {
     use std::io::Write;
     let line = json!({"jsonrpc": "2.0", "id": 1, "method": "image.import",
-        "params": {"path": path, "name": name, "os": "debian-12"}});
+        "params": {"path": path, "name": name, "os": "debian-12", "user": "debian"}});
     let mut child = Command::new("setpriv")
         .arg(format!("--reuid={OTHER_UID}"))
         .arg(format!("--regid={OTHER_UID}"))

@@ -50,7 +50,7 @@ fn build_as(k: &Kilnd, template: Value, image: &str, user: &str) -> Vec<String> 
             log.join("\n")
         );
     }
-    let built = json_out(&k.kiln(&["image", "show", image, "--json"]));
+    let built = json_out(&k.kiln(&["image", "show", image, "--json"]))["image"].clone();
     assert_eq!(built["default_user"], user, "{built}");
     assert_eq!(built["family"], "debian", "{built}");
     log

@@ -409,7 +409,8 @@ fn one_name_rule_for_every_method() {
         err["data"]["violations"],
         json!([{"path": "name", "message": rule}])
     );
-    let import = |name: &str| json!({"path": disk, "name": name, "os": "debian-12"});
+    let import =
+        |name: &str| json!({"path": disk, "name": name, "os": "debian-12", "user": "debian"});
     let (kind, err) = c.call_err("image.import", import(bad));
     assert_eq!(kind, "invalid_params");
     assert_eq!(err["message"], format!("name {rule}"));

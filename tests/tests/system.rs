@@ -126,7 +126,7 @@ impl World {
         let answers: Vec<(Value, String)> = files
             .iter()
             .map(|file| {
-                let params = serde_json::json!({"path": file, "name": "nope", "os": "debian-12"});
+                let params = serde_json::json!({"path": file, "name": "nope", "os": "debian-12", "user": "debian"});
                 let reply = self
                     .k
                     .request_as(&user.name, project, "image.import", params);
@@ -151,7 +151,17 @@ impl World {
 
 fn import_args<'a>(file: &'a Path, name: &'a str) -> Vec<&'a str> {
     let file = file.to_str().unwrap();
-    vec!["image", "import", file, "--name", name, "--os", "debian-12"]
+    vec![
+        "image",
+        "import",
+        file,
+        "--name",
+        name,
+        "--os",
+        "debian-12",
+        "--user",
+        "debian",
+    ]
 }
 
 fn names(list: &Value) -> Vec<String> {

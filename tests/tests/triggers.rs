@@ -183,7 +183,7 @@ fn a_reimported_public_image_of_the_sources_name_triggers() {
     let import = |c: &mut Conn, name: &str, public: bool| -> Value {
         c.call(
             "image.import",
-            json!({"path": file, "name": name, "os": "debian-12", "public": public}),
+            json!({"path": file, "name": name, "os": "debian-12", "user": "debian", "public": public}),
         )["image"]
             .clone()
     };

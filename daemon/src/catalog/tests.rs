@@ -61,7 +61,14 @@ async fn another_users_import_reads_only_what_they_may() {
     };
     let theirs = disk("readable.qcow2", 0o644);
     let image = catalog
-        .import(&who, &theirs, "readable", "debian-12", None, false)
+        .import(
+            &who,
+            &theirs,
+            "readable",
+            "debian-12",
+            Some("debian"),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(image.virtual_size, 64 << 20);
