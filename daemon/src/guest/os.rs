@@ -40,6 +40,10 @@ pub struct GuestOs {
     /// authorized, cloud-init's cached copies of the saved VM's seed, set a new machine-id and
     /// the hostname. Nothing of the saved VM's identity is left.
     pub take_identity: fn(&Identity) -> String,
+    /// Mixes host randomness (hex) into the guest kernel's pool and reseeds its CRNG. A resumed
+    /// guest starts with the saved VM's RNG state, so without it two guests resumed from one
+    /// saved VM draw the same "random" numbers until the kernel reseeds on its own.
+    pub reseed_random: fn(entropy_hex: &str) -> String,
 }
 
 /// Who a resumed instance becomes ([`GuestOs::take_identity`]).
@@ -54,6 +58,20 @@ pub struct Identity {
     /// The key the saved VM authorized at its first boot.
     pub saved_public: String,
     pub grow_to: Option<u64>,
+    /// 32 hex digits made on the host (the guest's own RNG is the saved VM's, see
+    /// [`GuestOs::reseed_random`]).
+    pub machine_id: String,
+}
+
+/// `bytes` random bytes from the host's kernel, as hex: entropy for [`GuestOs::reseed_random`],
+/// a machine-id for [`Identity`].
+pub fn host_random_hex(bytes: usize) -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Where a resumed guest's new host private key is uploaded before `rotate_keys` installs it.
@@ -108,6 +126,7 @@ pub static DEBIAN: GuestOs = GuestOs {
     remove_kiln_keys: bash_remove_kiln_keys,
     rotate_keys: debian_rotate_keys,
     take_identity: debian_take_identity,
+    reseed_random: debian_reseed_random,
 };
 
 const DEBIAN_DEPROVISION: &str = r#"set -e
@@ -176,6 +195,16 @@ fn debian_rotate_keys(
     )
 }
 
+/// A write to /dev/urandom mixes into the input pool; the RNDRESEEDCRNG ioctl (_IO('R', 7),
+/// Linux 4.17+) makes the CRNG take it now (python3 is there: cloud-init needs it).
+fn debian_reseed_random(entropy_hex: &str) -> String {
+    format!(
+        "echo {e} | sudo tee /dev/urandom >/dev/null\n\
+         sudo python3 -c 'import fcntl, os; fcntl.ioctl(os.open(\"/dev/urandom\", os.O_WRONLY), 0x5207)'\n",
+        e = shell_quote(entropy_hex),
+    )
+}
+
 fn debian_take_identity(who: &Identity) -> String {
     let blob = who
         .saved_public
@@ -197,8 +226,8 @@ for f in /root/.ssh/authorized_keys /root/.ssh/authorized_keys2; do
   if sudo test -f "$f"; then sudo sed -i "\|{blob}|d" "$f"; fi
 done
 sudo grep -rlaF -e 'OPENSSH PRIVATE KEY' -e {blob_q} /var/lib/cloud 2>/dev/null | sudo xargs -r rm -f
-sudo rm -f /etc/machine-id /var/lib/dbus/machine-id
-sudo systemd-machine-id-setup >/dev/null 2>&1
+sudo rm -f /var/lib/dbus/machine-id
+echo {machine_id} | sudo tee /etc/machine-id >/dev/null
 old=$(hostname)
 echo {host} | sudo tee /etc/hostname >/dev/null
 sudo hostname {host}
@@ -210,6 +239,7 @@ sudo systemctl reload ssh
         user_pub = shell_quote(who.user_public.trim()),
         blob_q = shell_quote(blob),
         host = shell_quote(&who.hostname),
+        machine_id = shell_quote(&who.machine_id),
     )
 }
 

@@ -204,14 +204,21 @@ async fn adopt(
     }
     let saved_public = std::fs::read_to_string(state.client_key().with_extension("pub"))
         .map_err(|e| format!("reading the saved VM's public key: {e}"))?;
-    let script = (spec.vm.os.take_identity)(&os::Identity {
+    let identity = os::Identity {
         now: Utc::now().timestamp(),
         hostname: spec.hostname.clone(),
         host_public: identity.host_public_key.clone(),
         user_public: spec.login_key.clone(),
         saved_public,
         grow_to,
-    });
+        machine_id: os::host_random_hex(16)?,
+    };
+    // The RNG first: everything after it (sshd's reload included) draws from a reseeded pool.
+    let script = format!(
+        "set -e\n{}{}",
+        (spec.vm.os.reseed_random)(&os::host_random_hex(64)?),
+        (spec.vm.os.take_identity)(&identity)
+    );
     let (code, output) = guest
         .exec_collect(&script)
         .await

@@ -473,11 +473,17 @@ pub async fn adopt(
         None
     };
     let prepared = vm.prepared();
-    let script = (prepared.os.rotate_keys)(
-        Utc::now().timestamp(),
-        &prepared.host_public_key,
-        &client_public,
-        grow,
+    let entropy = crate::guest::os::host_random_hex(64).map_err(DriverError::Resume)?;
+    // The RNG first: every resumed build starts from the saved VM's RNG state.
+    let script = format!(
+        "set -e\n{}{}",
+        (prepared.os.reseed_random)(&entropy),
+        (prepared.os.rotate_keys)(
+            Utc::now().timestamp(),
+            &prepared.host_public_key,
+            &client_public,
+            grow,
+        )
     );
     let (code, output) = guest.exec_collect(&script).await?;
     if code != 0 {
