@@ -63,6 +63,18 @@ pub struct Identity {
     pub machine_id: String,
 }
 
+impl GuestOs {
+    /// `script` (a resumed guest's first one) after [`reseed_random`](Self::reseed_random) with
+    /// fresh host randomness, so everything it starts draws from a pool only this guest has.
+    pub fn reseeded(&self, script: &str) -> Result<String, String> {
+        let entropy = host_random_hex(64)?;
+        Ok(format!(
+            "set -e\n{}{script}",
+            (self.reseed_random)(&entropy)
+        ))
+    }
+}
+
 /// `bytes` random bytes from the host's kernel, as hex: entropy for [`GuestOs::reseed_random`],
 /// a machine-id for [`Identity`].
 pub fn host_random_hex(bytes: usize) -> Result<String, String> {
@@ -278,6 +290,20 @@ mod tests {
             err.contains("\"fedora\"") && err.contains("debian"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_resumed_guest_reseeds_its_rng_with_host_randomness_first() {
+        let a = DEBIAN.reseeded("echo next\n").unwrap();
+        let b = DEBIAN.reseeded("echo next\n").unwrap();
+        assert!(a.starts_with("set -e\necho "), "{a}");
+        assert!(
+            a.contains("| sudo tee /dev/urandom") && a.contains("0x5207"),
+            "{a}"
+        );
+        assert!(a.ends_with("echo next\n"), "{a}");
+        assert_ne!(a, b, "fresh randomness each time");
+        assert_eq!(host_random_hex(16).unwrap().len(), 32);
     }
 
     #[test]

@@ -213,12 +213,10 @@ async fn adopt(
         grow_to,
         machine_id: os::host_random_hex(16)?,
     };
-    // The RNG first: everything after it (sshd's reload included) draws from a reseeded pool.
-    let script = format!(
-        "set -e\n{}{}",
-        (spec.vm.os.reseed_random)(&os::host_random_hex(64)?),
-        (spec.vm.os.take_identity)(&identity)
-    );
+    let script = spec
+        .vm
+        .os
+        .reseeded(&(spec.vm.os.take_identity)(&identity))?;
     let (code, output) = guest
         .exec_collect(&script)
         .await

@@ -473,18 +473,15 @@ pub async fn adopt(
         None
     };
     let prepared = vm.prepared();
-    let entropy = crate::guest::os::host_random_hex(64).map_err(DriverError::Resume)?;
-    // The RNG first: every resumed build starts from the saved VM's RNG state.
-    let script = format!(
-        "set -e\n{}{}",
-        (prepared.os.reseed_random)(&entropy),
-        (prepared.os.rotate_keys)(
+    let script = prepared
+        .os
+        .reseeded(&(prepared.os.rotate_keys)(
             Utc::now().timestamp(),
             &prepared.host_public_key,
             &client_public,
             grow,
-        )
-    );
+        ))
+        .map_err(DriverError::Resume)?;
     let (code, output) = guest.exec_collect(&script).await?;
     if code != 0 {
         return Err(DriverError::Resume(format!(
